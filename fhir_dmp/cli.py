@@ -1,0 +1,108 @@
+"""`fhir-dmp`: serve, mint development tokens, load the examples, migrate the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from fhir_dmp.config import Settings
+from fhir_dmp.storage.db import Database
+from fhir_dmp.storage.migrate import upgrade
+
+DEV_SECRET = "fhir-dmp-development-secret-change-me"
+
+
+@click.group()
+def main() -> None:
+    """fhir-dmp: a FHIR R4 server for a French-style shared medical record (DMP)."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url, show_default=True)
+@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn workers (0: Flask dev server)")
+@click.option("--dev-secret", is_flag=True, help=f"Use the development JWT secret {DEV_SECRET!r} if none is set")
+def serve(host: str, port: int, database_url: str, workers: int, dev_secret: bool) -> None:
+    """Bring the schema up to date, then serve the FHIR API at http://HOST:PORT/fhir."""
+    os.environ["FHIR_DMP_DATABASE_URL"] = database_url
+    if dev_secret:
+        os.environ.setdefault("FHIR_DMP_JWT_SECRET", DEV_SECRET)
+    db = Database(database_url)
+    upgrade(db)
+    db.dispose()
+    click.echo(f"fhir-dmp serving http://{host}:{port}/fhir on {Database(database_url).url.split('@')[-1]}",
+               err=True)
+    if workers <= 0:
+        from fhir_dmp.http.app import create_app
+
+        create_app().run(host=host, port=port, threaded=True)
+        return
+    from gunicorn.app.wsgiapp import run
+
+    sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
+                "--access-logfile", "-", "fhir_dmp:create_app()"]
+    run()
+
+
+@main.command()
+@click.option("--actor", required=True, type=click.Choice(
+    ["professional", "patient", "representative", "system", "insurer", "employer"]))
+@click.option("--sub", required=True, help="idNatPs, INS, a representative's id, or a system name")
+@click.option("--profession", help="TRE_G15 code, e.g. 10 (médecin)")
+@click.option("--specialty", help="TRE_R38 code, e.g. SM26 (médecine générale)")
+@click.option("--organization")
+@click.option("--patient", help="the INS the patient/representative acts for")
+@click.option("--purpose-of-use", type=click.Choice(["TREAT", "ETREAT", "BTG"]))
+@click.option("--access-reason")
+@click.option("--secret", is_flag=True, help="a minor's secret connection")
+@click.option("--ttl", default=3600, show_default=True, type=int, help="seconds before it expires")
+def token(ttl: int, secret: bool, **claims: str | None) -> None:
+    """Mint a development bearer token (HS256 with FHIR_DMP_JWT_SECRET, or RS256 with FHIR_DMP_JWT_PRIVATE_KEY)."""
+    from fhir_dmp.services.identity import mint_token
+
+    private_key = os.environ.get("FHIR_DMP_JWT_PRIVATE_KEY")
+    if private_key and "-----BEGIN" not in private_key:
+        private_key = Path(private_key).read_text()
+    body = {k: v for k, v in claims.items() if v}
+    if secret:
+        body["secret"] = True
+    click.echo(mint_token(body, secret=os.environ.get("FHIR_DMP_JWT_SECRET", DEV_SECRET),
+                          private_key=private_key, ttl_seconds=ttl))
+
+
+@main.command("load-examples")
+@click.option("--directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def load_examples(directory: Path | None) -> None:
+    """Load examples/ (transaction Bundles and resources) through the same code path as the API."""
+    from fhir_dmp.services.loading import load_directory
+
+    settings = Settings.from_env()
+    db = Database(settings.database_url)
+    upgrade(db)
+    for line in load_directory(db, settings, directory or settings.home / "examples"):
+        click.echo(line)
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+def db_upgrade(database_url: str) -> None:
+    """Apply the schema migrations (Alembic) up to the latest."""
+    database = Database(database_url)
+    upgrade(database)
+    from fhir_dmp.storage.migrate import current_revision
+
+    click.echo(json.dumps({"database": database.url.split("@")[-1], "revision": current_revision(database)}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,49 @@
+"""Settings read once from the environment (twelve-factor); one frozen object per app."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def project_dir() -> Path:
+    """Where `terminologies/`, `capability/`, `profiles/` and `examples/` live (repo root, or FHIR_DMP_HOME)."""
+    return Path(os.environ.get("FHIR_DMP_HOME") or PACKAGE_DIR.parent)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///fhir-dmp.db"
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    max_body_bytes: int = 20 * 1024 * 1024
+    default_count: int = 20
+    max_count: int = 1000
+    base_url: str | None = None  # public base URL, when behind a proxy; else taken from the request
+    home: Path = field(default_factory=project_dir)
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        settings = cls(
+            database_url=env.get("FHIR_DMP_DATABASE_URL", cls.database_url),
+            jwt_secret=env.get("FHIR_DMP_JWT_SECRET"),
+            jwt_public_key=_read_key(env.get("FHIR_DMP_JWT_PUBLIC_KEY")),
+            max_body_bytes=int(env.get("FHIR_DMP_MAX_BODY_BYTES", cls.max_body_bytes)),
+            default_count=int(env.get("FHIR_DMP_DEFAULT_COUNT", cls.default_count)),
+            max_count=int(env.get("FHIR_DMP_MAX_COUNT", cls.max_count)),
+            base_url=env.get("FHIR_DMP_BASE_URL"),
+        )
+        return replace(settings, **overrides)  # type: ignore[arg-type]
+
+
+def _read_key(value: str | None) -> str | None:
+    """The public key may be given inline (PEM) or as a path to a PEM file."""
+    if not value:
+        return None
+    if "-----BEGIN" in value:
+        return value
+    return Path(value).read_text()

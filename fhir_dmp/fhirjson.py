@@ -1,0 +1,32 @@
+"""FHIR JSON in and out, keeping decimals exactly as written.
+
+FHIR says a decimal's precision is part of its value (`1.50` is not `1.5`); the standard
+library would turn it into a float. simplejson with `use_decimal` keeps the digits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simplejson
+
+
+class JsonSyntaxError(ValueError):
+    """The bytes are not JSON; carries the position for the OperationOutcome."""
+
+
+def loads(data: bytes | str) -> Any:
+    try:
+        return simplejson.loads(data, use_decimal=True)
+    except simplejson.JSONDecodeError as exc:
+        raise JsonSyntaxError(f"Malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise JsonSyntaxError(f"Unreadable JSON: {exc.__class__.__name__}") from exc
+
+
+def dumps(value: Any) -> str:
+    return simplejson.dumps(value, use_decimal=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps_pretty(value: Any) -> str:
+    return simplejson.dumps(value, use_decimal=True, ensure_ascii=False, indent=2)

@@ -1,0 +1,67 @@
+"""The Flask application factory (gunicorn: `fhir_dmp:create_app()`)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from fhir_dmp.config import Settings
+from fhir_dmp.errors import FhirError
+from fhir_dmp.http.negotiate import JSON, response_format
+from fhir_dmp.http.render import error_response
+from fhir_dmp.http.routes import bp
+from fhir_dmp.services.capability import CapabilityBuilder
+from fhir_dmp.services.identity import TokenKeys
+from fhir_dmp.services.interactions import FhirService
+from fhir_dmp.storage.db import Database
+
+log = logging.getLogger("fhir_dmp")
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    db = database or Database(settings.database_url)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["fhir_dmp"] = {
+        "settings": settings,
+        "db": db,
+        "service": FhirService(db, settings),
+        "keys": TokenKeys(settings.jwt_secret, settings.jwt_public_key),
+        "capability": CapabilityBuilder(settings.home),
+    }
+    if not settings.jwt_secret and not settings.jwt_public_key:
+        log.warning("Neither FHIR_DMP_JWT_SECRET nor FHIR_DMP_JWT_PUBLIC_KEY is set: every request will get 401")
+    app.register_blueprint(bp)
+    app.register_error_handler(FhirError, _fhir_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    return app
+
+
+def _format() -> str:
+    try:
+        return response_format(request.args.get("_format"), request.headers.get("Accept"))
+    except FhirError:
+        return JSON
+
+
+def _fhir_error(error: FhirError):  # type: ignore[no-untyped-def]
+    return error_response(error, _format())
+
+
+def _http_error(error: HTTPException):  # type: ignore[no-untyped-def]
+    if isinstance(error, RequestEntityTooLarge):
+        fhir = FhirError.of(413, "too-costly", "The request body is larger than this server accepts "
+                            f"({request.max_content_length} bytes)")
+    else:
+        code = {404: "not-found", 405: "not-supported"}.get(error.code or 500, "invalid")
+        fhir = FhirError.of(error.code or 500, code, error.description or error.name)
+    return error_response(fhir, _format())
+
+
+def _unexpected(error: Exception):  # type: ignore[no-untyped-def]
+    log.exception("Unexpected error on %s %s", request.method, request.path)
+    return error_response(FhirError.of(500, "exception", "Internal server error"), _format())

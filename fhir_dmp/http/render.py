@@ -1,0 +1,50 @@
+"""Service results and errors -> Flask responses, in the negotiated format."""
+
+from __future__ import annotations
+
+from flask import Response
+
+from fhir_dmp import fhirjson
+from fhir_dmp.errors import FhirError
+from fhir_dmp.http import fhirxml
+from fhir_dmp.http.negotiate import XML, content_type_of
+from fhir_dmp.services.content import information
+from fhir_dmp.services.requests import FhirResponse
+
+
+def serialise(resource: dict, fmt: str, pretty: bool = False) -> bytes:
+    if fmt == XML:
+        return fhirxml.json_to_xml(resource)
+    text = fhirjson.dumps_pretty(resource) if pretty else fhirjson.dumps(resource)
+    return text.encode("utf-8")
+
+
+def respond(result: FhirResponse, fmt: str, *, prefer_return: str | None = None, pretty: bool = False,
+            head: bool = False) -> Response:
+    body = result.body
+    if isinstance(body, dict) and result.status in (200, 201) and _is_write(result):
+        if prefer_return == "minimal":
+            body = None
+        elif prefer_return == "OperationOutcome":
+            body = information("Created" if result.status == 201 else "Updated")
+    response = Response(status=result.status)
+    for name, value in result.headers.items():
+        response.headers[name] = value
+    if isinstance(body, dict):
+        response.set_data(b"" if head else serialise(body, fmt, pretty))
+        response.headers["Content-Type"] = content_type_of(fmt)
+    elif isinstance(body, bytes):
+        response.set_data(body)
+    return response
+
+
+def _is_write(result: FhirResponse) -> bool:
+    return "Location" in result.headers
+
+
+def error_response(error: FhirError, fmt: str) -> Response:
+    response = Response(serialise(error.outcome(), fmt), status=error.status,
+                        content_type=content_type_of(fmt))
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response

@@ -1,0 +1,95 @@
+"""The FHIR endpoints: one catch-all route that parses the request into a `FhirRequest`."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Blueprint, Response, current_app, request
+
+from fhir_dmp import fhirjson
+from fhir_dmp.errors import FhirError, bad_request
+from fhir_dmp.http import fhirxml
+from fhir_dmp.http.negotiate import body_kind, parse_media_type, response_format
+from fhir_dmp.http.render import respond
+from fhir_dmp.services.identity import caller_from_header
+from fhir_dmp.services.requests import FhirResponse, parse_url
+
+bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+_ALL = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _ext() -> dict[str, Any]:
+    return current_app.extensions["fhir_dmp"]
+
+
+def base_url() -> str:
+    configured = _ext()["settings"].base_url
+    return (configured or request.host_url.rstrip("/") + "/fhir").rstrip("/")
+
+
+@bp.get("/metadata")
+def metadata() -> Response:
+    fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
+    statement = _ext()["capability"].build(base_url())
+    return respond(FhirResponse(200, statement), fmt, pretty=_pretty())
+
+
+@bp.route("", methods=_ALL, strict_slashes=False)
+@bp.route("/<path:path>", methods=_ALL)
+def fhir(path: str = "") -> Response:
+    fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
+    ext = _ext()
+    caller = caller_from_header(request.headers.get("Authorization"), ext["keys"])
+    method = "GET" if request.method == "HEAD" else request.method
+    body, content_type, query = _read_body(method)
+    prefer = _prefer()
+    url = f"{path}?{request.query_string.decode('utf-8', 'replace')}" if request.query_string else path
+    req = parse_url(
+        method, url, body=body, content_type=content_type, if_match=request.headers.get("If-Match"),
+        if_none_exist=request.headers.get("If-None-Exist"), if_none_match=request.headers.get("If-None-Match"),
+        strict=prefer.get("handling") == "strict", base_url=base_url(),
+    )
+    if query:
+        req = replace(req, query=req.query + tuple(query))
+    result = ext["service"].handle(caller, req)
+    return respond(result, fmt, prefer_return=prefer.get("return"), pretty=_pretty(),
+                   head=request.method == "HEAD")
+
+
+def _read_body(method: str) -> tuple[Any, str, list[tuple[str, str]]]:
+    """(parsed body, its media type, extra search parameters from a form-encoded _search)."""
+    length = request.content_length
+    if method in ("GET", "DELETE"):
+        return None, "", []
+    raw = request.get_data(cache=False)
+    if not raw and not length:
+        if method == "POST" and request.path.endswith("/_search"):
+            return None, "", []
+        raise bad_request(f"{method} needs a request body", code="required")
+    kind = body_kind(request.headers.get("Content-Type"))
+    media = parse_media_type(request.headers.get("Content-Type", "")).essence
+    if kind == "form":
+        if not request.path.endswith("/_search"):
+            raise FhirError.of(415, "not-supported", "Form-encoded bodies are only for POST [type]/_search")
+        return None, media, parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    if kind == "xml":
+        return fhirxml.xml_to_json(raw), media, []
+    try:
+        return fhirjson.loads(raw), media, []
+    except ValueError as exc:
+        raise bad_request(str(exc), code="structure") from exc
+
+
+def _prefer() -> dict[str, str]:
+    out = {}
+    for header in request.headers.getlist("Prefer"):
+        for item in header.split(","):
+            key, _, value = item.strip().partition("=")
+            out[key.strip().lower()] = value.strip().strip('"')
+    return out
+
+
+def _pretty() -> bool:
+    return request.args.get("_pretty", "").lower() == "true"

@@ -1,0 +1,224 @@
+"""Batch and transaction Bundles (`POST /fhir`).
+
+A transaction runs every entry in one unit of work, in the order the R4 spec fixes (DELETE, POST,
+PUT/PATCH, GET), after replacing `urn:uuid:` full URLs and conditional references by the ids they
+stand for; any failure rolls back everything. A batch runs each entry in its own unit of work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from sqlalchemy import Connection
+
+from fhir_dmp.errors import FhirError, Issue, bad_request, operation_outcome, precondition_failed
+from fhir_dmp.policy.caller import Caller
+from fhir_dmp.search.dates import instant, now_utc
+from fhir_dmp.search.params import parse_query
+from fhir_dmp.services import content
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
+from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage.repository import StaleVersion
+from fhir_dmp.validation.structure import validate_structure
+
+if TYPE_CHECKING:
+    from fhir_dmp.services.interactions import FhirService
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_RETRIES = 5
+
+
+def process_bundle(service: FhirService, caller: Caller, req: FhirRequest) -> FhirResponse:
+    bundle = req.body
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise bad_request("POST to the base URL takes a Bundle of type batch or transaction", "Bundle")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise bad_request(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
+    issues = validate_structure(bundle)
+    if issues and kind == "transaction":
+        raise FhirError(400, issues)
+    entries = bundle.get("entry") or []
+    if kind == "batch":
+        return FhirResponse(200, _bundle("batch-response", [_batch_entry(service, caller, req, e, i)
+                                                            for i, e in enumerate(entries)]))
+    for _ in range(_RETRIES):
+        try:
+            with service.db.transaction(write=True) as conn:
+                return FhirResponse(200, _bundle("transaction-response",
+                                                 _transaction(service, conn, caller, req, entries)))
+        except StaleVersion:
+            continue
+    raise FhirError.of(409, "conflict", "The transaction conflicted with concurrent writers; try again")
+
+
+def _bundle(kind: str, entries: list[dict]) -> dict:
+    return {"resourceType": "Bundle", "type": kind, "timestamp": instant(now_utc()), "entry": entries}
+
+
+def _entry_request(parent: FhirRequest, entry: Any, index: int) -> FhirRequest:
+    where = f"Bundle.entry[{index}]"
+    if not isinstance(entry, dict) or not isinstance(entry.get("request"), dict):
+        raise bad_request(f"{where} has no request", f"{where}.request")
+    request = entry["request"]
+    method, url = request.get("method"), request.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise bad_request(f"{where}.request needs a method (GET, POST, PUT, PATCH, DELETE) and a url",
+                          f"{where}.request")
+    url = _relative(url, parent.base_url)
+    body = entry.get("resource")
+    content_type = "application/fhir+json"
+    if method == "PATCH" and isinstance(body, dict) and body.get("resourceType") == "Binary":
+        body, content_type = _patch_from_binary(body, where)
+    return parse_url(method, url, body=body, content_type=content_type, if_match=request.get("ifMatch"),
+                     if_none_exist=request.get("ifNoneExist"), if_none_match=request.get("ifNoneMatch"),
+                     strict=parent.strict, base_url=parent.base_url)
+
+
+def _relative(url: str, base: str) -> str:
+    if url.startswith(base.rstrip("/") + "/"):
+        return url[len(base.rstrip("/")) + 1:]
+    if urlsplit(url).scheme:
+        raise bad_request(f"Entry url {url!r} is not on this server")
+    return url
+
+
+def _patch_from_binary(binary: dict, where: str) -> tuple[Any, str]:
+    """In a Bundle, a JSON Patch travels as a Binary (R4 http.html#patch)."""
+    import base64
+
+    from fhir_dmp import fhirjson
+
+    try:
+        return fhirjson.loads(base64.b64decode(binary.get("data", ""))), binary.get("contentType", "")
+    except Exception as exc:  # noqa: BLE001 - any decoding failure is the client's
+        raise bad_request(f"{where}.resource: the JSON Patch in the Binary cannot be read") from exc
+
+
+def _response_entry(resp: FhirResponse, *, with_resource: bool = True) -> dict:
+    out: dict = {}
+    if with_resource and isinstance(resp.body, dict):
+        out["resource"] = resp.body
+    response: dict = {"status": content.status_line(resp.status)}
+    if "Location" in resp.headers:
+        response["location"] = resp.headers["Location"]
+    if "ETag" in resp.headers:
+        response["etag"] = resp.headers["ETag"]
+    if isinstance(resp.body, dict) and isinstance(resp.body.get("meta"), dict):
+        response["lastModified"] = resp.body["meta"].get("lastUpdated")
+    out["response"] = {k: v for k, v in response.items() if v is not None}
+    return out
+
+
+def _error_entry(error: FhirError) -> dict:
+    return {"response": {"status": content.status_line(error.status), "outcome": error.outcome()}}
+
+
+def _batch_entry(service: FhirService, caller: Caller, parent: FhirRequest, entry: Any, index: int) -> dict:
+    try:
+        issues = validate_structure(entry["resource"]) if isinstance(entry, dict) and isinstance(
+            entry.get("resource"), dict) and entry.get("request", {}).get("method") != "PATCH" else []
+        if issues:
+            raise FhirError(400, issues)
+        return _response_entry(service.run(caller, _entry_request(parent, entry, index)))
+    except FhirError as error:
+        return _error_entry(error)
+
+
+def _transaction(service: FhirService, conn: Connection, caller: Caller, parent: FhirRequest,
+                 entries: list) -> list[dict]:
+    requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
+    _check_distinct(requests)
+    ids: dict[str, str] = {}  # fullUrl -> "Type/id"
+    existing: dict[int, FhirResponse] = {}
+    for i, (entry, req) in enumerate(zip(entries, requests, strict=True)):
+        full_url = entry.get("fullUrl")
+        if req.method != "POST" or req.interaction != "create":
+            continue
+        rid = str(uuid.uuid4())
+        if req.if_none_exist:
+            found = service.match_condition(conn, req.resource_type or "", req.if_none_exist, "ifNoneExist")
+            if found is not None:
+                rid = found.id
+                existing[i] = FhirResponse(200, content.resource_of(found),
+                                           content.version_headers(found, parent.base_url, location=True))
+        requests[i] = replace(req, if_none_exist=None, assigned_id=rid)
+        if isinstance(full_url, str):
+            ids[full_url] = f"{req.resource_type}/{rid}"
+    resolved = [_resolve_references(service, conn, r, ids, parent.base_url, i) for i, r in enumerate(requests)]
+    responses: dict[int, FhirResponse] = dict(existing)
+    # Binaries last among creates: their securityContext may name a DocumentReference of this Bundle.
+    for i in sorted(range(len(resolved)),
+                    key=lambda k: (_ORDER[resolved[k].method], resolved[k].resource_type == "Binary")):
+        if i in responses:
+            continue
+        req = resolved[i]
+        try:
+            responses[i] = service.dispatch(conn, caller, req)
+        except FhirError as error:
+            error.issues[:] = [_located(issue, i) for issue in error.issues]
+            raise
+    return [_response_entry(responses[i]) for i in range(len(resolved))]
+
+
+def _located(issue: Issue, index: int) -> Issue:
+    prefix = f"Bundle.entry[{index}].resource"
+    expression = tuple(f"{prefix}.{e.split('.', 1)[1]}" if "." in e else f"{prefix}" for e in issue.expression)
+    return Issue(issue.code, f"Bundle.entry[{index}]: {issue.diagnostics}", expression or (prefix,),
+                 issue.severity)
+
+
+def _check_distinct(requests: list[FhirRequest]) -> None:
+    seen: set[str] = set()
+    for req in requests:
+        if req.method in ("PUT", "PATCH", "DELETE") and req.id:
+            key = f"{req.resource_type}/{req.id}"
+            if key in seen:
+                raise bad_request(f"The transaction changes {key} more than once")
+            seen.add(key)
+
+
+def _resolve_references(service: FhirService, conn: Connection, req: FhirRequest, ids: dict[str, str],
+                        base: str, index: int) -> FhirRequest:
+    """Replace fullUrls by the ids they got, and `Type?search` references by the one match."""
+    if not isinstance(req.body, dict):
+        return req
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key == "reference" and isinstance(value, str) and "?" in value and value not in ids:
+                    out[key] = _conditional_reference(service, conn, value, index)
+                else:
+                    out[key] = walk(value)
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, str) and node in ids:
+            return ids[node]
+        return node
+
+    return req.with_body(walk(req.body))
+
+
+def _conditional_reference(service: FhirService, conn: Connection, value: str, index: int) -> str:
+    rtype, _, query = value.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    try:
+        parse_url("GET", rtype)
+        parsed = parse_query(rtype, pairs, strict=True, default_count=2, max_count=2)
+    except FhirError as error:
+        raise bad_request(f"Bundle.entry[{index}]: conditional reference {value!r}: "
+                          f"{error.issues[0].diagnostics}") from None
+    found = repo.find(conn, rtype, parsed.criteria, after_pk=None, limit=2)
+    if len(found) != 1:
+        raise precondition_failed(f"Bundle.entry[{index}]: conditional reference {value!r} matches "
+                                  f"{'no' if not found else 'more than one'} {rtype}")
+    return f"{rtype}/{found[0].id}"
+
+
+__all__ = ["process_bundle", "operation_outcome"]

@@ -1,0 +1,58 @@
+"""The CapabilityStatement, generated from the registry and the search parameter table so that it
+never advertises what the server does not do; `capability/capability-base.json` holds the fixed parts."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from fhir_dmp import __version__
+from fhir_dmp.search.dates import instant, now_utc
+from fhir_dmp.search.params import supported_params
+from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS
+
+_RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (paging)."
+
+
+class CapabilityBuilder:
+    def __init__(self, home: Path) -> None:
+        self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
+
+    def build(self, base_url: str) -> dict:
+        statement = copy.deepcopy(self.base)
+        statement["date"] = instant(now_utc())
+        statement["software"] = {**statement.get("software", {}), "version": __version__}
+        statement["implementation"] = {"description": "fhir-dmp", "url": base_url}
+        statement["rest"] = [{
+            "mode": "server",
+            "documentation": "FHIR R4 RESTful API. " + _RESULT_PARAMS_DOC,
+            "security": statement.pop("security"),
+            "resource": [_resource(d) for d in RESOURCES.values()],
+            "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+        }]
+        return statement
+
+
+def _resource(definition) -> dict:  # type: ignore[no-untyped-def]
+    writes = definition.allows("update")
+    out: dict = {
+        "type": definition.name,
+        "documentation": definition.documentation,
+        "interaction": [{"code": code} for code in definition.interactions],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": False,
+    }
+    if definition.allows("create"):
+        out["conditionalCreate"] = True
+    if writes:
+        out["conditionalUpdate"] = True
+        out["conditionalDelete"] = "single"
+    out["conditionalRead"] = "not-match"
+    out["searchParam"] = [
+        {"name": p.name, "definition": p.url, "type": p.type,
+         "documentation": p.documentation}
+        for p in supported_params(definition.name)
+    ]
+    return out

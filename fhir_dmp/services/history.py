@@ -1,0 +1,50 @@
+"""History interactions (instance, type, system): every version, newest first, keyset-paged."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from fhir_dmp.errors import bad_request
+from fhir_dmp.search.dates import parse_date_range
+from fhir_dmp.services import results
+from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.storage import repository as repo
+
+if TYPE_CHECKING:
+    from fhir_dmp.services.interactions import FhirService
+
+_PARAMS = ("_count", "_since", "_cursor", "_format", "_pretty")
+
+
+def history(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResponse:
+    settings = service.settings
+    count, since, cursor = settings.default_count, None, None
+    for name, value in req.query:
+        if name == "_count":
+            count = _int(name, value)
+        elif name == "_cursor":
+            cursor = _int(name, value)
+        elif name == "_since":
+            if "T" not in value:
+                raise bad_request("_since must be an instant (e.g. 2026-01-01T00:00:00Z)", "_since")
+            since = parse_date_range(value, "_since")[0]
+        elif name not in _PARAMS:
+            raise bad_request(f"History parameter '{name}' is not supported", code="not-supported")
+    count = min(count, settings.max_count)
+    if req.id:
+        service.current(conn, req)  # 404 when the resource never existed
+    rows = repo.history(conn, req.resource_type, req.id, since=since, before_pk=cursor, limit=count + 1)
+    page, more = rows[:count], len(rows) > count
+    total = repo.history_count(conn, req.resource_type, req.id, since)
+    path = "/".join(p for p in (req.resource_type, req.id, "_history") if p)
+    links = results.page_links(req.base_url, path, list(req.query), page[-1].pk if more and page else None)
+    entries = [results.history_entry(req.base_url, s) for s in page]
+    return FhirResponse(200, results.bundle("history", entries, links, total))
+
+
+def _int(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise bad_request(f"{name} must be a non-negative integer", name)
+    return int(value)

@@ -1,0 +1,77 @@
+"""Which DMP a resource belongs to: its reference to the Patient must resolve here (422 otherwise)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from fhir_dmp.errors import unprocessable
+from fhir_dmp.services.registry import RESOURCES
+from fhir_dmp.storage import criteria as c
+from fhir_dmp.storage import repository as repo
+
+INS_SYSTEMS = frozenset({
+    "urn:oid:1.2.250.1.213.1.4.8", "urn:oid:1.2.250.1.213.1.4.9",
+    "urn:oid:1.2.250.1.213.1.4.10", "urn:oid:1.2.250.1.213.1.4.11",
+})
+
+
+def local_id(reference: str, resource_type: str, base_url: str) -> str | None:
+    """`Type/id`, `Type/id/_history/n` or `<our base>/Type/id` -> id; anything else -> None."""
+    ref = reference
+    if ref.startswith(base_url.rstrip("/") + "/"):
+        ref = ref[len(base_url.rstrip("/")) + 1:]
+    ref = ref.split("/_history/")[0]
+    prefix = resource_type + "/"
+    if ref.startswith(prefix) and "/" not in ref[len(prefix):] and ref[len(prefix):]:
+        return ref[len(prefix):]
+    return None
+
+
+def patient_key(conn: Connection, resource_type: str, resource: dict, rid: str, base_url: str) -> str:
+    """The Patient id of the DMP this resource belongs to ('' if none); 422 on a dangling patient."""
+    if resource_type == "Patient":
+        return rid
+    if resource_type == "Binary":
+        return _binary_patient(conn, resource, base_url)
+    definition = RESOURCES.get(resource_type)
+    for path in definition.patient_paths if definition else ():
+        ref = resource.get(path)
+        if isinstance(ref, dict):
+            found = _resolve_patient(conn, ref, f"{resource_type}.{path}", base_url)
+            if found is not None:
+                return found
+    return ""
+
+
+def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str) -> str | None:
+    literal = ref.get("reference")
+    if isinstance(literal, str):
+        pid = local_id(literal, "Patient", base_url)
+        if pid is None:
+            if literal.startswith("Patient/") or "/Patient/" in literal or ref.get("type") == "Patient":
+                raise unprocessable(f"Reference {literal!r} does not name a DMP on this server", expression)
+            return None  # not a patient reference (e.g. a Group or a Device)
+        stored = repo.read_current(conn, "Patient", pid)
+        if stored is None or stored.deleted:
+            raise unprocessable(f"Reference {literal!r}: no such DMP (Patient) on this server", expression)
+        return pid
+    ident = ref.get("identifier")
+    if isinstance(ident, dict) and ident.get("system") in INS_SYSTEMS and isinstance(ident.get("value"), str):
+        token = c.Token("identifier", ident["system"], ident["value"])
+        matches = repo.find(conn, "Patient", token, after_pk=None, limit=2)
+        if len(matches) != 1:
+            raise unprocessable(f"No single DMP has the INS {ident['system']}|{ident['value']}", expression)
+        return matches[0].id
+    if ref.get("type") == "Patient":
+        raise unprocessable("A reference to the patient needs a 'reference' or an INS 'identifier'", expression)
+    return None
+
+
+def _binary_patient(conn: Connection, resource: dict, base_url: str) -> str:
+    ctx = resource.get("securityContext")
+    literal = ctx.get("reference") if isinstance(ctx, dict) else None
+    if not isinstance(literal, str):
+        return ""
+    doc_id = local_id(literal, "DocumentReference", base_url)
+    stored = repo.read_current(conn, "DocumentReference", doc_id) if doc_id else None
+    return stored.patient_key if stored else ""

@@ -1,0 +1,41 @@
+"""The resource types this server serves and what it does with each: the one source of truth for
+dispatch (a refused interaction is a 405) and for the CapabilityStatement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READ_ONLY = ("read", "vread", "search-type", "history-instance", "history-type")
+FULL = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+        "search-type")
+
+
+@dataclass(frozen=True)
+class ResourceDef:
+    name: str
+    interactions: tuple[str, ...]
+    patient_paths: tuple[str, ...] = ()  # elements that reference the DMP (Patient) it belongs to
+    documentation: str = ""
+
+    def allows(self, interaction: str) -> bool:
+        return interaction in self.interactions
+
+
+RESOURCES: dict[str, ResourceDef] = {
+    r.name: r
+    for r in (
+        ResourceDef("Patient", FULL, documentation="The DMP itself, identified by the patient's INS"),
+        ResourceDef("DocumentReference", FULL, ("subject",), "A document's metadata (IHE MHD, ANS PDSm)"),
+        ResourceDef("Binary", FULL, documentation="A document's bytes; securityContext names its DocumentReference"),
+        ResourceDef("List", FULL, ("subject",), "An MHD SubmissionSet"),
+        ResourceDef("Consent", FULL, ("patient",), "The patient's choices: authorisations, blocks, oppositions"),
+        ResourceDef("AuditEvent", READ_ONLY, documentation="Access traces, written by the server only"),
+        ResourceDef("Composition", FULL, ("subject",), "The VSM (Volet de Synthèse Médicale)"),
+        ResourceDef("Communication", FULL, ("subject",), "Notifications to the patient"),
+        ResourceDef("Practitioner", FULL, documentation="A health professional"),
+        ResourceDef("PractitionerRole", FULL, documentation="A professional's role in a structure"),
+        ResourceDef("Organization", FULL, documentation="A health structure"),
+    )
+}
+
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")

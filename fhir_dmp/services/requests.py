@@ -1,0 +1,114 @@
+"""A FHIR interaction as plain data, parsed the same way for HTTP requests and Bundle entries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from fhir_dmp.errors import FhirError, bad_request, not_found
+from fhir_dmp.services.registry import RESOURCES
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_KNOWN_NON_SERVED = re.compile(r"^[A-Z][A-Za-z]+$")
+
+
+@dataclass(frozen=True)
+class FhirRequest:
+    method: str
+    resource_type: str | None = None
+    id: str | None = None
+    version_id: str | None = None
+    operation: str | None = None  # "_history", "_search", or "$name"
+    query: tuple[tuple[str, str], ...] = ()
+    body: Any = None
+    content_type: str = "application/fhir+json"
+    if_match: str | None = None
+    if_none_exist: str | None = None
+    if_none_match: str | None = None
+    strict: bool = False
+    base_url: str = ""
+    assigned_id: str | None = None  # a transaction gives a POST entry its id before running it
+
+    @property
+    def interaction(self) -> str:
+        return interaction_of(self)
+
+    def with_body(self, body: Any) -> FhirRequest:
+        return replace(self, body=body)
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: dict | bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    resource_created: bool = False
+
+
+def parse_url(method: str, url: str, **fields: Any) -> FhirRequest:
+    """`Patient/1/_history/2?x=y` (relative to the base) -> FhirRequest; 404 for unknown types."""
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    segments = [unquote(s) for s in path.split("/")] if path else []
+    query = tuple(parse_qsl(parts.query, keep_blank_values=True))
+    rtype = rid = vid = op = None
+    if segments and segments[0].startswith("$"):
+        op = segments.pop(0)
+    elif segments and segments[0] == "_history":
+        op = segments.pop(0)
+    elif segments:
+        rtype = segments.pop(0)
+        if rtype not in RESOURCES:
+            what = "is not served by this server" if _KNOWN_NON_SERVED.match(rtype) else "is not a resource type"
+            raise not_found(f"Resource type '{rtype}' {what}")
+        if segments and (segments[0] in ("_history", "_search") or segments[0].startswith("$")):
+            op = segments.pop(0)
+        elif segments:
+            rid = segments.pop(0)
+            if not ID_PATTERN.match(rid):
+                raise bad_request(f"'{rid}' is not a valid FHIR id", f"{rtype}.id")
+            if segments and (segments[0] == "_history" or segments[0].startswith("$")):
+                op = segments.pop(0)
+                if op == "_history" and segments:
+                    vid = segments.pop(0)
+                    if not vid.isdigit():
+                        raise not_found(f"Version '{vid}' of {rtype}/{rid} does not exist")
+    if segments:
+        raise not_found(f"No FHIR endpoint at '{path}'")
+    return FhirRequest(method=method.upper(), resource_type=rtype, id=rid, version_id=vid, operation=op,
+                       query=query, **fields)
+
+
+def interaction_of(req: FhirRequest) -> str:
+    """The R4 interaction code of a request (used for the 405 check and the traces)."""
+    m, t, i, op = req.method, req.resource_type, req.id, req.operation
+    if t is None:
+        if op == "_history" and m == "GET":
+            return "history-system"
+        if op is None and m == "POST":
+            return "batch/transaction"
+        if op is None and m == "GET":
+            return "search-system"
+        return "operation" if op and op.startswith("$") else "unknown"
+    if op and op.startswith("$"):
+        return "operation"
+    if i is None:
+        if op == "_history":
+            return "history-type" if m == "GET" else "unknown"
+        if op == "_search":
+            return "search-type" if m == "POST" else "unknown"
+        return {"GET": "search-type", "POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete"}.get(m, "unknown")
+    if op == "_history":
+        if m != "GET":
+            return "unknown"
+        return "vread" if req.version_id else "history-instance"
+    return {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m, "unknown")
+
+
+def method_not_allowed(req: FhirRequest) -> FhirError:
+    where = req.resource_type or "the system endpoint"
+    return FhirError.of(405, "not-supported", f"{req.method} is not supported on {where}"
+                        + (f" ({req.interaction})" if req.interaction != "unknown" else ""))

@@ -1,0 +1,71 @@
+"""Engine creation and units of work; the SQLite and PostgreSQL differences live here.
+
+SQLite: WAL, a busy timeout, and `BEGIN IMMEDIATE` for writes so that two writers queue on the
+database lock instead of failing when a read transaction upgrades. PostgreSQL: psycopg 3, READ
+COMMITTED, and transaction-scoped advisory locks for conditional creates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+
+def _normalise_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and route them to psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    """One engine per process; units of work are short transactions on pooled connections."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = _normalise_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(self.url, echo=echo, connect_args={"timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    @contextmanager
+    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
+        """A unit of work: commits when the block ends, rolls back everything on any exception."""
+        with self.engine.connect() as conn:
+            if write and self.is_sqlite:
+                conn = conn.execution_options(sqlite_write=True)
+            with conn.begin():
+                yield conn
+
+    def lock(self, conn: Connection, key: str) -> None:
+        """Serialise writers on one key until the transaction ends (conditional create races).
+
+        SQLite writers already hold the database lock from `BEGIN IMMEDIATE`.
+        """
+        if self.is_sqlite:
+            return
+        digest = hashlib.sha1(key.encode()).digest()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest[:8], "big", signed=True)})
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    dbapi_conn.isolation_level = None  # let the "begin" hook emit BEGIN itself
+    cursor = dbapi_conn.cursor()
+    for pragma in ("journal_mode=WAL", "busy_timeout=30000", "foreign_keys=ON", "synchronous=NORMAL"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
