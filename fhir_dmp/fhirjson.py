@@ -6,9 +6,27 @@ library would turn it into a float. simplejson with `use_decimal` keeps the digi
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import simplejson
+
+
+class ExactDecimal(Decimal):
+    """A Decimal that writes back exactly the text it was read from (`0.0000001`, not `1E-7`)."""
+
+    _text: str
+
+    def __new__(cls, text: str) -> ExactDecimal:
+        value = super().__new__(cls, text)
+        value._text = text
+        return value
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"ExactDecimal({self._text!r})"
 
 
 class JsonSyntaxError(ValueError):
@@ -17,7 +35,7 @@ class JsonSyntaxError(ValueError):
 
 def loads(data: bytes | str) -> Any:
     try:
-        return simplejson.loads(data, use_decimal=True)
+        return simplejson.loads(data, parse_float=ExactDecimal)
     except simplejson.JSONDecodeError as exc:
         raise JsonSyntaxError(f"Malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     except (UnicodeDecodeError, RecursionError) as exc:

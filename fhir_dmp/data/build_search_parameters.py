@@ -48,4 +48,5 @@ def main(reference: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2].parent / "shared" / "reference")
+    default = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else default)

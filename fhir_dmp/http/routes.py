@@ -42,6 +42,7 @@ def fhir(path: str = "") -> Response:
     fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
     ext = _ext()
     caller = caller_from_header(request.headers.get("Authorization"), ext["keys"])
+    ext["service"].admit(caller)  # refused callers get a 403 whatever they ask, before the body is read
     method = "GET" if request.method == "HEAD" else request.method
     body, content_type, query = _read_body(method)
     prefer = _prefer()

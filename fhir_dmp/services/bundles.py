@@ -119,11 +119,12 @@ def _error_entry(error: FhirError) -> dict:
 
 def _batch_entry(service: FhirService, caller: Caller, parent: FhirRequest, entry: Any, index: int) -> dict:
     try:
-        issues = validate_structure(entry["resource"]) if isinstance(entry, dict) and isinstance(
-            entry.get("resource"), dict) and entry.get("request", {}).get("method") != "PATCH" else []
+        req = _entry_request(parent, entry, index)  # 400 unless the entry has a usable request object
+        issues = validate_structure(entry["resource"]) if isinstance(
+            entry.get("resource"), dict) and req.method != "PATCH" else []
         if issues:
             raise FhirError(400, issues)
-        return _response_entry(service.run(caller, _entry_request(parent, entry, index)))
+        return _response_entry(service.run(caller, req))
     except FhirError as error:
         return _error_entry(error)
 
@@ -131,47 +132,69 @@ def _batch_entry(service: FhirService, caller: Caller, parent: FhirRequest, entr
 def _transaction(service: FhirService, conn: Connection, caller: Caller, parent: FhirRequest,
                  entries: list) -> list[dict]:
     requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
-    _check_distinct(requests)
+    changed = _check_distinct(requests)
+    # DELETEs first (R4), before the ifNoneExist conditions below are evaluated.
+    responses: dict[int, FhirResponse] = {i: _dispatch_entry(service, conn, caller, req, i)
+                                          for i, req in enumerate(requests) if req.method == "DELETE"}
     ids: dict[str, str] = {}  # fullUrl -> "Type/id"
-    existing: dict[int, FhirResponse] = {}
     for i, (entry, req) in enumerate(zip(entries, requests, strict=True)):
         full_url = entry.get("fullUrl")
         if req.method != "POST" or req.interaction != "create":
             continue
         rid = str(uuid.uuid4())
         if req.if_none_exist:
-            found = service.match_condition(conn, req.resource_type or "", req.if_none_exist, "ifNoneExist")
+            try:
+                found = service.match_condition(conn, req.resource_type or "", req.if_none_exist,
+                                                "ifNoneExist")
+            except FhirError as error:
+                error.issues[:] = [_located(issue, i) for issue in error.issues]
+                raise
             if found is not None:
                 rid = found.id
-                existing[i] = FhirResponse(200, content.resource_of(found),
-                                           content.version_headers(found, parent.base_url, location=True))
+                responses[i] = FhirResponse(200, content.resource_of(found),
+                                            content.version_headers(found, parent.base_url, location=True))
         requests[i] = replace(req, if_none_exist=None, assigned_id=rid)
         if isinstance(full_url, str):
             ids[full_url] = f"{req.resource_type}/{rid}"
-    resolved = [_resolve_references(service, conn, r, ids, parent.base_url, i) for i, r in enumerate(requests)]
-    responses: dict[int, FhirResponse] = dict(existing)
-    # Binaries last among creates: their securityContext may name a DocumentReference of this Bundle.
+    resolved = [_resolve_references(service, conn, r, ids, parent.base_url, i)
+                for i, r in enumerate(requests)]
+    # Patients first among creates (the DMP others point to, whatever the entry order: R4 says the order
+    # of entries does not matter), Binaries last: their securityContext may name a DocumentReference.
     for i in sorted(range(len(resolved)),
-                    key=lambda k: (_ORDER[resolved[k].method], resolved[k].resource_type == "Binary")):
+                    key=lambda k: (_ORDER[resolved[k].method],
+                                   {"Patient": 0, "Binary": 2}.get(resolved[k].resource_type or "", 1))):
         if i in responses:
             continue
         req = resolved[i]
-        try:
-            responses[i] = service.dispatch(conn, caller, req)
-        except FhirError as error:
-            error.issues[:] = [_located(issue, i) for issue in error.issues]
-            raise
+        responses[i] = _dispatch_entry(service, conn, caller, req, i)
+        body = responses[i].body
+        if req.method in ("PUT", "PATCH") and req.id is None and isinstance(body, dict):
+            # A conditional update/patch resolved to an identity: it must not overlap another change (R4).
+            key = f"{req.resource_type}/{body.get('id')}"
+            if key in changed:
+                raise bad_request(f"Bundle.entry[{i}]: the transaction changes {key} more than once")
+            changed.add(key)
     return [_response_entry(responses[i]) for i in range(len(resolved))]
+
+
+def _dispatch_entry(service: FhirService, conn: Connection, caller: Caller, req: FhirRequest,
+                    index: int) -> FhirResponse:
+    try:
+        return service.dispatch(conn, caller, req)
+    except FhirError as error:
+        error.issues[:] = [_located(issue, index) for issue in error.issues]
+        raise
 
 
 def _located(issue: Issue, index: int) -> Issue:
     prefix = f"Bundle.entry[{index}].resource"
-    expression = tuple(f"{prefix}.{e.split('.', 1)[1]}" if "." in e else f"{prefix}" for e in issue.expression)
+    expression = tuple(f"{prefix}.{e.split('.', 1)[1]}" if "." in e else f"{prefix}"
+                       for e in issue.expression)
     return Issue(issue.code, f"Bundle.entry[{index}]: {issue.diagnostics}", expression or (prefix,),
                  issue.severity)
 
 
-def _check_distinct(requests: list[FhirRequest]) -> None:
+def _check_distinct(requests: list[FhirRequest]) -> set[str]:
     seen: set[str] = set()
     for req in requests:
         if req.method in ("PUT", "PATCH", "DELETE") and req.id:
@@ -179,6 +202,7 @@ def _check_distinct(requests: list[FhirRequest]) -> None:
             if key in seen:
                 raise bad_request(f"The transaction changes {key} more than once")
             seen.add(key)
+    return seen
 
 
 def _resolve_references(service: FhirService, conn: Connection, req: FhirRequest, ids: dict[str, str],

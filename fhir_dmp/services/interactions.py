@@ -250,6 +250,8 @@ def _query_string(req: FhirRequest) -> str:
 
 
 def _etag_matches(header: str, version_id: int) -> bool:
+    if header.strip() == "*":  # RFC 9110 13.1.2: any current representation matches
+        return True
     return any(content.parse_etag(v, "If-None-Match") == version_id for v in header.split(",") if v.strip())
 
 

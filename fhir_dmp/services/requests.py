@@ -54,9 +54,7 @@ def parse_url(method: str, url: str, **fields: Any) -> FhirRequest:
     segments = [unquote(s) for s in path.split("/")] if path else []
     query = tuple(parse_qsl(parts.query, keep_blank_values=True))
     rtype = rid = vid = op = None
-    if segments and segments[0].startswith("$"):
-        op = segments.pop(0)
-    elif segments and segments[0] == "_history":
+    if segments and segments[0].startswith("$") or segments and segments[0] == "_history":
         op = segments.pop(0)
     elif segments:
         rtype = segments.pop(0)
