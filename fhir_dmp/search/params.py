@@ -75,6 +75,8 @@ def parse_query(
     count, cursor, total = default_count, None, "accurate"
     for raw_name, value in query:
         name, _, modifier = raw_name.partition(":")
+        if "\x00" in raw_name or "\x00" in value:  # no stored value holds one, and PostgreSQL refuses it
+            raise bad_request(f"Search parameter {raw_name!r} contains a NUL character", raw_name)
         if name == "_count":
             count = min(_non_negative_int(raw_name, value), max_count)
         elif name == "_cursor":

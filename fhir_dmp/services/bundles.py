@@ -21,6 +21,7 @@ from fhir_dmp.search.params import parse_query
 from fhir_dmp.services import content
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage.db import TransientConflict
 from fhir_dmp.storage.repository import StaleVersion
 from fhir_dmp.validation.structure import validate_structure
 
@@ -50,7 +51,7 @@ def process_bundle(service: FhirService, caller: Caller, req: FhirRequest) -> Fh
             with service.db.transaction(write=True) as conn:
                 return FhirResponse(200, _bundle("transaction-response",
                                                  _transaction(service, conn, caller, req, entries)))
-        except StaleVersion:
+        except (StaleVersion, TransientConflict):  # e.g. a deadlock with a transaction locking in another order
             continue
     raise FhirError.of(409, "conflict", "The transaction conflicted with concurrent writers; try again")
 
@@ -65,7 +66,7 @@ def _entry_request(parent: FhirRequest, entry: Any, index: int) -> FhirRequest:
         raise bad_request(f"{where} has no request", f"{where}.request")
     request = entry["request"]
     method, url = request.get("method"), request.get("url")
-    if method not in _ORDER or not isinstance(url, str) or not url:
+    if not isinstance(method, str) or method not in _ORDER or not isinstance(url, str) or not url:
         raise bad_request(f"{where}.request needs a method (GET, POST, PUT, PATCH, DELETE) and a url",
                           f"{where}.request")
     url = _relative(url, parent.base_url)

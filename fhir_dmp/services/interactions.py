@@ -16,14 +16,14 @@ from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request, conflict, not_found, precondition_failed, unprocessable
 from fhir_dmp.policy import actors
 from fhir_dmp.policy.caller import Caller
-from fhir_dmp.search import index
 from fhir_dmp.search.dates import now_utc
+from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.params import parse_query
 from fhir_dmp.services import content, history, references
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.storage import repository as repo
-from fhir_dmp.storage.db import Database
+from fhir_dmp.storage.db import Database, TransientConflict
 from fhir_dmp.storage.repository import StaleVersion, Stored
 
 JSON_PATCH = "application/json-patch+json"
@@ -60,6 +60,8 @@ class FhirService:
             except StaleVersion:
                 if req.if_match:
                     raise precondition_failed("The resource was changed by another client (If-Match)") from None
+            except TransientConflict:
+                continue
         raise conflict("The resource is being changed by other clients; try again")
 
     def dispatch(self, conn: Connection, caller: Caller, req: FhirRequest) -> FhirResponse:
@@ -128,7 +130,7 @@ class FhirService:
         stamped = content.stamp(body, rid, 1, when)
         patient = references.patient_key(conn, req.resource_type, stamped, rid, req.base_url)
         stored = repo.insert_resource(conn, req.resource_type, rid, patient, _dumps(stamped), when,
-                                      index.token_values(req.resource_type, stamped))
+                                      index_rows(req.resource_type, stamped, req.base_url))
         return FhirResponse(201, stamped, content.version_headers(stored, req.base_url, location=True),
                             resource_created=True)
 
@@ -142,6 +144,7 @@ class FhirService:
         if body.get("id") != req.id:
             raise bad_request(f"The body's id {body.get('id')!r} differs from the URL's {req.id!r}",
                               f"{req.resource_type}.id")
+        self.lock_for_write(conn, req)
         stored = repo.read_current(conn, req.resource_type, req.id)
         if stored is None:
             raise FhirError.of(405, "not-supported", f"{req.resource_type}/{req.id} does not exist and this "
@@ -171,7 +174,7 @@ class FhirService:
         stamped = content.stamp(body, stored.id, stored.version_id + 1, when)
         patient = references.patient_key(conn, req.resource_type, stamped, stored.id, req.base_url)
         new = repo.write_version(conn, stored, content=_dumps(stamped), patient_key=patient, last_updated=when,
-                                 method=method, tokens=index.token_values(req.resource_type, stamped))
+                                 method=method, index=index_rows(req.resource_type, stamped, req.base_url))
         return FhirResponse(200, stamped, content.version_headers(new, req.base_url, location=True))
 
     def patch(self, conn: Connection, req: FhirRequest) -> FhirResponse:
@@ -185,6 +188,7 @@ class FhirService:
             if stored is None:
                 raise not_found(f"No {req.resource_type} matches the condition")
         else:
+            self.lock_for_write(conn, req)
             stored = self.current(conn, req)
         if stored.deleted:
             raise FhirError.of(410, "deleted", f"{req.resource_type}/{stored.id} was deleted")
@@ -211,6 +215,7 @@ class FhirService:
         if req.id is None:
             stored = self.match_condition(conn, req.resource_type, _query_string(req), "conditional delete")
         else:
+            self.lock_for_write(conn, req)
             stored = repo.read_current(conn, req.resource_type, req.id)
         if stored is None or stored.deleted:
             return FhirResponse(204)
@@ -220,6 +225,11 @@ class FhirService:
         return FhirResponse(204, None, {"ETag": f'W/"{new.version_id}"'})
 
     # -- shared helpers -----------------------------------------------------------------------
+    def lock_for_write(self, conn: Connection, req: FhirRequest) -> None:
+        """Queue writers of one resource before its current version is read, so that concurrent
+        updates apply one after the other instead of failing on the version key (PostgreSQL)."""
+        self.db.lock(conn, f"{req.resource_type}/{req.id}")
+
     def check_if_match(self, req: FhirRequest, stored: Stored) -> None:
         if req.if_match and content.parse_etag(req.if_match) != stored.version_id:
             raise precondition_failed(f"If-Match {req.if_match} does not match the current version "

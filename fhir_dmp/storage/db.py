@@ -13,6 +13,14 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+# PostgreSQL rolled the unit of work back to break a deadlock (or a serialization conflict).
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+class TransientConflict(Exception):
+    """The database aborted this unit of work because of concurrent writers; running it again is safe."""
 
 
 def _normalise_url(url: str) -> str:
@@ -42,8 +50,13 @@ class Database:
         with self.engine.connect() as conn:
             if write and self.is_sqlite:
                 conn = conn.execution_options(sqlite_write=True)
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+                    raise TransientConflict(str(exc.orig)) from exc
+                raise
 
     def lock(self, conn: Connection, key: str) -> None:
         """Serialise writers on one key until the transaction ends (conditional create races).

@@ -7,16 +7,17 @@ fail with `StaleVersion` and nothing of it is kept, so no update is ever silentl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage.compile import compile_criterion
 from fhir_dmp.storage.criteria import Criterion
-from fhir_dmp.storage.tables import resource, resource_version, token_index
+from fhir_dmp.storage.tables import INDEX_TABLES, resource, resource_version
 
 
 class StaleVersion(Exception):
@@ -36,13 +37,6 @@ class Stored:
     content: str | None
     method: str = ""
     pk: int = 0  # resource.pk for current rows, resource_version.pk for history rows
-
-
-@dataclass(frozen=True)
-class TokenValue:
-    param: str
-    system: str
-    code: str
 
 
 _CURRENT = (
@@ -120,16 +114,19 @@ def _insert_version(
         raise StaleVersion(f"{resource_type}/{rid} version {version_id} already exists") from exc
 
 
-def _replace_tokens(conn: Connection, resource_pk: int, resource_type: str, patient_key: str,
-                    tokens: Iterable[TokenValue]) -> None:
-    conn.execute(delete(token_index).where(token_index.c.resource_pk == resource_pk))
-    rows = [
-        {"resource_pk": resource_pk, "patient_key": patient_key, "resource_type": resource_type,
-         "param": t.param, "system": t.system[:255], "code": t.code[:255]}
-        for t in tokens
-    ]
-    if rows:
-        conn.execute(insert(token_index), rows)
+IndexRows = Mapping[str, list[dict[str, Any]]]  # index table kind ("token", "date"...) -> rows
+
+
+def _write_index(conn: Connection, resource_pk: int, resource_type: str, patient_key: str, rows: IndexRows,
+                 *, replace: bool) -> None:
+    """The resource's search index rows, replacing the previous version's in the same transaction."""
+    if replace:
+        for table in INDEX_TABLES.values():
+            conn.execute(delete(table).where(table.c.resource_pk == resource_pk))
+    for kind, items in rows.items():
+        if items:
+            common = {"resource_pk": resource_pk, "patient_key": patient_key, "resource_type": resource_type}
+            conn.execute(insert(INDEX_TABLES[kind]), [{**common, **item} for item in items])
 
 
 def insert_resource(
@@ -139,7 +136,7 @@ def insert_resource(
     patient_key: str,
     content: str,
     last_updated: datetime,
-    tokens: Iterable[TokenValue],
+    index: IndexRows,
 ) -> Stored:
     version_pk = _insert_version(conn, resource_type, rid, 1, patient_key, content, last_updated, "POST")
     pk = conn.execute(
@@ -147,7 +144,7 @@ def insert_resource(
         {"resource_type": resource_type, "id": rid, "patient_key": patient_key, "version_id": 1,
          "last_updated": last_updated, "deleted": False, "version_pk": version_pk},
     ).scalar_one()
-    _replace_tokens(conn, pk, resource_type, patient_key, tokens)
+    _write_index(conn, pk, resource_type, patient_key, index, replace=False)
     return Stored(resource_type, rid, 1, last_updated, False, patient_key, content, "POST", pk)
 
 
@@ -159,7 +156,7 @@ def write_version(
     patient_key: str,
     last_updated: datetime,
     method: str,
-    tokens: Iterable[TokenValue] = (),
+    index: IndexRows | None = None,
 ) -> Stored:
     """Append the next version (a deletion when `content` is None) and make it current."""
     version_id = current.version_id + 1
@@ -174,7 +171,7 @@ def write_version(
     ).rowcount
     if moved != 1:
         raise StaleVersion(f"{current.resource_type}/{current.id} changed concurrently")
-    _replace_tokens(conn, current.pk, current.resource_type, patient_key, tokens if content is not None else ())
+    _write_index(conn, current.pk, current.resource_type, patient_key, index or {}, replace=True)
     return Stored(current.resource_type, current.id, version_id, last_updated, content is None,
                   patient_key, content, method, current.pk)
 

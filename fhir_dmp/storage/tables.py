@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
@@ -61,15 +62,74 @@ resource_version = Table(
     Index("ix_version_type_pk", "resource_type", "pk"),
 )
 
-token_index = Table(
+
+
+def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
+    """One index table per parameter type (as HAPI's SPIDX tables), rows replaced on every write."""
+    return Table(
+        name,
+        metadata,
+        Column("resource_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
+        Column("patient_key", String(64), nullable=False, default=""),
+        Column("resource_type", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *columns,
+        Index(f"ix_{name}_lookup", "resource_type", "param", *lookup),
+        Index(f"ix_{name}_resource", "resource_pk", "param"),
+    )
+
+
+# Values are cut to their column's length at write time (and search values alike), so no write fails on
+# a long value; a search on a value longer than the column compares the same prefix.
+token_index = _index_table(
     "idx_token",
-    metadata,
-    Column("resource_pk", PK, ForeignKey("resource.pk", ondelete="CASCADE"), nullable=False),
-    Column("patient_key", String(64), nullable=False, default=""),
-    Column("resource_type", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
     Column("system", String(255), nullable=False, default=""),
     Column("code", String(255), nullable=False),
-    Index("ix_token_lookup", "resource_type", "param", "code", "system"),
-    Index("ix_token_resource", "resource_pk"),
+    Column("text", String(255), nullable=True),  # display / CodeableConcept.text, normalised, for :text
+    lookup=("code", "system"),
 )
+string_index = _index_table(
+    "idx_string",
+    Column("value_norm", String(255), nullable=False),  # lower case, accents removed
+    Column("value_exact", String(255), nullable=False),
+    lookup=("value_norm",),
+)
+date_index = _index_table(
+    "idx_date",
+    Column("low", DateTime(), nullable=False),  # the instant range [low, high) the value covers
+    Column("high", DateTime(), nullable=False),
+    lookup=("low", "high"),
+)
+reference_index = _index_table(
+    "idx_reference",
+    Column("target_type", String(64), nullable=False, default=""),
+    Column("target_id", String(64), nullable=False, default=""),
+    Column("url", String(512), nullable=False, default=""),  # absolute, canonical or unresolved references
+    lookup=("target_id", "target_type"),
+)
+uri_index = _index_table("idx_uri", Column("uri", String(512), nullable=False), lookup=("uri",))
+number_index = _index_table(
+    "idx_number",
+    Column("low", Numeric(38, 12), nullable=False),
+    Column("high", Numeric(38, 12), nullable=False),
+    lookup=("low",),
+)
+quantity_index = _index_table(
+    "idx_quantity",
+    Column("system", String(255), nullable=False, default=""),
+    Column("code", String(255), nullable=False, default=""),
+    Column("low", Numeric(38, 12), nullable=False),
+    Column("high", Numeric(38, 12), nullable=False),
+    lookup=("low",),
+)
+composite_index = _index_table(
+    "idx_composite",
+    Column("first", String(255), nullable=False),
+    Column("second", String(255), nullable=False),
+    lookup=("first", "second"),
+)
+
+INDEX_TABLES = {
+    "token": token_index, "string": string_index, "date": date_index, "reference": reference_index,
+    "uri": uri_index, "number": number_index, "quantity": quantity_index, "composite": composite_index,
+}

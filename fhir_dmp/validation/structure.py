@@ -31,6 +31,7 @@ _PRIMITIVE, _COMPLEX, _RESOURCE, _RESOURCE_TYPE = range(4)
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
 _FEW_CODES = 12  # name the allowed codes in the diagnostics up to this many
 _IDENTIFIER = re.compile(r"^_?[A-Za-z][A-Za-z0-9]*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # R4 datatypes.html#string: none below 32 but TAB CR LF
 
 
 class _Element(NamedTuple):
@@ -140,6 +141,9 @@ def _value(value: Any, element: _Element, path: str, out: list[Issue]) -> None:
         problem = _json_type_problem(value, element.type)
         if problem:
             out.append(Issue("structure", problem, (path,)))
+        elif isinstance(value, str) and _CONTROL.search(value):
+            out.append(Issue("value", "Strings may not contain control characters other than tab, CR and LF",
+                             (path,)))
         elif element.codes is not None and value not in element.codes:
             out.append(Issue("code-invalid", _code_message(value, element.codes), (path,)))
     elif kind == _COMPLEX:
