@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from fhir_dmp.errors import FhirError, Issue, bad_request, operation_outcome, precondition_failed
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
-from fhir_dmp.search.params import parse_query
+from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import content
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.storage import repository as repo
@@ -135,8 +135,10 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
     requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
     changed = _check_distinct(requests)
     # DELETEs first (R4), before the ifNoneExist conditions below are evaluated.
-    responses: dict[int, FhirResponse] = {i: _dispatch_entry(service, conn, caller, req, i)
-                                          for i, req in enumerate(requests) if req.method == "DELETE"}
+    deletes = sorted((i for i, req in enumerate(requests) if req.method == "DELETE"),
+                     key=lambda k: _lock_order(requests[k]))
+    responses: dict[int, FhirResponse] = {i: _dispatch_entry(service, conn, caller, requests[i], i)
+                                          for i in deletes}
     ids: dict[str, str] = {}  # fullUrl -> "Type/id"
     for i, (entry, req) in enumerate(zip(entries, requests, strict=True)):
         full_url = entry.get("fullUrl")
@@ -161,9 +163,11 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
                 for i, r in enumerate(requests)]
     # Patients first among creates (the DMP others point to, whatever the entry order: R4 says the order
     # of entries does not matter), Binaries last: their securityContext may name a DocumentReference.
+    # Updates in one global order of their ids, so that concurrent transactions never deadlock.
     for i in sorted(range(len(resolved)),
                     key=lambda k: (_ORDER[resolved[k].method],
-                                   {"Patient": 0, "Binary": 2}.get(resolved[k].resource_type or "", 1))):
+                                   {"Patient": 0, "Binary": 2}.get(resolved[k].resource_type or "", 1),
+                                   _lock_order(resolved[k]))):
         if i in responses:
             continue
         req = resolved[i]
@@ -176,6 +180,13 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
                 raise bad_request(f"Bundle.entry[{i}]: the transaction changes {key} more than once")
             changed.add(key)
     return [_response_entry(responses[i]) for i in range(len(resolved))]
+
+
+def _lock_order(req: FhirRequest) -> tuple[str, str]:
+    """Writers lock their resource (FhirService.lock_for_write) or condition: take the locks in one order."""
+    if req.method in ("PUT", "PATCH", "DELETE"):  # a conditional one locks its condition first
+        return req.resource_type or "", req.id or "?" + "&".join(f"{k}={v}" for k, v in sorted(req.query))
+    return "", ""
 
 
 def _dispatch_entry(service: FhirService, conn: Connection, caller: Caller, req: FhirRequest,
@@ -235,11 +246,11 @@ def _conditional_reference(service: FhirService, conn: Connection, value: str, i
     pairs = parse_qsl(query, keep_blank_values=True)
     try:
         parse_url("GET", rtype)
-        parsed = parse_query(rtype, pairs, strict=True, default_count=2, max_count=2)
+        criteria = parse_criteria(rtype, pairs)
     except FhirError as error:
         raise bad_request(f"Bundle.entry[{index}]: conditional reference {value!r}: "
                           f"{error.issues[0].diagnostics}") from None
-    found = repo.find(conn, rtype, parsed.criteria, after_pk=None, limit=2)
+    found = repo.find(conn, rtype, criteria, after_pk=None, limit=2)
     if len(found) != 1:
         raise precondition_failed(f"Bundle.entry[{index}]: conditional reference {value!r} matches "
                                   f"{'no' if not found else 'more than one'} {rtype}")

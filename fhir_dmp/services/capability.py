@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fhir_dmp import __version__
 from fhir_dmp.search.dates import instant, now_utc
-from fhir_dmp.search.params import supported_params
+from fhir_dmp.search.extract import indexed_params
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS
 
 _RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (paging)."
@@ -51,8 +51,7 @@ def _resource(definition) -> dict:  # type: ignore[no-untyped-def]
         out["conditionalDelete"] = "single"
     out["conditionalRead"] = "not-match"
     out["searchParam"] = [
-        {"name": p.name, "definition": p.url, "type": p.type,
-         "documentation": p.documentation}
-        for p in supported_params(definition.name)
+        {"name": p.code, "definition": p.url, "type": p.type, "documentation": p.description}
+        for p in indexed_params(definition.name).values()
     ]
     return out

@@ -18,7 +18,7 @@ from fhir_dmp.policy import actors
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
-from fhir_dmp.search.params import parse_query
+from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import content, history, references
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
@@ -242,9 +242,9 @@ class FhirService:
         pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not pairs:
             raise bad_request(f"The {what} condition is empty")
-        parsed = parse_query(resource_type, pairs, strict=True, default_count=2, max_count=2)
+        criteria = parse_criteria(resource_type, pairs)
         self.db.lock(conn, f"{resource_type}?{sorted(pairs)}")
-        found = repo.find(conn, resource_type, parsed.criteria, after_pk=None, limit=2)
+        found = repo.find(conn, resource_type, criteria, after_pk=None, limit=2)
         if len(found) > 1:
             raise precondition_failed(f"The {what} condition '{query}' matches more than one {resource_type}")
         return found[0] if found else None

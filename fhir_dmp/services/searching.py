@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from fhir_dmp.errors import operation_outcome
-from fhir_dmp.search.params import parse_query
+from fhir_dmp.errors import bad_request, operation_outcome
+from fhir_dmp.search.parse import parse_query
 from fhir_dmp.services import results
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.storage import repository as repo
@@ -20,10 +20,13 @@ def search(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResp
     assert req.resource_type
     settings = service.settings
     query = parse_query(req.resource_type, list(req.query), strict=req.strict,
-                        default_count=settings.default_count, max_count=settings.max_count)
+                        default_count=settings.default_count, max_count=settings.max_count, base_url=req.base_url)
+    if query.cursor is not None and not query.cursor.isdigit():
+        raise bad_request("_cursor is not a cursor this server gave", "_cursor")
+    cursor = int(query.cursor) if query.cursor else None
     rows = []
     if query.count > 0:
-        rows = repo.find(conn, req.resource_type, query.criteria, after_pk=query.cursor, limit=query.count + 1)
+        rows = repo.find(conn, req.resource_type, query.criteria, after_pk=cursor, limit=query.count + 1)
     page, more = rows[: query.count], len(rows) > query.count
     total = None if query.total == "none" else repo.count(conn, req.resource_type, query.criteria)
     if query.count == 0 and total is None:

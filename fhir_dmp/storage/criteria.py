@@ -1,12 +1,15 @@
-"""A small criteria tree the search layer builds and `compile.py` turns into SQL.
+"""The criteria tree the search parser builds and `compile.py` turns into one WHERE clause.
 
-Kept free of SQLAlchemy so that the search parser and the access policy can both speak it.
+Free of SQLAlchemy, so the search parser and the access policy both speak it. Index matches
+name the parameter and carry already-normalised values; date and number bounds are half-open
+ranges [low, high) computed from the value's precision.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 
 @dataclass(frozen=True)
@@ -15,25 +18,108 @@ class IdIn:
 
 
 @dataclass(frozen=True)
-class Token:
-    """A token index match; `system=None` means any system, `""` means no system; `code=None` any code."""
+class TypeIs:
+    """The resource's own type (used inside chains and `_has`, where several types can be reached)."""
 
-    param: str
-    system: str | None
-    code: str | None
-
-
-@dataclass(frozen=True)
-class UpdatedCompare:
-    """`_lastUpdated` against a half-open range [low, high)."""
-
-    low: datetime | None
-    high: datetime | None
+    types: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class PatientIs:
     patient_key: str
+
+
+@dataclass(frozen=True)
+class Token:
+    """`system=None`: any system; `""`: no system; `code=None`: any code; `text`: words of the display."""
+
+    param: str
+    system: str | None
+    code: str | None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class String:
+    param: str
+    value: str
+    mode: str = "start"  # start | exact | contains
+
+
+@dataclass(frozen=True)
+class Uri:
+    param: str
+    value: str
+    mode: str = "exact"  # exact | below | above
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """An R4 date comparison of the indexed range against the search range [low, high)."""
+
+    param: str  # "_lastUpdated" compares the resource row itself
+    prefix: str
+    low: datetime
+    high: datetime
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    param: str
+    prefix: str
+    value: Decimal
+    low: Decimal
+    high: Decimal
+    quantity: bool = False
+    system: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A local target (type and/or id) or a non-local `url`."""
+
+    param: str
+    target_type: str | None = None
+    target_id: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Composite:
+    param: str
+    first: str
+    second: str
+
+
+@dataclass(frozen=True)
+class Missing:
+    param: str
+    kind: str  # index table kind
+    missing: bool
+
+
+@dataclass(frozen=True)
+class Chain:
+    """`subject:Patient.name=x`: some target of the reference matches `inner`."""
+
+    param: str
+    target_types: tuple[str, ...]
+    inner: Criterion
+
+
+@dataclass(frozen=True)
+class Has:
+    """`_has:Observation:patient:code=x`: some `source_type` referring here through `param` matches `inner`."""
+
+    source_type: str
+    param: str
+    inner: Criterion
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Criterion
 
 
 @dataclass(frozen=True)
@@ -46,4 +132,7 @@ class AllOf:
     parts: tuple[Criterion, ...]
 
 
-Criterion = IdIn | Token | UpdatedCompare | PatientIs | AnyOf | AllOf
+Criterion = (
+    IdIn | TypeIs | PatientIs | Token | String | Uri | DateRange | NumberRange | Reference | Composite
+    | Missing | Chain | Has | Not | AnyOf | AllOf
+)
