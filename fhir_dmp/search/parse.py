@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 from fhir_dmp.errors import FhirError, Issue, bad_request
-from fhir_dmp.search.dates import now_utc, parse_date_range
+from fhir_dmp.search.dates import now_utc, parse_date_range, shift
 from fhir_dmp.search.extract import SERVED_TYPES, IndexedParam, indexed_params
 from fhir_dmp.search.values import normalise, precision_range
 from fhir_dmp.storage import criteria as c
@@ -31,6 +31,13 @@ MODIFIERS = {
 _KIND = {"token": "token", "string": "string", "uri": "uri", "date": "date", "number": "number",
          "quantity": "quantity", "reference": "reference", "composite": "composite"}
 MAX_CHAIN = 4
+# Reference parameters whose Patient target is, by construction, the row's patient key (the server
+# files each resource in the DMP its subject/patient names: services/references.py). Saying so lets
+# the patient-key index drive a DMP's searches; the reference match itself is still applied.
+PATIENT_KEY_PARAMS = {
+    "DocumentReference": {"patient", "subject"}, "Composition": {"patient", "subject"},
+    "List": {"patient", "subject"}, "Consent": {"patient"}, "Communication": {"patient", "subject"},
+}
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ def parse_criteria(resource_type: str, pairs: list[tuple[str, str]], base_url: s
 
 
 def parse_param(resource_type: str, name: str, value: str, base_url: str = "", depth: int = 0) -> c.Criterion:
+    if "\x00" in name or "\x00" in value:  # no stored value holds one, and PostgreSQL refuses it (500)
+        raise bad_request(f"Search parameter {name!r} contains a NUL character", name)
     if depth > MAX_CHAIN:
         raise bad_request(f"'{name}': chains are limited to {MAX_CHAIN} levels")
     if name.startswith("_has:"):
@@ -119,7 +128,10 @@ def parse_param(resource_type: str, name: str, value: str, base_url: str = "", d
     if param is None:
         raise _Unknown("unknown parameter")
     if dot:
-        return _chain(resource_type, param, modifier, rest, value, base_url, depth)
+        chain = _chain(resource_type, param, modifier, rest, value, base_url, depth)
+        if code in PATIENT_KEY_PARAMS.get(resource_type, ()) and chain.target_types == ("Patient",):
+            return c.AllOf((c.PatientMatches(chain.inner), chain))
+        return chain
     if modifier == "missing":
         if value not in ("true", "false"):
             raise bad_request(f"{name} takes true or false", name)
@@ -138,7 +150,11 @@ def parse_param(resource_type: str, name: str, value: str, base_url: str = "", d
         return c.IdIn(tuple(alternatives))
     if param.type == "token" and modifier == "not":
         return c.Not(c.AnyOf(tuple(_token(code, v, None) for v in alternatives)))
-    return c.AnyOf(tuple(_value(param, modifier, v, name, base_url) for v in alternatives))
+    matches = tuple(_value(param, modifier, v, name, base_url) for v in alternatives)
+    keys = tuple(m.target_id for m in matches if isinstance(m, c.Reference) and m.target_type == "Patient")
+    if code in PATIENT_KEY_PARAMS.get(resource_type, ()) and keys and len(keys) == len(matches):
+        return c.AllOf((c.AnyOf(tuple(c.PatientIs(k) for k in keys if k)), c.AnyOf(matches)))
+    return c.AnyOf(matches)
 
 
 def _value(param: IndexedParam, modifier: str, value: str, name: str, base_url: str) -> c.Criterion:
@@ -214,7 +230,7 @@ def _date(code: str, value: str, name: str) -> c.DateRange:
     low, high = parse_date_range(text, name)
     if prefix == "ap":
         gap = abs(now_utc() - low) * 0.1 if low < datetime(9999, 1, 1) else timedelta(0)
-        low, high = low - gap, high + gap
+        low, high = shift(low, -gap), shift(high, gap)
     return c.DateRange(code, prefix, low, high)
 
 
@@ -256,7 +272,7 @@ def _reference(param: IndexedParam, modifier: str, value: str, base_url: str) ->
 
 
 def _chain(resource_type: str, param: IndexedParam, modifier: str, rest: str, value: str, base_url: str,
-           depth: int) -> c.Criterion:
+           depth: int) -> c.Chain:
     if param.type != "reference":
         raise bad_request(f"'{param.code}' is a {param.type} parameter: it cannot be chained")
     targets = [modifier] if modifier else [t for t in param.targets if t in SERVED_TYPES]
@@ -291,7 +307,7 @@ def _has(resource_type: str, name: str, value: str, base_url: str, depth: int) -
 def _result_param(resource_type: str, name: str, value: str, result: dict, max_count: int) -> None:
     base, _, modifier = name.partition(":")
     if base == "_count":
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise bad_request(f"_count must be a non-negative integer, not {value!r}", "_count")
         result["count"] = min(int(value), max_count)
     elif base == "_cursor":

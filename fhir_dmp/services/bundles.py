@@ -140,7 +140,10 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
     responses: dict[int, FhirResponse] = {i: _dispatch_entry(service, conn, caller, requests[i], i)
                                           for i in deletes}
     ids: dict[str, str] = {}  # fullUrl -> "Type/id"
-    for i, (entry, req) in enumerate(zip(entries, requests, strict=True)):
+    # ifNoneExist conditions are locked in one order, so that concurrent transactions never deadlock.
+    for i in sorted(range(len(requests)), key=lambda k: (requests[k].resource_type or "",
+                                                         requests[k].if_none_exist or "")):
+        entry, req = entries[i], requests[i]
         full_url = entry.get("fullUrl")
         if req.method != "POST" or req.interaction != "create":
             continue

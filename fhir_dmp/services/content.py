@@ -51,7 +51,7 @@ def parse_etag(value: str, header: str = "If-Match") -> int:
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²".isdigit() is True, int("²") fails
         raise bad_request(f"{header} must be a version ETag like W/\"3\", not {value!r}", header)
     return int(text)
 

@@ -45,6 +45,6 @@ def history(service: FhirService, conn: Connection, req: FhirRequest) -> FhirRes
 
 
 def _int(name: str, value: str) -> int:
-    if not value.isdigit():
-        raise bad_request(f"{name} must be a non-negative integer", name)
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "²".isdigit(); BIGINT bound
+        raise bad_request(f"{name} must be a non-negative integer (at most 18 digits)", name)
     return int(value)

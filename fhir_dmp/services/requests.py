@@ -71,7 +71,7 @@ def parse_url(method: str, url: str, **fields: Any) -> FhirRequest:
                 op = segments.pop(0)
                 if op == "_history" and segments:
                     vid = segments.pop(0)
-                    if not vid.isdigit():
+                    if not (vid.isascii() and vid.isdigit()) or len(vid) > 9:  # versions are INTEGER
                         raise not_found(f"Version '{vid}' of {rtype}/{rid} does not exist")
     if segments:
         raise not_found(f"No FHIR endpoint at '{path}'")

@@ -21,7 +21,7 @@ def search(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResp
     settings = service.settings
     query = parse_query(req.resource_type, list(req.query), strict=req.strict,
                         default_count=settings.default_count, max_count=settings.max_count, base_url=req.base_url)
-    if query.cursor is not None and not query.cursor.isdigit():
+    if query.cursor is not None and not (query.cursor.isascii() and query.cursor.isdigit() and len(query.cursor) <= 18):
         raise bad_request("_cursor is not a cursor this server gave", "_cursor")
     cursor = int(query.cursor) if query.cursor else None
     rows = []

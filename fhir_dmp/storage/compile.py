@@ -26,10 +26,19 @@ def compile_criterion(node: c.Criterion, row: FromClause = resource) -> ColumnEl
     return compiler(node, row)
 
 
-def _index(kind: str, param: str, row: FromClause, *conds: ColumnElement[bool]) -> ColumnElement[bool]:
+def _index(kind: str, param: str, row: FromClause, *conds: ColumnElement[bool],
+           selective: bool = False) -> ColumnElement[bool]:
+    """A match in an index table: `pk IN (lookup)` for selective values (the lookup index drives the
+    query), a correlated EXISTS probing (resource_pk, param) for the others (they only filter)."""
     table: Table = INDEX_TABLES[kind]
+    if selective:
+        return row.c.pk.in_(select(table.c.resource_pk).where(table.c.param == param, *conds))
     return exists(select(literal(1)).select_from(table).where(
         table.c.resource_pk == row.c.pk, table.c.param == param, *conds))
+
+
+def _selective_token(node: c.Token) -> bool:
+    return node.code is not None and ("identifier" in node.param or node.param.endswith(":of-type"))
 
 
 def _like(value: str) -> str:
@@ -46,7 +55,7 @@ def _token(node: c.Token, row: FromClause) -> ColumnElement[bool]:
     if node.text is not None:
         word = _like(node.text)
         conds.append(or_(t.text.like(f"{word}%", escape=_SQL_ESCAPE), t.text.like(f"% {word}%", escape=_SQL_ESCAPE)))
-    return _index("token", node.param, row, *conds)
+    return _index("token", node.param, row, *conds, selective=_selective_token(node))
 
 
 def _string(node: c.String, row: FromClause) -> ColumnElement[bool]:
@@ -157,7 +166,7 @@ def _reference(node: c.Reference, row: FromClause) -> ColumnElement[bool]:
         conds.append(t.target_id == node.target_id)
     if node.target_type is not None:
         conds.append(t.target_type == node.target_type)
-    return _index("reference", node.param, row, *conds)
+    return _index("reference", node.param, row, *conds, selective=node.target_id is not None)
 
 
 def _composite(node: c.Composite, row: FromClause) -> ColumnElement[bool]:
@@ -190,10 +199,17 @@ def _has(node: c.Has, row: FromClause) -> ColumnElement[bool]:
         compile_criterion(node.inner, source)))
 
 
+def _patients(inner: c.Criterion):  # type: ignore[no-untyped-def]
+    patient = resource.alias()
+    return select(patient.c.id).where(patient.c.resource_type == "Patient", patient.c.deleted.is_(False),
+                                      compile_criterion(inner, patient))
+
+
 _COMPILERS = {
     c.IdIn: lambda n, row: row.c.id.in_(n.ids) if n.ids else false(),
     c.TypeIs: lambda n, row: row.c.resource_type.in_(n.types),
     c.PatientIs: lambda n, row: row.c.patient_key == n.patient_key,
+    c.PatientMatches: lambda n, row: row.c.patient_key.in_(_patients(n.inner)),
     c.Token: _token,
     c.String: _string,
     c.Uri: _uri,

@@ -30,6 +30,13 @@ class PatientIs:
 
 
 @dataclass(frozen=True)
+class PatientMatches:
+    """The DMP the row belongs to (its patient key) is a Patient matching `inner` (chains on the patient)."""
+
+    inner: Criterion
+
+
+@dataclass(frozen=True)
 class Token:
     """`system=None`: any system; `""`: no system; `code=None`: any code; `text`: words of the display."""
 
@@ -133,6 +140,6 @@ class AllOf:
 
 
 Criterion = (
-    IdIn | TypeIs | PatientIs | Token | String | Uri | DateRange | NumberRange | Reference | Composite
+    IdIn | TypeIs | PatientIs | PatientMatches | Token | String | Uri | DateRange | NumberRange | Reference | Composite
     | Missing | Chain | Has | Not | AnyOf | AllOf
 )

@@ -64,8 +64,17 @@ resource_version = Table(
 
 
 
-def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
-    """One index table per parameter type (as HAPI's SPIDX tables), rows replaced on every write."""
+def _index_table(name: str, *columns: Column, lookup: tuple[str, ...] = ()) -> Table:
+    """One index table per parameter type (as HAPI's SPIDX tables), rows replaced on every write.
+
+    `(resource_pk, param)` serves the correlated probes that filter candidate rows. Tables whose
+    values can drive a query (`pk IN (lookup)`: identifiers, references, names) also get a lookup index
+    led by the parameter and value; ranges (dates, numbers) only filter, and a range index there would
+    tempt the planner into scanning every row below a bound.
+    """
+    indexes = [Index(f"ix_{name}_resource", "resource_pk", "param")]
+    if lookup:
+        indexes.append(Index(f"ix_{name}_lookup", "param", *lookup, "resource_type"))
     return Table(
         name,
         metadata,
@@ -74,8 +83,7 @@ def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
         Column("resource_type", String(64), nullable=False),
         Column("param", String(64), nullable=False),
         *columns,
-        Index(f"ix_{name}_lookup", "resource_type", "param", *lookup),
-        Index(f"ix_{name}_resource", "resource_pk", "param"),
+        *indexes,
     )
 
 
@@ -98,7 +106,6 @@ date_index = _index_table(
     "idx_date",
     Column("low", DateTime(), nullable=False),  # the instant range [low, high) the value covers
     Column("high", DateTime(), nullable=False),
-    lookup=("low", "high"),
 )
 reference_index = _index_table(
     "idx_reference",
@@ -112,7 +119,6 @@ number_index = _index_table(
     "idx_number",
     Column("low", Numeric(38, 12), nullable=False),
     Column("high", Numeric(38, 12), nullable=False),
-    lookup=("low",),
 )
 quantity_index = _index_table(
     "idx_quantity",
@@ -120,7 +126,6 @@ quantity_index = _index_table(
     Column("code", String(255), nullable=False, default=""),
     Column("low", Numeric(38, 12), nullable=False),
     Column("high", Numeric(38, 12), nullable=False),
-    lookup=("low",),
 )
 composite_index = _index_table(
     "idx_composite",

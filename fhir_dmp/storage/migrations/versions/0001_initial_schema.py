@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 19:54:31.532157
+Create Date: 2026-11-24
 """
 
 import sqlalchemy as sa
@@ -60,7 +60,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["resource_pk"], ["resource.pk"], ondelete="CASCADE"),
     )
     with op.batch_alter_table("idx_composite", schema=None) as batch_op:
-        batch_op.create_index("ix_idx_composite_lookup", ["resource_type", "param", "first", "second"], unique=False)
+        batch_op.create_index("ix_idx_composite_lookup", ["param", "first", "second", "resource_type"], unique=False)
         batch_op.create_index("ix_idx_composite_resource", ["resource_pk", "param"], unique=False)
 
     op.create_table(
@@ -74,7 +74,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["resource_pk"], ["resource.pk"], ondelete="CASCADE"),
     )
     with op.batch_alter_table("idx_date", schema=None) as batch_op:
-        batch_op.create_index("ix_idx_date_lookup", ["resource_type", "param", "low", "high"], unique=False)
         batch_op.create_index("ix_idx_date_resource", ["resource_pk", "param"], unique=False)
 
     op.create_table(
@@ -88,7 +87,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["resource_pk"], ["resource.pk"], ondelete="CASCADE"),
     )
     with op.batch_alter_table("idx_number", schema=None) as batch_op:
-        batch_op.create_index("ix_idx_number_lookup", ["resource_type", "param", "low"], unique=False)
         batch_op.create_index("ix_idx_number_resource", ["resource_pk", "param"], unique=False)
 
     op.create_table(
@@ -104,7 +102,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["resource_pk"], ["resource.pk"], ondelete="CASCADE"),
     )
     with op.batch_alter_table("idx_quantity", schema=None) as batch_op:
-        batch_op.create_index("ix_idx_quantity_lookup", ["resource_type", "param", "low"], unique=False)
         batch_op.create_index("ix_idx_quantity_resource", ["resource_pk", "param"], unique=False)
 
     op.create_table(
@@ -120,7 +117,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("idx_reference", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_idx_reference_lookup", ["resource_type", "param", "target_id", "target_type"], unique=False
+            "ix_idx_reference_lookup", ["param", "target_id", "target_type", "resource_type"], unique=False
         )
         batch_op.create_index("ix_idx_reference_resource", ["resource_pk", "param"], unique=False)
 
@@ -135,7 +132,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["resource_pk"], ["resource.pk"], ondelete="CASCADE"),
     )
     with op.batch_alter_table("idx_string", schema=None) as batch_op:
-        batch_op.create_index("ix_idx_string_lookup", ["resource_type", "param", "value_norm"], unique=False)
+        batch_op.create_index("ix_idx_string_lookup", ["param", "value_norm", "resource_type"], unique=False)
         batch_op.create_index("ix_idx_string_resource", ["resource_pk", "param"], unique=False)
 
     op.create_table(
@@ -150,7 +147,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["resource_pk"], ["resource.pk"], ondelete="CASCADE"),
     )
     with op.batch_alter_table("idx_token", schema=None) as batch_op:
-        batch_op.create_index("ix_idx_token_lookup", ["resource_type", "param", "code", "system"], unique=False)
+        batch_op.create_index("ix_idx_token_lookup", ["param", "code", "system", "resource_type"], unique=False)
         batch_op.create_index("ix_idx_token_resource", ["resource_pk", "param"], unique=False)
 
     op.create_table(
@@ -163,7 +160,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["resource_pk"], ["resource.pk"], ondelete="CASCADE"),
     )
     with op.batch_alter_table("idx_uri", schema=None) as batch_op:
-        batch_op.create_index("ix_idx_uri_lookup", ["resource_type", "param", "uri"], unique=False)
+        batch_op.create_index("ix_idx_uri_lookup", ["param", "uri", "resource_type"], unique=False)
         batch_op.create_index("ix_idx_uri_resource", ["resource_pk", "param"], unique=False)
 
 
@@ -190,17 +187,14 @@ def downgrade() -> None:
     op.drop_table("idx_reference")
     with op.batch_alter_table("idx_quantity", schema=None) as batch_op:
         batch_op.drop_index("ix_idx_quantity_resource")
-        batch_op.drop_index("ix_idx_quantity_lookup")
 
     op.drop_table("idx_quantity")
     with op.batch_alter_table("idx_number", schema=None) as batch_op:
         batch_op.drop_index("ix_idx_number_resource")
-        batch_op.drop_index("ix_idx_number_lookup")
 
     op.drop_table("idx_number")
     with op.batch_alter_table("idx_date", schema=None) as batch_op:
         batch_op.drop_index("ix_idx_date_resource")
-        batch_op.drop_index("ix_idx_date_lookup")
 
     op.drop_table("idx_date")
     with op.batch_alter_table("idx_composite", schema=None) as batch_op:
