@@ -35,11 +35,21 @@ class JsonSyntaxError(ValueError):
 
 def loads(data: bytes | str) -> Any:
     try:
-        return simplejson.loads(data, parse_float=ExactDecimal)
+        return simplejson.loads(data, parse_float=ExactDecimal, object_pairs_hook=_no_duplicates)
     except simplejson.JSONDecodeError as exc:
         raise JsonSyntaxError(f"Malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     except (UnicodeDecodeError, RecursionError) as exc:
         raise JsonSyntaxError(f"Unreadable JSON: {exc.__class__.__name__}") from exc
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """RFC 8259 leaves duplicate names undefined; FHIR JSON forbids them: refuse rather than guess."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise JsonSyntaxError(f"Malformed JSON: the property {key!r} appears twice in one object")
+        out[key] = value
+    return out
 
 
 def dumps(value: Any) -> str:

@@ -19,7 +19,7 @@ from tests.fhirclient import FhirTestClient
 
 SECRET = "test-secret-at-least-thirty-two-bytes-long"
 PG_URL = os.environ.get("FHIR_DMP_TEST_POSTGRES_URL")
-PG_SCHEMA = "fhir_dmp_test"
+PG_SCHEMA = f"fhir_dmp_test_{os.getpid()}"  # one schema per pytest session: concurrent runs never collide
 BACKENDS = ["sqlite"] + (["postgres"] if PG_URL else [])
 
 
@@ -49,6 +49,10 @@ def postgres_database() -> Iterator[Database]:
     upgrade(db)
     yield db
     db.dispose()
+    cleanup = Database(PG_URL)
+    with cleanup.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {PG_SCHEMA} CASCADE"))
+    cleanup.dispose()
 
 
 def _empty(db: Database) -> None:

@@ -35,6 +35,8 @@ def respond(result: FhirResponse, fmt: str, *, prefer_return: str | None = None,
         response.headers["Content-Type"] = content_type_of(fmt)
     elif isinstance(body, bytes):
         response.set_data(body)
+    else:
+        del response.headers["Content-Type"]  # no body, no media type
     return response
 
 

@@ -29,9 +29,11 @@ def base_url() -> str:
     return (configured or request.host_url.rstrip("/") + "/fhir").rstrip("/")
 
 
-@bp.get("/metadata")
+@bp.route("/metadata", methods=_ALL)
 def metadata() -> Response:
     fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
+    if request.method not in ("GET", "HEAD"):
+        raise FhirError.of(405, "not-supported", f"{request.method} is not supported on /metadata")
     statement = _ext()["capability"].build(base_url())
     return respond(FhirResponse(200, statement), fmt, pretty=_pretty())
 

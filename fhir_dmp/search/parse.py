@@ -147,7 +147,10 @@ def parse_param(resource_type: str, name: str, value: str, base_url: str = "", d
     if not alternatives or any(v == "" for v in alternatives):
         raise bad_request(f"Search parameter '{name}' has an empty value", name)
     if code == "_id":
-        return c.IdIn(tuple(alternatives))
+        if modifier not in ("", "not"):
+            raise bad_request(f"Modifier ':{modifier}' is not supported on '_id'", name)
+        ids = c.IdIn(tuple(alternatives))
+        return c.Not(ids) if modifier == "not" else ids
     if param.type == "token" and modifier == "not":
         return c.Not(c.AnyOf(tuple(_token(code, v, None) for v in alternatives)))
     matches = tuple(_value(param, modifier, v, name, base_url) for v in alternatives)
@@ -179,12 +182,21 @@ def _value(param: IndexedParam, modifier: str, value: str, name: str, base_url: 
         first, sep, second = value.partition("$")
         if not sep:
             raise bad_request(f"{name}: a composite value is 'a$b'", name)
-        return c.Composite(param.code, _composite_part(first), _composite_part(second))
+        (kind1, _), (kind2, _) = param.components
+        return c.Composite(param.code, _composite_part(kind1, first, base_url),
+                           _composite_part(kind2, second, base_url))
     raise _Unknown(f"{kind} parameters are not supported")
 
 
-def _composite_part(value: str) -> str:
-    return value.split("|", 1)[1] if "|" in value and not value.startswith("http") else value
+def _composite_part(kind: str, value: str, base_url: str) -> str:
+    """One component as the canonical text the index keeps (extract._composite_values)."""
+    if kind == "token":  # the index keeps the code only
+        return value.split("|", 1)[1] if "|" in value else value
+    if kind == "reference":
+        text = value.split("/_history/")[0]
+        base = base_url.rstrip("/") + "/"
+        return text[len(base):] if base_url and text.startswith(base) else text
+    return normalise(value)
 
 
 def split_or(value: str) -> list[str]:

@@ -125,14 +125,25 @@ class FhirService:
         return self.store_new(conn, req, body, req.assigned_id or str(uuid.uuid4()))
 
     def store_new(self, conn: Connection, req: FhirRequest, body: dict, rid: str) -> FhirResponse:
+        new, response = self.prepare_new(conn, req, body, rid, {})
+        repo.insert_resources(conn, [new])
+        return response
+
+    def prepare_new(self, conn: Connection, req: FhirRequest, body: dict, rid: str,
+                    pending: dict[tuple[str, str], str]) -> tuple[repo.NewResource, FhirResponse]:
+        """Everything a create does but the INSERT, so a transaction can write its creates in one go.
+
+        `pending` maps (type, id) of resources created earlier in the same unit of work to their patient key.
+        """
         assert req.resource_type
         when = now_utc()
         stamped = content.stamp(body, rid, 1, when)
-        patient = references.patient_key(conn, req.resource_type, stamped, rid, req.base_url)
-        stored = repo.insert_resource(conn, req.resource_type, rid, patient, _dumps(stamped), when,
-                                      index_rows(req.resource_type, stamped, req.base_url))
-        return FhirResponse(201, stamped, content.version_headers(stored, req.base_url, location=True),
-                            resource_created=True)
+        patient = references.patient_key(conn, req.resource_type, stamped, rid, req.base_url, pending)
+        new = repo.NewResource(req.resource_type, rid, patient, _dumps(stamped), when,
+                               index_rows(req.resource_type, stamped, req.base_url))
+        stored = Stored(req.resource_type, rid, 1, when, False, patient, new.content, "POST")
+        return new, FhirResponse(201, stamped, content.version_headers(stored, req.base_url, location=True),
+                                 resource_created=True)
 
     def update(self, conn: Connection, req: FhirRequest) -> FhirResponse:
         assert req.resource_type
@@ -172,7 +183,7 @@ class FhirService:
         self.check_if_match(req, stored)
         when = now_utc()
         stamped = content.stamp(body, stored.id, stored.version_id + 1, when)
-        patient = references.patient_key(conn, req.resource_type, stamped, stored.id, req.base_url)
+        patient = references.patient_key(conn, req.resource_type, stamped, stored.id, req.base_url, {})
         new = repo.write_version(conn, stored, content=_dumps(stamped), patient_key=patient, last_updated=when,
                                  method=method, index=index_rows(req.resource_type, stamped, req.base_url))
         return FhirResponse(200, stamped, content.version_headers(new, req.base_url, location=True))
@@ -231,7 +242,7 @@ class FhirService:
         self.db.lock(conn, f"{req.resource_type}/{req.id}")
 
     def check_if_match(self, req: FhirRequest, stored: Stored) -> None:
-        if req.if_match and content.parse_etag(req.if_match) != stored.version_id:
+        if req.if_match and req.if_match.strip() != "*" and content.parse_etag(req.if_match) != stored.version_id:
             raise precondition_failed(f"If-Match {req.if_match} does not match the current version "
                                       f'W/"{stored.version_id}" of {stored.resource_type}/{stored.id}')
 
