@@ -164,6 +164,8 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
             ids[full_url] = f"{req.resource_type}/{rid}"
     resolved = [_resolve_references(service, conn, r, ids, parent.base_url, i)
                 for i, r in enumerate(requests)]
+    pending: dict[tuple[str, str], str] = {}  # created in this transaction, not yet written
+    batch: list[repo.NewResource] = []
     # Patients first among creates (the DMP others point to, whatever the entry order: R4 says the order
     # of entries does not matter), Binaries last: their securityContext may name a DocumentReference.
     # Updates in one global order of their ids, so that concurrent transactions never deadlock.
@@ -174,6 +176,11 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
         if i in responses:
             continue
         req = resolved[i]
+        if req.interaction == "create":
+            # Creates are prepared one by one (validated, stamped, indexed) and written together.
+            responses[i] = _prepare_create(service, conn, req, i, pending, batch)
+            continue
+        _flush(conn, batch)
         responses[i] = _dispatch_entry(service, conn, caller, req, i)
         body = responses[i].body
         if req.method in ("PUT", "PATCH") and req.id is None and isinstance(body, dict):
@@ -182,7 +189,26 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
             if key in changed:
                 raise bad_request(f"Bundle.entry[{i}]: the transaction changes {key} more than once")
             changed.add(key)
+    _flush(conn, batch)
     return [_response_entry(responses[i]) for i in range(len(resolved))]
+
+
+def _prepare_create(service: FhirService, conn: Connection, req: FhirRequest, index: int,
+                    pending: dict[tuple[str, str], str], batch: list[repo.NewResource]) -> FhirResponse:
+    try:
+        body = content.resource_body(req.body, req.resource_type or "", validated=True)
+        new, response = service.prepare_new(conn, req, body, req.assigned_id or str(uuid.uuid4()), pending)
+    except FhirError as error:
+        error.issues[:] = [_located(issue, index) for issue in error.issues]
+        raise
+    pending[(new.resource_type, new.id)] = new.patient_key
+    batch.append(new)
+    return response
+
+
+def _flush(conn: Connection, batch: list[repo.NewResource]) -> None:
+    repo.insert_resources(conn, batch)
+    batch.clear()
 
 
 def _lock_order(req: FhirRequest) -> tuple[str, str]:

@@ -16,6 +16,7 @@ from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request, conflict, not_found, precondition_failed, unprocessable
 from fhir_dmp.policy import actors
 from fhir_dmp.policy.caller import Caller
+from fhir_dmp.search import shape
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
@@ -96,7 +97,8 @@ class FhirService:
         headers = content.version_headers(stored, req.base_url)
         if req.if_none_match and _etag_matches(req.if_none_match, stored.version_id):
             return FhirResponse(304, None, headers)
-        return FhirResponse(200, content.resource_of(stored), headers)
+        summary, elements = shape.requested(req.query)
+        return FhirResponse(200, shape.subset(content.resource_of(stored), summary, elements), headers)
 
     def vread(self, conn: Connection, req: FhirRequest) -> FhirResponse:
         assert req.resource_type and req.id and req.version_id
@@ -140,7 +142,8 @@ class FhirService:
         stamped = content.stamp(body, rid, 1, when)
         patient = references.patient_key(conn, req.resource_type, stamped, rid, req.base_url, pending)
         new = repo.NewResource(req.resource_type, rid, patient, _dumps(stamped), when,
-                               index_rows(req.resource_type, stamped, req.base_url))
+                               index_rows(req.resource_type, stamped, req.base_url),
+                               "PUT" if req.method == "PUT" else "POST")
         stored = Stored(req.resource_type, rid, 1, when, False, patient, new.content, "POST")
         return new, FhirResponse(201, stamped, content.version_headers(stored, req.base_url, location=True),
                                  resource_created=True)

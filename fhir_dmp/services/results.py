@@ -9,12 +9,15 @@ from fhir_dmp.services import content
 from fhir_dmp.storage.repository import Stored
 
 
-def page_links(base: str, path: str, query: list[tuple[str, str]], next_cursor: int | None) -> list[dict]:
-    """`self` as asked, `first` without a cursor, `next` with the cursor of the last row shown."""
+def page_links(base: str, path: str, query: list[tuple[str, str]], next_cursor: int | str | None,
+               previous_cursor: str | None = None) -> list[dict]:
+    """`self` as asked, `first` without a cursor, `previous`/`next` with the cursors of the page's ends."""
     kept = [(k, v) for k, v in query if k != "_cursor"]
     url = f"{base}/{path}" if path else base
     links = [{"relation": "self", "url": _with_query(url, query)},
              {"relation": "first", "url": _with_query(url, kept)}]
+    if previous_cursor is not None:
+        links.append({"relation": "previous", "url": _with_query(url, [*kept, ("_cursor", previous_cursor)])})
     if next_cursor is not None:
         links.append({"relation": "next", "url": _with_query(url, [*kept, ("_cursor", str(next_cursor))])})
     return links
@@ -51,7 +54,7 @@ def history_entry(base: str, stored: Stored) -> dict:
         status = 201
     else:
         request = {"method": stored.method or "PUT", "url": f"{stored.resource_type}/{stored.id}"}
-        status = 200
+        status = 201 if stored.version_id == 1 else 200  # version 1 of a conditional update created it
     entry["request"] = request
     entry["response"] = {"status": content.status_line(status),
                          "etag": f'W/"{stored.version_id}"',
