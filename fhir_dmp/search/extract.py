@@ -74,12 +74,22 @@ def _about(part: str, resource_type: str) -> bool:
     return text.startswith((resource_type + ".", "Resource.")) or not text[:1].isupper()
 
 
+# R4 4.0.1 errata: DocumentReference-relationship gives its relatesto (reference) component the
+# expression `code` and its relation (token) component `target`, so neither ever yields a value of its
+# type; the later definitions (and the SDKs) pair relatesto with `target` and relation with `code`.
+_SWAPPED_COMPONENTS = {
+    ("http://hl7.org/fhir/SearchParameter/DocumentReference-relatesto", "code"): "target",
+    ("http://hl7.org/fhir/SearchParameter/DocumentReference-relation", "target"): "code",
+}
+
+
 def _component(component: dict) -> tuple[str, Getter]:
     url = component["definition"]
     target = next((sp for sp in definitions().values() if sp["url"] == url), None)
     if target is None:
         raise Unsupported(f"composite component {url}")
-    return target["type"], compile_path(component["expression"], "")
+    expression = _SWAPPED_COMPONENTS.get((url, component["expression"]), component["expression"])
+    return target["type"], compile_path(expression, "")
 
 
 Rows = dict[str, list[dict[str, Any]]]
@@ -95,7 +105,7 @@ def index_rows(resource_type: str, resource: dict, base_url: str = "") -> Rows:
         if not nodes:
             continue
         if param.type == "composite":
-            _composite(param, nodes, rows)
+            _composite(param, nodes, rows, base_url)
             continue
         _ROW_MAKERS[param.type](param.code, nodes, rows, base_url)
     return rows
@@ -143,22 +153,22 @@ def _quantity_rows(code: str, nodes: list[Any], rows: Rows, _base: str) -> None:
                             for n in nodes for s, c, lo, hi in values.quantities(n)])
 
 
-def _composite(param: IndexedParam, nodes: list[Any], rows: Rows) -> None:
+def _composite(param: IndexedParam, nodes: list[Any], rows: Rows, base_url: str) -> None:
     items = []
     for node in nodes:
         (kind1, get1), (kind2, get2) = param.components
-        for first in _composite_values(kind1, get1(node)):
-            for second in _composite_values(kind2, get2(node)):
+        for first in _composite_values(kind1, get1(node), base_url):
+            for second in _composite_values(kind2, get2(node), base_url):
                 items.append({"param": param.code, "first": first[:255], "second": second[:255]})
     _add(rows, "composite", _unique(items))
 
 
-def _composite_values(kind: str, nodes: list[Any]) -> list[str]:
+def _composite_values(kind: str, nodes: list[Any], base_url: str) -> list[str]:
     """Composite components are compared as canonical text: a token's code, a reference's Type/id."""
     if kind == "token":
         return [c for n in nodes for _s, c, _t in values.tokens(n)]
     if kind == "reference":
-        return [f"{t}/{i}" if i else u for n in nodes for t, i, u in values.references(n)]
+        return [f"{t}/{i}" if i else u for n in nodes for t, i, u in values.references(n, base_url)]
     return [values.normalise(s) for n in nodes for s in values.strings(n)]
 
 

@@ -31,8 +31,9 @@ def tokens(node: Any) -> list[tuple[str, str, str | None]]:
     if "coding" in node or ("text" in node and "value" not in node):
         text = node.get("text") if isinstance(node.get("text"), str) else None
         out = [row for coding in node.get("coding") or [] for row in tokens(coding)]
-        if text:
-            out = [(s, c, t or normalise(text)) for s, c, t in out] or [("", "", normalise(text))]
+        if text:  # `:text` searches CodeableConcept.text as well as each Coding.display (R4)
+            norm = normalise(text)
+            out = [(s, c, t or norm) for s, c, t in out] + [(s, c, norm) for s, c, t in out if t] or [("", "", norm)]
         return out
     if "code" in node:  # Coding
         code, system = node.get("code"), node.get("system")

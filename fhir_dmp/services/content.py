@@ -56,8 +56,11 @@ def parse_etag(value: str, header: str = "If-Match") -> int:
     return int(text)
 
 
-def resource_body(body: object, resource_type: str) -> dict:
-    """The request body as a resource of the expected type, structurally valid R4 (400 otherwise)."""
+def resource_body(body: object, resource_type: str, *, validated: bool = False) -> dict:
+    """The request body as a resource of the expected type, structurally valid R4 (400 otherwise).
+
+    `validated`: the structure was already checked (a transaction validates its whole Bundle first).
+    """
     if not isinstance(body, dict):
         raise bad_request("The request body must be a FHIR resource (a JSON object)", code="structure")
     found = body.get("resourceType")
@@ -65,7 +68,7 @@ def resource_body(body: object, resource_type: str) -> dict:
         raise bad_request("The resource has no resourceType", "resourceType", code="structure")
     if found != resource_type:
         raise bad_request(f"The body is a {found}, but the URL is for {resource_type}", "resourceType")
-    issues = validate_structure(body)
+    issues = [] if validated else validate_structure(body)
     if issues:
         raise FhirError(400, issues)
     return body

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import Connection
 
 from fhir_dmp.errors import unprocessable
@@ -27,23 +29,28 @@ def local_id(reference: str, resource_type: str, base_url: str) -> str | None:
     return None
 
 
-def patient_key(conn: Connection, resource_type: str, resource: dict, rid: str, base_url: str) -> str:
-    """The Patient id of the DMP this resource belongs to ('' if none); 422 on a dangling patient."""
+def patient_key(conn: Connection, resource_type: str, resource: dict, rid: str, base_url: str,
+                pending: Mapping[tuple[str, str], str]) -> str:
+    """The Patient id of the DMP this resource belongs to ('' if none); 422 on a dangling patient.
+
+    `pending`: resources created earlier in the same transaction, not yet written ((type, id) -> patient key).
+    """
     if resource_type == "Patient":
         return rid
     if resource_type == "Binary":
-        return _binary_patient(conn, resource, base_url)
+        return _binary_patient(conn, resource, base_url, pending)
     definition = RESOURCES.get(resource_type)
     for path in definition.patient_paths if definition else ():
         ref = resource.get(path)
         if isinstance(ref, dict):
-            found = _resolve_patient(conn, ref, f"{resource_type}.{path}", base_url)
+            found = _resolve_patient(conn, ref, f"{resource_type}.{path}", base_url, pending)
             if found is not None:
                 return found
     return ""
 
 
-def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str) -> str | None:
+def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str,
+                     pending: Mapping[tuple[str, str], str]) -> str | None:
     literal = ref.get("reference")
     if isinstance(literal, str):
         pid = local_id(literal, "Patient", base_url)
@@ -51,6 +58,8 @@ def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str
             if literal.startswith("Patient/") or "/Patient/" in literal or ref.get("type") == "Patient":
                 raise unprocessable(f"Reference {literal!r} does not name a DMP on this server", expression)
             return None  # not a patient reference (e.g. a Group or a Device)
+        if ("Patient", pid) in pending:
+            return pid
         stored = repo.read_current(conn, "Patient", pid)
         if stored is None or stored.deleted:
             raise unprocessable(f"Reference {literal!r}: no such DMP (Patient) on this server", expression)
@@ -67,11 +76,13 @@ def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str
     return None
 
 
-def _binary_patient(conn: Connection, resource: dict, base_url: str) -> str:
+def _binary_patient(conn: Connection, resource: dict, base_url: str, pending: Mapping[tuple[str, str], str]) -> str:
     ctx = resource.get("securityContext")
     literal = ctx.get("reference") if isinstance(ctx, dict) else None
     if not isinstance(literal, str):
         return ""
     doc_id = local_id(literal, "DocumentReference", base_url)
+    if doc_id and ("DocumentReference", doc_id) in pending:
+        return pending[("DocumentReference", doc_id)]
     stored = repo.read_current(conn, "DocumentReference", doc_id) if doc_id else None
     return stored.patient_key if stored else ""

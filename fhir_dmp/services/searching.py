@@ -1,4 +1,9 @@
-"""Type-level search: one statement for the page (+1 row to know if there is a next), one count."""
+"""Type-level search: one keyset page (+1 row to know there is a next), one count, one statement per
+include level; then `_summary`/`_elements` shape what is returned.
+
+Every statement (page, count, each `_include`/`_revinclude` level) is given the same `scope`, ANDed into
+its WHERE, so that an access policy narrows the query itself and never filters rows after the fact.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,19 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from fhir_dmp.errors import bad_request, operation_outcome
-from fhir_dmp.search.parse import parse_query
+from fhir_dmp.search import shape
+from fhir_dmp.search.parse import SearchQuery, parse_query
 from fhir_dmp.services import results
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.storage import criteria as c
+from fhir_dmp.storage import paging
 from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage.repository import Stored
 
 if TYPE_CHECKING:
     from fhir_dmp.services.interactions import FhirService
+
+MAX_INCLUDE_LEVELS = 3  # the page's own includes, then up to two more :iterate rounds
 
 
 def search(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResponse:
@@ -21,20 +32,68 @@ def search(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResp
     settings = service.settings
     query = parse_query(req.resource_type, list(req.query), strict=req.strict,
                         default_count=settings.default_count, max_count=settings.max_count, base_url=req.base_url)
-    if query.cursor is not None and not (query.cursor.isascii() and query.cursor.isdigit() and len(query.cursor) <= 18):
-        raise bad_request("_cursor is not a cursor this server gave", "_cursor")
-    cursor = int(query.cursor) if query.cursor else None
-    rows = []
-    if query.count > 0:
-        rows = repo.find(conn, req.resource_type, query.criteria, after_pk=cursor, limit=query.count + 1)
-    page, more = rows[: query.count], len(rows) > query.count
-    total = None if query.total == "none" else repo.count(conn, req.resource_type, query.criteria)
-    if query.count == 0 and total is None:
-        total = repo.count(conn, req.resource_type, query.criteria)
-    entries = [results.match_entry(req.base_url, s) for s in page]
+    scope: c.Criterion = c.AllOf(())  # no access policy yet: the whole store
+    cursor = _cursor(query)
+    page: list[Stored] = []
+    next_cursor = previous_cursor = None
+    if query.count > 0 and query.summary != "count":
+        rows = repo.find(conn, req.resource_type, query.criteria, scope=scope, sort=query.sort, cursor=cursor,
+                         limit=query.count + 1)
+        more = len(rows) > query.count
+        backwards = cursor is not None and not cursor.forward
+        page = rows[len(rows) - query.count:] if backwards and more else rows[: query.count]
+        if page and (backwards or more):
+            next_cursor = _encode(query, page[-1], forward=True)
+        if page and (more if backwards else cursor is not None):
+            previous_cursor = _encode(query, page[0], forward=False)
+    total = None
+    if query.total != "none" or query.count == 0 or query.summary == "count":
+        total = repo.count(conn, req.resource_type, query.criteria, scope=scope)
+    entries = [_entry(req.base_url, s, "match", query, query.elements) for s in page]
+    entries += [_entry(req.base_url, s, "include", query, ()) for s in _included(conn, query, page, scope)]
     warnings = query.warnings()
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
-    links = results.page_links(req.base_url, req.resource_type, list(req.query),
-                               page[-1].pk if more and page else None)
+    links = results.page_links(req.base_url, req.resource_type, list(req.query), next_cursor, previous_cursor)
     return FhirResponse(200, results.bundle("searchset", entries, links, total))
+
+
+def _cursor(query: SearchQuery) -> paging.Cursor | None:
+    if query.cursor is None:
+        return None
+    try:
+        return paging.decode(query.cursor, query.sort)
+    except paging.BadCursor as exc:
+        raise bad_request(f"_cursor is not a cursor this server gave for this search ({exc})", "_cursor") from None
+
+
+def _encode(query: SearchQuery, row: Stored, *, forward: bool) -> str:
+    return paging.encode(paging.Cursor(forward, row.sort_key, row.pk), query.sort)
+
+
+def _included(conn: Connection, query: SearchQuery, page: list[Stored], scope: c.Criterion) -> list[Stored]:
+    """`_include`/`_revinclude` of the page, then `:iterate` ones of what was just included, each resource once."""
+    seen = {s.pk for s in page}
+    found: list[Stored] = []
+    sources = page
+    for level in range(MAX_INCLUDE_LEVELS):
+        includes = [i for i in query.includes if level == 0 or i.iterate]
+        revincludes = [i for i in query.revincludes if level == 0 or i.iterate]
+        if not sources or not (includes or revincludes):
+            break
+        new: list[Stored] = []
+        for stored in (repo.included(conn, sources, includes, scope=scope)
+                       + repo.revincluded(conn, sources, revincludes, scope=scope)):
+            if stored.pk not in seen:
+                seen.add(stored.pk)
+                new.append(stored)
+        found += new
+        sources = new
+    return found
+
+
+def _entry(base: str, stored: Stored, mode: str, query: SearchQuery, elements: tuple[str, ...]) -> dict:
+    """`_elements` names elements of the searched type, so it shapes the matches only; `_summary` all."""
+    entry = results.match_entry(base, stored, mode)
+    entry["resource"] = shape.subset(entry["resource"], query.summary, elements)
+    return entry

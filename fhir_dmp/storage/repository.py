@@ -7,16 +7,18 @@ fail with `StaleVersion` and nothing of it is kept, so no update is ever silentl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from fhir_dmp.storage import paging
 from fhir_dmp.storage.compile import compile_criterion
-from fhir_dmp.storage.criteria import Criterion
+from fhir_dmp.storage.criteria import AllOf, Criterion
+from fhir_dmp.storage.paging import Cursor, SortSpec
 from fhir_dmp.storage.tables import INDEX_TABLES, resource, resource_version
 
 
@@ -37,6 +39,7 @@ class Stored:
     content: str | None
     method: str = ""
     pk: int = 0  # resource.pk for current rows, resource_version.pk for history rows
+    sort_key: tuple[Any, ...] = ()  # search pages: the row's `_sort` values, for the paging cursors
 
 
 _CURRENT = (
@@ -129,23 +132,45 @@ def _write_index(conn: Connection, resource_pk: int, resource_type: str, patient
             conn.execute(insert(INDEX_TABLES[kind]), [{**common, **item} for item in items])
 
 
-def insert_resource(
-    conn: Connection,
-    resource_type: str,
-    rid: str,
-    patient_key: str,
-    content: str,
-    last_updated: datetime,
-    index: IndexRows,
-) -> Stored:
-    version_pk = _insert_version(conn, resource_type, rid, 1, patient_key, content, last_updated, "POST")
-    pk = conn.execute(
-        insert(resource).returning(resource.c.pk),
-        {"resource_type": resource_type, "id": rid, "patient_key": patient_key, "version_id": 1,
-         "last_updated": last_updated, "deleted": False, "version_pk": version_pk},
-    ).scalar_one()
-    _write_index(conn, pk, resource_type, patient_key, index, replace=False)
-    return Stored(resource_type, rid, 1, last_updated, False, patient_key, content, "POST", pk)
+@dataclass(frozen=True)
+class NewResource:
+    """A resource to create: its first version, already stamped, and its index rows."""
+
+    resource_type: str
+    id: str
+    patient_key: str
+    content: str
+    last_updated: datetime
+    index: IndexRows
+    method: str = "POST"  # PUT when a conditional update created it
+
+
+def insert_resources(conn: Connection, items: list[NewResource]) -> list[Stored]:
+    """Create many resources with one multi-row INSERT per table (a transaction Bundle's creates)."""
+    if not items:
+        return []
+    version_pks = conn.execute(
+        insert(resource_version).returning(resource_version.c.pk, sort_by_parameter_order=True),
+        [{"resource_type": n.resource_type, "id": n.id, "version_id": 1, "patient_key": n.patient_key,
+          "last_updated": n.last_updated, "method": n.method, "deleted": False, "content": n.content}
+         for n in items],
+    ).scalars().all()
+    pks = conn.execute(
+        insert(resource).returning(resource.c.pk, sort_by_parameter_order=True),
+        [{"resource_type": n.resource_type, "id": n.id, "patient_key": n.patient_key, "version_id": 1,
+          "last_updated": n.last_updated, "deleted": False, "version_pk": vpk} for n, vpk in zip(items, version_pks,
+                                                                                                   strict=True)],
+    ).scalars().all()
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for n, pk in zip(items, pks, strict=True):
+        common = {"resource_pk": pk, "patient_key": n.patient_key, "resource_type": n.resource_type}
+        for kind, rows in n.index.items():
+            by_table.setdefault(kind, []).extend({**common, **row} for row in rows)
+    for kind, rows in by_table.items():
+        if rows:
+            conn.execute(insert(INDEX_TABLES[kind]), rows)
+    return [Stored(n.resource_type, n.id, 1, n.last_updated, False, n.patient_key, n.content, n.method, pk)
+            for n, pk in zip(items, pks, strict=True)]
 
 
 def write_version(
@@ -210,19 +235,96 @@ def history_count(conn: Connection, resource_type: str | None, rid: str | None, 
     return conn.execute(query).scalar_one()
 
 
-def find(conn: Connection, resource_type: str, where: Criterion, *, after_pk: int | None, limit: int) -> list[Stored]:
-    """Current, non-deleted matches in key order, keyset-paged."""
-    query = _CURRENT.where(
-        resource.c.resource_type == resource_type, resource.c.deleted.is_(False), compile_criterion(where)
-    )
-    if after_pk is not None:
-        query = query.where(resource.c.pk > after_pk)
-    rows = conn.execute(query.order_by(resource.c.pk).limit(limit)).all()
-    return [Stored(*r) for r in rows]
+class IncludeSpec(Protocol):
+    """One `_include`/`_revinclude` as the search parser gives it (`search.parse.Include`)."""
+
+    @property
+    def source_type(self) -> str: ...
+    @property
+    def param(self) -> str: ...  # "*": every reference parameter of the source type
+    @property
+    def target_type(self) -> str | None: ...
 
 
-def count(conn: Connection, resource_type: str, where: Criterion) -> int:
-    query = select(func.count()).select_from(resource).where(
-        resource.c.resource_type == resource_type, resource.c.deleted.is_(False), compile_criterion(where)
-    )
+_SYSTEM_LOOKUP: Any = object()
+
+
+def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, scope: Criterion | None = None,
+         sort: Sequence[SortSpec] = (), cursor: Cursor | None = None, after_pk: Any = _SYSTEM_LOOKUP) -> list[Stored]:
+    """Current, non-deleted matches within `scope`, one keyset page in `sort` order (then by key).
+
+    Rows come back in display order, each with its `sort_key`; a backwards cursor reads the reversed
+    order and re-reverses, so the row beyond the page is then the first one. `scope` is required: only
+    the older system lookups (conditional interactions, reference resolution), which still pass
+    `after_pk=None`, may omit it, until they pass an explicit system scope.
+    """
+    if scope is None:
+        if after_pk is _SYSTEM_LOOKUP:
+            raise TypeError("find() needs a scope")
+        scope = AllOf(())
+    keys = select(resource.c.pk.label("pk"), *(paging.sort_value(s).label(f"k{i}") for i, s in enumerate(sort)))
+    keys = keys.where(_visible(resource_type, where, scope))
+    if after_pk not in (None, _SYSTEM_LOOKUP):
+        keys = keys.where(resource.c.pk > after_pk)
+    page = keys.subquery("page")
+    columns = [page.c[f"k{i}"] for i in range(len(sort))]
+    query = _CURRENT.add_columns(*columns).join(page, page.c.pk == resource.c.pk)
+    if cursor is not None:
+        query = query.where(paging.beyond(columns, sort, page.c.pk, cursor))
+    backwards = cursor is not None and not cursor.forward
+    query = query.order_by(*paging.order_by(columns, sort, page.c.pk, reverse=backwards)).limit(limit)
+    rows = [Stored(*r[:9], sort_key=tuple(r[9:])) for r in conn.execute(query)]
+    return rows[::-1] if backwards else rows
+
+
+def count(conn: Connection, resource_type: str, where: Criterion, *, scope: Criterion) -> int:
+    """The exact number of matches `find` pages through (same criteria, same scope)."""
+    query = select(func.count()).select_from(resource).where(_visible(resource_type, where, scope))
     return conn.execute(query).scalar_one()
+
+
+def _visible(resource_type: str, where: Criterion, scope: Criterion) -> ColumnElement[bool]:
+    return and_(resource.c.resource_type == resource_type, resource.c.deleted.is_(False),
+                compile_criterion(where), compile_criterion(scope))
+
+
+def included(conn: Connection, sources: Sequence[Stored], specs: Sequence[IncludeSpec], *,
+             scope: Criterion) -> list[Stored]:
+    """`_include`: the current resources within `scope` that `sources` refer to through `specs`, one statement."""
+    if not sources or not specs:
+        return []
+    x = INDEX_TABLES["reference"].c
+    by_spec = or_(*(and_(x.resource_type == s.source_type, *_param(x, s.param),
+                         *([resource.c.resource_type == s.target_type] if s.target_type else []))
+                    for s in specs))
+    referred = exists(select(literal(1)).select_from(INDEX_TABLES["reference"]).where(
+        x.resource_pk.in_(sorted({s.pk for s in sources})), x.target_type == resource.c.resource_type,
+        x.target_id == resource.c.id, by_spec))
+    return _current_where(conn, referred, scope)
+
+
+def revincluded(conn: Connection, targets: Sequence[Stored], specs: Sequence[IncludeSpec], *,
+                scope: Criterion) -> list[Stored]:
+    """`_revinclude`: the current resources within `scope` whose `specs` reference points at a target."""
+    if not targets or not specs:
+        return []
+    x = INDEX_TABLES["reference"].c
+    ids: dict[str, set[str]] = {}
+    for t in targets:
+        ids.setdefault(t.resource_type, set()).add(t.id)
+    pointing = or_(*(and_(x.target_type == rtype, x.target_id.in_(sorted(rids))) for rtype, rids in ids.items()))
+    by_spec = or_(*(and_(x.resource_type == s.source_type, *_param(x, s.param),
+                         *([x.target_type == s.target_type] if s.target_type else []))
+                    for s in specs))
+    referring = exists(select(literal(1)).select_from(INDEX_TABLES["reference"]).where(
+        x.resource_pk == resource.c.pk, pointing, by_spec))
+    return _current_where(conn, referring, scope)
+
+
+def _param(x: Any, param: str) -> list[ColumnElement[bool]]:
+    return [] if param == "*" else [x.param == param]
+
+
+def _current_where(conn: Connection, condition: ColumnElement[bool], scope: Criterion) -> list[Stored]:
+    query = _CURRENT.where(resource.c.deleted.is_(False), condition, compile_criterion(scope))
+    return [Stored(*r) for r in conn.execute(query.order_by(resource.c.pk))]
