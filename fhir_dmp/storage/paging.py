@@ -30,6 +30,9 @@ from fhir_dmp.storage.tables import INDEX_TABLES, resource
 
 VERSION = 1
 MAX_CURSOR = 4096
+# The index column a kind sorts by (the smallest of the resource's rows); date/number/quantity: the range's low.
+_SORT_COLUMN = {"date": "low", "number": "low", "quantity": "low", "string": "value_norm", "token": "code",
+                "uri": "uri"}
 
 
 class SortSpec(Protocol):
@@ -62,15 +65,12 @@ def sort_value(spec: SortSpec, row: FromClause = resource) -> ColumnElement[Any]
         return row.c.id
     if spec.kind == "_lastUpdated":
         return row.c.last_updated
-    table = INDEX_TABLES[spec.kind]
-    t = table.c
-    column = {
-        "date": t.get("low"), "number": t.get("low"), "quantity": t.get("low"), "string": t.get("value_norm"),
-        "token": t.get("code"), "uri": t.get("uri"),
-    }.get(spec.kind)
-    if spec.kind == "reference":
-        column = case((t.target_id != "", t.target_id), else_=t.url)
-    if column is None:
+    t = INDEX_TABLES[spec.kind].c
+    if spec.kind == "reference":  # a local target by id, else the absolute or canonical URL
+        column: ColumnElement[Any] = case((t.target_id != "", t.target_id), else_=t.url)
+    elif spec.kind in _SORT_COLUMN:
+        column = t[_SORT_COLUMN[spec.kind]]
+    else:
         raise TypeError(f"{spec.kind} parameters cannot be sorted")
     return (select(func.min(column)).where(t.resource_pk == row.c.pk, t.param == spec.param)
             .scalar_subquery())
@@ -142,7 +142,7 @@ def decode(text: str, sort: Sequence[SortSpec]) -> Cursor:
     if doc.get("s") != signature(sort):
         raise BadCursor("the cursor was made for another _sort")
     pk, values = doc.get("pk"), doc.get("k")
-    if type(pk) is not int or pk < 0 or not isinstance(values, list) or len(values) != len(sort):
+    if type(pk) is not int or not 0 <= pk < 2**63 or not isinstance(values, list) or len(values) != len(sort):
         raise BadCursor("malformed cursor")
     return Cursor(doc["d"] == "a", tuple(_load(v, s) for v, s in zip(values, sort, strict=True)), pk)
 
@@ -162,7 +162,7 @@ def _load(value: Any, spec: SortSpec) -> Any:
         if not nullable(spec):
             raise BadCursor(f"the cursor has no value for {spec.param}")
         return None
-    if not isinstance(value, str) or len(value) > 1024:
+    if not isinstance(value, str) or len(value) > 1024 or "\x00" in value:  # NUL: PostgreSQL refuses it
         raise BadCursor(f"malformed cursor value for {spec.param}")
     try:
         if spec.kind in ("_lastUpdated", "date"):

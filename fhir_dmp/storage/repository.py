@@ -264,15 +264,21 @@ def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, 
         scope = AllOf(())
     keys = select(resource.c.pk.label("pk"), *(paging.sort_value(s).label(f"k{i}") for i, s in enumerate(sort)))
     keys = keys.where(_visible(resource_type, where, scope))
-    if after_pk not in (None, _SYSTEM_LOOKUP):
+    if isinstance(after_pk, int):
         keys = keys.where(resource.c.pk > after_pk)
-    page = keys.subquery("page")
+    matches = keys.subquery("matches")
+    # The page's keys are chosen (cursor, order, limit) before any content is joined: with ORDER BY ...
+    # LIMIT over the join, PostgreSQL may walk every row of the type in key order (measured: 75 ms
+    # instead of 1 ms for a patient-identifier chain).
+    backwards = cursor is not None and not cursor.forward
+    keyed = [matches.c[f"k{i}"] for i in range(len(sort))]
+    chosen = select(matches)
+    if cursor is not None:
+        chosen = chosen.where(paging.beyond(keyed, sort, matches.c.pk, cursor))
+    page = chosen.order_by(*paging.order_by(keyed, sort, matches.c.pk, reverse=backwards)).limit(limit).subquery("page")
     columns = [page.c[f"k{i}"] for i in range(len(sort))]
     query = _CURRENT.add_columns(*columns).join(page, page.c.pk == resource.c.pk)
-    if cursor is not None:
-        query = query.where(paging.beyond(columns, sort, page.c.pk, cursor))
-    backwards = cursor is not None and not cursor.forward
-    query = query.order_by(*paging.order_by(columns, sort, page.c.pk, reverse=backwards)).limit(limit)
+    query = query.order_by(*paging.order_by(columns, sort, page.c.pk, reverse=backwards))
     rows = [Stored(*r[:9], sort_key=tuple(r[9:])) for r in conn.execute(query)]
     return rows[::-1] if backwards else rows
 
