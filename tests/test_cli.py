@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -160,10 +161,9 @@ def test_load_examples_on_a_fresh_sqlite_database(tmp_path):
         assert "urn:uuid:0b6f3c2e" not in json.dumps(doc)
         author = doc["author"][0]["reference"]
         assert author.startswith("Practitioner/") and client.get(author).status_code == 200
-        binary_ref = doc["content"][0]["attachment"]["url"]
-        assert binary_ref.startswith("Binary/")
-        binary = json_of(client.get(binary_ref, headers={"Accept": "application/fhir+json"}))
-        assert binary["securityContext"]["reference"] == f"DocumentReference/{doc['id']}"
+        attachment = doc["content"][0]["attachment"]
+        assert base64.b64decode(attachment["data"]).startswith(b"Compte rendu de consultation")
+        assert attachment["size"] == len(base64.b64decode(attachment["data"]))
     finally:
         db.dispose()
 
@@ -179,6 +179,7 @@ def test_load_examples_twice_does_not_duplicate_the_patient(tmp_path):
         assert _total(client, "Patient") == 1
         assert _total(client, "Practitioner?identifier=urn:oid:1.2.250.1.71.4.2.1|810001234567") == 1
         assert _total(client, "Organization?identifier=urn:oid:1.2.250.1.71.4.2.2|1750000000") == 1
+        assert _total(client, "DocumentReference") == 1  # ifNoneExist on its masterIdentifier
         pid = json_of(client.get(f"Patient?identifier={CLAIRE_INS}"))["entry"][0]["resource"]["id"]
         history = json_of(client.get(f"Patient/{pid}/_history"))
         assert history["total"] == 1  # ifNoneExist matched: the Patient was not even updated

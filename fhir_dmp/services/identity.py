@@ -57,9 +57,7 @@ def caller_from_claims(claims: dict) -> Caller:
     actor = claims.get("actor")
     if not isinstance(actor, str) or not actor:
         raise unauthorized("The bearer token has no 'actor' claim")
-    purpose = claims.get("purpose_of_use") or "TREAT"
-    if purpose not in PURPOSES:
-        raise FhirError.of(400, "value", f"purpose_of_use must be one of {', '.join(PURPOSES)}")
+    purpose = str(claims.get("purpose_of_use") or "TREAT")  # checked after the refused-actor rule
     secret = claims.get("secret", False)
     return Caller(
         actor=actor,
@@ -72,6 +70,12 @@ def caller_from_claims(claims: dict) -> Caller:
         access_reason=_opt(claims, "access_reason"),
         secret=secret is True or secret == "true",
     )
+
+
+def check_purpose(caller: Caller) -> None:
+    """400 for a purpose of use this server does not know (after refused actors got their 403)."""
+    if caller.purpose_of_use not in PURPOSES:
+        raise FhirError.of(400, "value", f"purpose_of_use must be one of {', '.join(PURPOSES)}")
 
 
 def _opt(claims: dict, name: str) -> str | None:

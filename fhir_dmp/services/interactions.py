@@ -21,6 +21,7 @@ from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import content, history, references
+from fhir_dmp.services.identity import check_purpose
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.storage import repository as repo
@@ -42,6 +43,7 @@ class FhirService:
         refusal = actors.refusal(caller, self.actor_rules)
         if refusal is not None:
             raise refusal
+        check_purpose(caller)
 
     def handle(self, caller: Caller, req: FhirRequest) -> FhirResponse:
         self.admit(caller)
@@ -119,8 +121,11 @@ class FhirService:
     def create(self, conn: Connection, req: FhirRequest) -> FhirResponse:
         assert req.resource_type
         body = content.resource_body(req.body, req.resource_type)
-        if req.if_none_exist:
-            existing = self.match_condition(conn, req.resource_type, req.if_none_exist, "If-None-Exist")
+        # `POST Patient?identifier=...` (fhirpy's get-or-create) means the same as If-None-Exist: ignoring
+        # the query would silently open a second DMP for one INS.
+        condition = req.if_none_exist or _condition_in_url(req)
+        if condition:
+            existing = self.match_condition(conn, req.resource_type, condition, "If-None-Exist")
             if existing is not None:
                 return FhirResponse(200, content.resource_of(existing),
                                     content.version_headers(existing, req.base_url, location=True))
@@ -271,6 +276,12 @@ def _query_string(req: FhirRequest) -> str:
     if not pairs:
         raise bad_request(f"{req.method} on the type needs search parameters naming one {req.resource_type}")
     return urlencode(pairs)
+
+
+def _condition_in_url(req: FhirRequest) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode([(k, v) for k, v in req.query if k not in ("_format", "_pretty")])
 
 
 def _etag_matches(header: str, version_id: int) -> bool:

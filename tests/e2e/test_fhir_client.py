@@ -250,22 +250,16 @@ def test_fhirpy_paging_follows_next_links(server):
     assert seen == ids
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: POST [type]?identifier=... (fhirpy get_or_create) ignores the query "
-                   "and creates a duplicate instead of honouring or refusing the condition")
 def test_fhirpy_get_or_create_never_duplicates(server):
-    """fhirpy does a conditional create as `POST /Patient?identifier=...`, not with If-None-Exist."""
+    """fhirpy does a conditional create as `POST /Patient?identifier=...`: the server honours it as a condition."""
     client = server.fhirpy()
     ins = _ins()
     search = client.resources("Patient").search(identifier=f"{INS_SYSTEM}|{ins}")
-    try:
-        first, created = search.get_or_create(client.resource("Patient", **_patient(ins)))
-        assert created
-        second, created_again = search.get_or_create(client.resource("Patient", **_patient(ins)))
-    except OperationOutcome:
-        pass  # refusing the unsupported form is acceptable too
-    else:
-        assert not created_again and second.id == first.id
-    assert client.resources("Patient").search(identifier=ins).count() <= 1
+    first, created = search.get_or_create(client.resource("Patient", **_patient(ins)))
+    assert created
+    second, created_again = search.get_or_create(client.resource("Patient", **_patient(ins)))
+    assert not created_again and second.id == first.id
+    assert client.resources("Patient").search(identifier=ins).count() == 1
 
 
 def test_fhirpy_merge_patch_is_refused_cleanly(server):

@@ -343,6 +343,15 @@ def test_unknown_purpose_of_use_is_400(client, app, purpose):
     assert _versions(app) == before
 
 
+@pytest.mark.parametrize("actor,specialty", [("insurer", None), ("employer", None), ("professional", "SM25")])
+def test_refused_actor_with_a_bad_purpose_is_still_403(client, app, actor, specialty):
+    """Refusal comes first: a refused caller learns nothing else about its request."""
+    before = _versions(app)
+    token = _hs256(_claims(actor=actor, specialty=specialty, purpose_of_use="HACK"))
+    _assert_outcome(_get(client, "Patient", f"Bearer {token}"), 403, "forbidden")
+    assert _versions(app) == before
+
+
 @pytest.mark.parametrize("purpose", ["TREAT", "ETREAT", "BTG"])
 @SQLITE_ONLY
 def test_known_purposes_of_use_are_accepted(client, purpose):
