@@ -12,7 +12,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage import paging
@@ -127,9 +140,8 @@ def _write_index(conn: Connection, resource_pk: int, resource_type: str, patient
         for table in INDEX_TABLES.values():
             conn.execute(delete(table).where(table.c.resource_pk == resource_pk))
     for kind, items in rows.items():
-        if items:
-            common = {"resource_pk": resource_pk, "patient_key": patient_key, "resource_type": resource_type}
-            conn.execute(insert(INDEX_TABLES[kind]), [{**common, **item} for item in items])
+        common = {"resource_pk": resource_pk, "patient_key": patient_key, "resource_type": resource_type}
+        bulk_insert(conn, INDEX_TABLES[kind], [{**common, **item} for item in items])
 
 
 @dataclass(frozen=True)
@@ -143,6 +155,21 @@ class NewResource:
     last_updated: datetime
     index: IndexRows
     method: str = "POST"  # PUT when a conditional update created it
+
+
+def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Many rows into one table: COPY on PostgreSQL (measured: index rows were ~40% of a create's cost as
+    single-row INSERTs), executemany elsewhere. Runs inside the caller's transaction either way."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), rows)
+        return
+    names = [c.name for c in table.columns if c.name in rows[0]]
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row.get(name) for name in names])
 
 
 def insert_resources(conn: Connection, items: list[NewResource]) -> list[Stored]:
@@ -167,8 +194,7 @@ def insert_resources(conn: Connection, items: list[NewResource]) -> list[Stored]
         for kind, rows in n.index.items():
             by_table.setdefault(kind, []).extend({**common, **row} for row in rows)
     for kind, rows in by_table.items():
-        if rows:
-            conn.execute(insert(INDEX_TABLES[kind]), rows)
+        bulk_insert(conn, INDEX_TABLES[kind], rows)
     return [Stored(n.resource_type, n.id, 1, n.last_updated, False, n.patient_key, n.content, n.method, pk)
             for n, pk in zip(items, pks, strict=True)]
 
