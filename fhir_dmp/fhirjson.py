@@ -35,11 +35,29 @@ class JsonSyntaxError(ValueError):
 
 def loads(data: bytes | str) -> Any:
     try:
-        return simplejson.loads(data, parse_float=ExactDecimal, object_pairs_hook=_no_duplicates)
+        value = simplejson.loads(data, parse_float=ExactDecimal, object_pairs_hook=_no_duplicates)
     except simplejson.JSONDecodeError as exc:
         raise JsonSyntaxError(f"Malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
     except (UnicodeDecodeError, RecursionError) as exc:
         raise JsonSyntaxError(f"Unreadable JSON: {exc.__class__.__name__}") from exc
+    _check_depth(value)
+    return value
+
+
+MAX_DEPTH = 100  # a FHIR resource nests about 30 deep; deeper bodies only serve to exhaust the stack
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse absurdly nested JSON before any recursive code (validation, JSON Patch, copies) meets it."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise JsonSyntaxError(f"JSON nested deeper than {MAX_DEPTH} levels is refused")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

