@@ -7,6 +7,7 @@ stand for; any failure rolls back everything. A batch runs each entry in its own
 
 from __future__ import annotations
 
+import base64
 import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import Connection
 
+from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, operation_outcome, precondition_failed
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
@@ -89,10 +91,6 @@ def _relative(url: str, base: str) -> str:
 
 def _patch_from_binary(binary: dict, where: str) -> tuple[Any, str]:
     """In a Bundle, a JSON Patch travels as a Binary (R4 http.html#patch)."""
-    import base64
-
-    from fhir_dmp import fhirjson
-
     try:
         return fhirjson.loads(base64.b64decode(binary.get("data", ""))), binary.get("contentType", "")
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the client's

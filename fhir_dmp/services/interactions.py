@@ -7,11 +7,13 @@ unit of work, so a REST call and a Bundle entry run exactly the same code.
 from __future__ import annotations
 
 import uuid
+from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 import jsonpointer
 from sqlalchemy import Connection
 
+from fhir_dmp import fhirjson
 from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request, conflict, not_found, precondition_failed, unprocessable
 from fhir_dmp.policy import actors
@@ -21,9 +23,11 @@ from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import content, history, references
+from fhir_dmp.services.bundles import process_bundle
 from fhir_dmp.services.identity import check_purpose
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
+from fhir_dmp.services.searching import search
 from fhir_dmp.storage import repository as repo
 from fhir_dmp.storage.db import Database, TransientConflict
 from fhir_dmp.storage.repository import StaleVersion, Stored
@@ -48,8 +52,6 @@ class FhirService:
     def handle(self, caller: Caller, req: FhirRequest) -> FhirResponse:
         self.admit(caller)
         if req.interaction == "batch/transaction":
-            from fhir_dmp.services.bundles import process_bundle
-
             return process_bundle(self, caller, req)
         return self.run(caller, req)
 
@@ -113,8 +115,6 @@ class FhirService:
         return FhirResponse(200, content.resource_of(stored), content.version_headers(stored, req.base_url))
 
     def search(self, conn: Connection, req: FhirRequest) -> FhirResponse:
-        from fhir_dmp.services.searching import search
-
         return search(self, conn, req)
 
     # -- write --------------------------------------------------------------------------------
@@ -256,8 +256,6 @@ class FhirService:
 
     def match_condition(self, conn: Connection, resource_type: str, query: str, what: str) -> Stored | None:
         """The one resource a condition names, None for none, 412 for several; race-safe."""
-        from urllib.parse import parse_qsl
-
         pairs = parse_qsl(query.lstrip("?"), keep_blank_values=True)
         if not pairs:
             raise bad_request(f"The {what} condition is empty")
@@ -270,8 +268,6 @@ class FhirService:
 
 
 def _query_string(req: FhirRequest) -> str:
-    from urllib.parse import urlencode
-
     pairs = [(k, v) for k, v in req.query if k not in ("_format", "_pretty")]
     if not pairs:
         raise bad_request(f"{req.method} on the type needs search parameters naming one {req.resource_type}")
@@ -279,8 +275,6 @@ def _query_string(req: FhirRequest) -> str:
 
 
 def _condition_in_url(req: FhirRequest) -> str:
-    from urllib.parse import urlencode
-
     return urlencode([(k, v) for k, v in req.query if k not in ("_format", "_pretty")])
 
 
@@ -291,6 +285,4 @@ def _etag_matches(header: str, version_id: int) -> bool:
 
 
 def _dumps(resource: dict) -> str:
-    from fhir_dmp import fhirjson
-
     return fhirjson.dumps(resource)

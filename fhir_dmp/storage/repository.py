@@ -237,13 +237,7 @@ def history(
     limit: int,
 ) -> list[Stored]:
     """Versions newest first, keyset-paged on the version row key."""
-    query = _VERSIONS
-    if resource_type:
-        query = query.where(resource_version.c.resource_type == resource_type)
-    if rid:
-        query = query.where(resource_version.c.id == rid)
-    if since is not None:
-        query = query.where(resource_version.c.last_updated >= since)
+    query = _VERSIONS.where(*_history_filter(resource_type, rid, since))
     if before_pk is not None:
         query = query.where(resource_version.c.pk < before_pk)
     rows = conn.execute(query.order_by(resource_version.c.pk.desc()).limit(limit)).all()
@@ -251,14 +245,19 @@ def history(
 
 
 def history_count(conn: Connection, resource_type: str | None, rid: str | None, since: datetime | None) -> int:
-    query = select(func.count()).select_from(resource_version)
-    if resource_type:
-        query = query.where(resource_version.c.resource_type == resource_type)
-    if rid:
-        query = query.where(resource_version.c.id == rid)
-    if since is not None:
-        query = query.where(resource_version.c.last_updated >= since)
+    query = select(func.count()).select_from(resource_version).where(*_history_filter(resource_type, rid, since))
     return conn.execute(query).scalar_one()
+
+
+def _history_filter(resource_type: str | None, rid: str | None, since: datetime | None) -> list[ColumnElement[bool]]:
+    conds = []
+    if resource_type:
+        conds.append(resource_version.c.resource_type == resource_type)
+    if rid:
+        conds.append(resource_version.c.id == rid)
+    if since is not None:
+        conds.append(resource_version.c.last_updated >= since)
+    return conds
 
 
 class IncludeSpec(Protocol):
