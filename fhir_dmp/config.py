@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -24,11 +24,16 @@ class Settings:
     max_count: int = 1000
     base_url: str | None = None  # public base URL, when behind a proxy; else taken from the request
     home: Path = field(default_factory=project_dir)
+    habilitation_matrix: Path | None = None  # None: terminologies/habilitation-matrix.csv under home
+
+    def __post_init__(self) -> None:
+        if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
+            object.__setattr__(self, "habilitation_matrix", self.home / "terminologies" / "habilitation-matrix.csv")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         env = os.environ
-        settings = cls(
+        values = dict(
             database_url=env.get("FHIR_DMP_DATABASE_URL", cls.database_url),
             jwt_secret=env.get("FHIR_DMP_JWT_SECRET"),
             jwt_public_key=_read_key(env.get("FHIR_DMP_JWT_PUBLIC_KEY")),
@@ -36,8 +41,9 @@ class Settings:
             default_count=int(env.get("FHIR_DMP_DEFAULT_COUNT", cls.default_count)),
             max_count=int(env.get("FHIR_DMP_MAX_COUNT", cls.max_count)),
             base_url=env.get("FHIR_DMP_BASE_URL"),
+            habilitation_matrix=Path(matrix) if (matrix := env.get("FHIR_DMP_HABILITATION_MATRIX")) else None,
         )
-        return replace(settings, **overrides)  # type: ignore[arg-type]
+        return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
 
 def _read_key(value: str | None) -> str | None:
