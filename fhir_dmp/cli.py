@@ -88,6 +88,23 @@ def load_examples(directory: Path | None) -> None:
         click.echo(line)
 
 
+@main.command()
+@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+@click.option("--resource-type", help="only this type (default: every type)")
+@click.option("--base-url", envvar="FHIR_DMP_BASE_URL", default="http://localhost:8080/fhir", show_default=True,
+              help="the public base URL, to recognise absolute references to this server")
+def reindex(database_url: str, resource_type: str | None, base_url: str) -> None:
+    """Rebuild the search index of every stored resource (after an upgrade that indexes differently)."""
+    from fhir_dmp.services.reindex import reindex as run_reindex
+
+    database = Database(database_url)
+    upgrade(database)
+    count = 0
+    for count in run_reindex(database, base_url, resource_type=resource_type):
+        click.echo(f"{count} resources reindexed", err=True)
+    click.echo(json.dumps({"reindexed": count}))
+
+
 @main.group()
 def db() -> None:
     """Database schema commands."""

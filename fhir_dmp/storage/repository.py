@@ -18,10 +18,8 @@ from sqlalchemy import (
     Table,
     and_,
     delete,
-    exists,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
@@ -324,13 +322,18 @@ def included(conn: Connection, sources: Sequence[Stored], specs: Sequence[Includ
     """`_include`: the current resources within `scope` that `sources` refer to through `specs`, one statement."""
     if not sources or not specs:
         return []
-    x = INDEX_TABLES["reference"].c
+    refs = INDEX_TABLES["reference"]
+    x = refs.c
+    target = resource.alias("target")
     by_spec = or_(*(and_(x.resource_type == s.source_type, *_param(x, s.param),
-                         *([resource.c.resource_type == s.target_type] if s.target_type else []))
+                         *([target.c.resource_type == s.target_type] if s.target_type else []))
                     for s in specs))
-    referred = exists(select(literal(1)).select_from(INDEX_TABLES["reference"]).where(
-        x.resource_pk.in_(sorted({s.pk for s in sources})), x.target_type == resource.c.resource_type,
-        x.target_id == resource.c.id, by_spec))
+    # Uncorrelated: the page's reference rows drive the lookup of their targets (a correlated EXISTS made
+    # SQLite probe every stored resource: 260 ms at 100,000 documents).
+    referred = resource.c.pk.in_(
+        select(target.c.pk)
+        .select_from(refs.join(target, and_(target.c.resource_type == x.target_type, target.c.id == x.target_id)))
+        .where(x.resource_pk.in_(sorted({s.pk for s in sources})), by_spec))
     return _current_where(conn, referred, scope)
 
 
@@ -347,8 +350,7 @@ def revincluded(conn: Connection, targets: Sequence[Stored], specs: Sequence[Inc
     by_spec = or_(*(and_(x.resource_type == s.source_type, *_param(x, s.param),
                          *([x.target_type == s.target_type] if s.target_type else []))
                     for s in specs))
-    referring = exists(select(literal(1)).select_from(INDEX_TABLES["reference"]).where(
-        x.resource_pk == resource.c.pk, pointing, by_spec))
+    referring = resource.c.pk.in_(select(x.resource_pk).where(pointing, by_spec))
     return _current_where(conn, referring, scope)
 
 
@@ -359,3 +361,16 @@ def _param(x: Any, param: str) -> list[ColumnElement[bool]]:
 def _current_where(conn: Connection, condition: ColumnElement[bool], scope: Criterion) -> list[Stored]:
     query = _CURRENT.where(resource.c.deleted.is_(False), condition, compile_criterion(scope))
     return [Stored(*r) for r in conn.execute(query.order_by(resource.c.pk))]
+
+
+def current_batch(conn: Connection, after_pk: int, limit: int, resource_type: str | None = None) -> list[Stored]:
+    """Current, non-deleted resources in key order from `after_pk` (the reindex walk)."""
+    query = _CURRENT.where(resource.c.deleted.is_(False), resource.c.pk > after_pk)
+    if resource_type:
+        query = query.where(resource.c.resource_type == resource_type)
+    return [Stored(*r) for r in conn.execute(query.order_by(resource.c.pk).limit(limit))]
+
+
+def replace_index(conn: Connection, stored: Stored, rows: IndexRows) -> None:
+    """Recompute a resource's index rows in place (the version itself is unchanged)."""
+    _write_index(conn, stored.pk, stored.resource_type, stored.patient_key, rows, replace=True)

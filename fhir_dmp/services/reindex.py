@@ -1,0 +1,31 @@
+"""Rebuilding the search index of stored resources, when the index extraction changes.
+
+Index rows are written with each version; a new release that indexes a parameter differently (or a
+new parameter) only affects later writes. `fhir-dmp reindex` walks the current versions in key order,
+in short transactions of `batch` resources, so the server can keep serving while it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fhir_dmp import fhirjson
+from fhir_dmp.search.extract import index_rows
+from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage.db import Database
+
+
+def reindex(db: Database, base_url: str, *, resource_type: str | None = None, batch: int = 500) -> Iterator[int]:
+    """Yield the running count of reindexed resources after each batch."""
+    done, after = 0, 0
+    while True:
+        with db.transaction(write=True) as conn:
+            rows = repo.current_batch(conn, after, batch, resource_type)
+            for stored in rows:
+                resource = fhirjson.loads(stored.content or "{}")
+                repo.replace_index(conn, stored, index_rows(stored.resource_type, resource, base_url))
+        if not rows:
+            return
+        done += len(rows)
+        after = rows[-1].pk
+        yield done
