@@ -277,7 +277,7 @@ def _conditional_reference(service: FhirService, conn: Connection, value: str, i
     except FhirError as error:
         raise bad_request(f"Bundle.entry[{index}]: conditional reference {value!r}: "
                           f"{error.issues[0].diagnostics}") from None
-    found = repo.find(conn, rtype, criteria, after_pk=None, limit=2)
+    found = repo.find(conn, rtype, criteria, limit=2, scope=repo.SYSTEM_SCOPE)
     if len(found) != 1:
         raise precondition_failed(f"Bundle.entry[{index}]: conditional reference {value!r} matches "
                                   f"{'no' if not found else 'more than one'} {rtype}")

@@ -261,7 +261,7 @@ class FhirService:
             raise bad_request(f"The {what} condition is empty")
         criteria = parse_criteria(resource_type, pairs)
         self.db.lock(conn, f"{resource_type}?{sorted(pairs)}")
-        found = repo.find(conn, resource_type, criteria, after_pk=None, limit=2)
+        found = repo.find(conn, resource_type, criteria, limit=2, scope=repo.SYSTEM_SCOPE)
         if len(found) > 1:
             raise precondition_failed(f"The {what} condition '{query}' matches more than one {resource_type}")
         return found[0] if found else None

@@ -67,7 +67,7 @@ def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str
     ident = ref.get("identifier")
     if isinstance(ident, dict) and ident.get("system") in INS_SYSTEMS and isinstance(ident.get("value"), str):
         token = c.Token("identifier", ident["system"], ident["value"])
-        matches = repo.find(conn, "Patient", token, after_pk=None, limit=2)
+        matches = repo.find(conn, "Patient", token, limit=2, scope=repo.SYSTEM_SCOPE)
         if len(matches) != 1:
             raise unprocessable(f"No single DMP has the INS {ident['system']}|{ident['value']}", expression)
         return matches[0].id

@@ -32,6 +32,9 @@ from fhir_dmp.storage.criteria import AllOf, Criterion
 from fhir_dmp.storage.paging import Cursor, SortSpec
 from fhir_dmp.storage.tables import INDEX_TABLES, resource, resource_version
 
+# The server's own lookups (conditions, reference resolution): no access restriction, said explicitly.
+SYSTEM_SCOPE: Criterion = AllOf(())
+
 
 class StaleVersion(Exception):
     """Another writer changed the resource since it was read."""
@@ -269,26 +272,16 @@ class IncludeSpec(Protocol):
     def target_type(self) -> str | None: ...
 
 
-_SYSTEM_LOOKUP: Any = object()
-
-
-def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, scope: Criterion | None = None,
-         sort: Sequence[SortSpec] = (), cursor: Cursor | None = None, after_pk: Any = _SYSTEM_LOOKUP) -> list[Stored]:
+def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, scope: Criterion,
+         sort: Sequence[SortSpec] = (), cursor: Cursor | None = None) -> list[Stored]:
     """Current, non-deleted matches within `scope`, one keyset page in `sort` order (then by key).
 
     Rows come back in display order, each with its `sort_key`; a backwards cursor reads the reversed
-    order and re-reverses, so the row beyond the page is then the first one. `scope` is required: only
-    the older system lookups (conditional interactions, reference resolution), which still pass
-    `after_pk=None`, may omit it, until they pass an explicit system scope.
+    order and re-reverses, so the row beyond the page is then the first one. `scope` is always given:
+    the caller's access scope, or `SYSTEM_SCOPE` for the server's own lookups.
     """
-    if scope is None:
-        if after_pk is _SYSTEM_LOOKUP:
-            raise TypeError("find() needs a scope")
-        scope = AllOf(())
     keys = select(resource.c.pk.label("pk"), *(paging.sort_value(s).label(f"k{i}") for i, s in enumerate(sort)))
     keys = keys.where(_visible(resource_type, where, scope))
-    if isinstance(after_pk, int):
-        keys = keys.where(resource.c.pk > after_pk)
     matches = keys.subquery("matches")
     # The page's keys are chosen (cursor, order, limit) before any content is joined: with ORDER BY ...
     # LIMIT over the join, PostgreSQL may walk every row of the type in key order (measured: 75 ms
