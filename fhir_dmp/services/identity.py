@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import jwt
 
 from fhir_dmp.errors import FhirError, Issue
-from fhir_dmp.policy.caller import PURPOSES, Caller
+from fhir_dmp.policy.caller import Caller
 
 _CHALLENGE = 'Bearer realm="fhir-dmp"'
 
@@ -70,12 +70,6 @@ def caller_from_claims(claims: dict) -> Caller:
         access_reason=_opt(claims, "access_reason"),
         secret=secret is True or secret == "true",
     )
-
-
-def check_purpose(caller: Caller) -> None:
-    """400 for a purpose of use this server does not know (after refused actors got their 403)."""
-    if caller.purpose_of_use not in PURPOSES:
-        raise FhirError.of(400, "value", f"purpose_of_use must be one of {', '.join(PURPOSES)}")
 
 
 def _opt(claims: dict, name: str) -> str | None:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from fhir_dmp import fhirjson
 from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request, conflict, not_found, precondition_failed, unprocessable
-from fhir_dmp.policy import actors
+from fhir_dmp.policy import actors, emergency
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search import shape
 from fhir_dmp.search.dates import now_utc
@@ -24,7 +24,6 @@ from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import content, history, references
 from fhir_dmp.services.bundles import process_bundle
-from fhir_dmp.services.identity import check_purpose
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.searching import search
@@ -47,7 +46,9 @@ class FhirService:
         refusal = actors.refusal(caller, self.actor_rules)
         if refusal is not None:
             raise refusal
-        check_purpose(caller)
+        refusal = emergency.purpose_refusal(caller)
+        if refusal is not None:
+            raise refusal
 
     def handle(self, caller: Caller, req: FhirRequest) -> FhirResponse:
         self.admit(caller)
