@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from fhir_dmp.errors import FhirError, Issue, bad_request
+from fhir_dmp.errors import Issue, bad_request
 from fhir_dmp.search.dates import now_utc, parse_date_range, shift
 from fhir_dmp.search.extract import SERVED_TYPES, IndexedParam, indexed_params
 from fhir_dmp.search.values import normalise, precision_range
@@ -373,4 +373,4 @@ def _include(resource_type: str, name: str, value: str, iterate: bool) -> Includ
     return Include(source, code, target, iterate)
 
 
-__all__ = ["SearchQuery", "SortKey", "Include", "parse_query", "parse_criteria", "parse_param", "FhirError"]
+__all__ = ["SearchQuery", "SortKey", "Include", "parse_query", "parse_criteria", "parse_param"]

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 from sqlalchemy import Connection
 
 from fhir_dmp import fhirjson
-from fhir_dmp.errors import FhirError, Issue, bad_request, operation_outcome, precondition_failed
+from fhir_dmp.errors import FhirError, Issue, bad_request, precondition_failed
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.parse import parse_criteria
@@ -284,4 +284,4 @@ def _conditional_reference(service: FhirService, conn: Connection, value: str, i
     return f"{rtype}/{found[0].id}"
 
 
-__all__ = ["process_bundle", "operation_outcome"]
+__all__ = ["process_bundle"]
