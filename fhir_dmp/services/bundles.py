@@ -41,13 +41,13 @@ def process_bundle(service: FhirService, caller: Caller, req: FhirRequest) -> Fh
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
         raise bad_request(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
-    issues = validate_structure(bundle)
-    if issues and kind == "transaction":
-        raise FhirError(400, issues)
     entries = bundle.get("entry") or []
-    if kind == "batch":
+    if kind == "batch":  # each entry judged on its own (_batch_entry)
         return FhirResponse(200, _bundle("batch-response", [_batch_entry(service, caller, req, e, i)
                                                             for i, e in enumerate(entries)]))
+    issues = validate_structure(bundle)  # all or nothing: every issue of every entry, in one answer, first
+    if issues:
+        raise FhirError(400, issues)
     for _ in range(_RETRIES):
         try:
             with service.db.transaction(write=True) as conn:

@@ -74,16 +74,14 @@ class FhirService:
         interaction = req.interaction
         definition = RESOURCES.get(req.resource_type or "")
         if interaction == "history-system":
-            return history.history(self, conn, req)
+            return self.history(conn, req)
         if definition is None or not definition.allows(interaction):
             raise method_not_allowed(req)
         handler = {
             "read": self.read, "vread": self.vread, "create": self.create, "update": self.update,
             "patch": self.patch, "delete": self.delete, "search-type": self.search,
-            "history-instance": history.history, "history-type": history.history,
+            "history-instance": self.history, "history-type": self.history,
         }[interaction]
-        if handler is history.history:
-            return history.history(self, conn, req)
         return handler(conn, req)
 
     # -- read ---------------------------------------------------------------------------------
@@ -118,6 +116,9 @@ class FhirService:
     def search(self, conn: Connection, req: FhirRequest) -> FhirResponse:
         return search(self, conn, req)
 
+    def history(self, conn: Connection, req: FhirRequest) -> FhirResponse:
+        return history.history(self, conn, req)
+
     # -- write --------------------------------------------------------------------------------
     def create(self, conn: Connection, req: FhirRequest) -> FhirResponse:
         assert req.resource_type
@@ -147,7 +148,7 @@ class FhirService:
         when = now_utc()
         stamped = content.stamp(body, rid, 1, when)
         patient = references.patient_key(conn, req.resource_type, stamped, rid, req.base_url, pending)
-        new = repo.NewResource(req.resource_type, rid, patient, _dumps(stamped), when,
+        new = repo.NewResource(req.resource_type, rid, patient, fhirjson.dumps(stamped), when,
                                index_rows(req.resource_type, stamped, req.base_url),
                                "PUT" if req.method == "PUT" else "POST")
         stored = Stored(req.resource_type, rid, 1, when, False, patient, new.content, "POST")
@@ -193,7 +194,7 @@ class FhirService:
         when = now_utc()
         stamped = content.stamp(body, stored.id, stored.version_id + 1, when)
         patient = references.patient_key(conn, req.resource_type, stamped, stored.id, req.base_url, {})
-        new = repo.write_version(conn, stored, content=_dumps(stamped), patient_key=patient, last_updated=when,
+        new = repo.write_version(conn, stored, content=fhirjson.dumps(stamped), patient_key=patient, last_updated=when,
                                  method=method, index=index_rows(req.resource_type, stamped, req.base_url))
         return FhirResponse(200, stamped, content.version_headers(new, req.base_url, location=True))
 
@@ -269,10 +270,11 @@ class FhirService:
 
 
 def _query_string(req: FhirRequest) -> str:
-    pairs = [(k, v) for k, v in req.query if k not in ("_format", "_pretty")]
-    if not pairs:
+    """The condition of a conditional update, patch or delete: required."""
+    condition = _condition_in_url(req)
+    if not condition:
         raise bad_request(f"{req.method} on the type needs search parameters naming one {req.resource_type}")
-    return urlencode(pairs)
+    return condition
 
 
 def _condition_in_url(req: FhirRequest) -> str:
@@ -283,7 +285,3 @@ def _etag_matches(header: str, version_id: int) -> bool:
     if header.strip() == "*":  # RFC 9110 13.1.2: any current representation matches
         return True
     return any(content.parse_etag(v, "If-None-Match") == version_id for v in header.split(",") if v.strip())
-
-
-def _dumps(resource: dict) -> str:
-    return fhirjson.dumps(resource)

@@ -32,7 +32,7 @@ def search(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResp
     settings = service.settings
     query = parse_query(req.resource_type, list(req.query), strict=req.strict,
                         default_count=settings.default_count, max_count=settings.max_count, base_url=req.base_url)
-    scope: c.Criterion = c.AllOf(())  # no access policy yet: the whole store
+    scope: c.Criterion = repo.SYSTEM_SCOPE  # no access policy yet (issue 4): the whole store
     cursor = _cursor(query)
     page: list[Stored] = []
     next_cursor = previous_cursor = None
