@@ -121,5 +121,28 @@ def db_upgrade(database_url: str) -> None:
     click.echo(json.dumps({"database": database.url.split("@")[-1], "revision": current_revision(database)}))
 
 
+@main.group()
+def audit() -> None:
+    """The audit trail (AuditEvents, one hash chain per DMP)."""
+
+
+@audit.command("verify")
+@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+def audit_verify(database_url: str) -> None:
+    """Recompute every chain; print one JSON line per chain, exit 1 at the first broken link of any chain."""
+    from fhir_dmp.services.audit import verify
+
+    broken = 0
+    for key, checked, fault in verify(Database(database_url)):
+        line = {"chain": key or "(server)", "events": checked, "ok": fault is None}
+        if fault is not None:
+            broken += 1
+            line.update({"broken_at": fault.event or "(head)", "reason": fault.reason})
+        click.echo(json.dumps(line))
+    if broken:
+        click.echo(f"{broken} broken chain(s)", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

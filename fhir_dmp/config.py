@@ -25,6 +25,7 @@ class Settings:
     base_url: str | None = None  # public base URL, when behind a proxy; else taken from the request
     home: Path = field(default_factory=project_dir)
     habilitation_matrix: Path | None = None  # None: terminologies/habilitation-matrix.csv under home
+    notify_url: str | None = None  # webhook receiving each notification (Communication), POSTed as JSON
 
     def __post_init__(self) -> None:
         if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
@@ -42,6 +43,7 @@ class Settings:
             max_count=int(env.get("FHIR_DMP_MAX_COUNT", cls.max_count)),
             base_url=env.get("FHIR_DMP_BASE_URL"),
             habilitation_matrix=Path(matrix) if (matrix := env.get("FHIR_DMP_HABILITATION_MATRIX")) else None,
+            notify_url=env.get("FHIR_DMP_NOTIFY_URL") or None,
         )
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, select
+
 from fhir_dmp import fhirjson
 from fhir_dmp.services.identity import mint_token
+from fhir_dmp.storage.tables import resource_version
 
 SYSTEM = {"actor": "system", "sub": "test-suite"}
 DOCTOR = {"actor": "professional", "sub": "810001234567", "profession": "10", "specialty": "SM26"}
@@ -80,3 +83,14 @@ def document(patient_id: str, **extra: Any) -> dict:
         "content": [{"attachment": {"contentType": "text/plain", "data": "Q29tcHRlIHJlbmR1"}}],
         **extra,
     }
+
+
+def written(database: Any) -> int:
+    """How many resource versions the store holds, traces aside (every request, even refused, adds one
+    AuditEvent): what a refused or rolled-back write must leave unchanged. `database`: a Database, or a
+    FhirTestClient (its app's)."""
+    if isinstance(database, FhirTestClient):
+        database = database.http.application.extensions["fhir_dmp"]["db"]
+    with database.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(resource_version)
+                            .where(resource_version.c.resource_type != "AuditEvent")).scalar_one()

@@ -109,7 +109,7 @@ def test_cli_tokens_are_what_the_server_accepts_and_refuses(app):
     doctor = run("token", "--actor", "professional", "--sub", "810001234567", "--profession", "10",
                  "--specialty", "SM26").output.strip()
     insurer = run("token", "--actor", "insurer", "--sub", "CPAM-75").output.strip()
-    assert client.get("Patient", auth=False, headers={"Authorization": f"Bearer {doctor}"}).status_code == 200
+    assert client.get("Practitioner", auth=False, headers={"Authorization": f"Bearer {doctor}"}).status_code == 200
     refused = client.get("Patient", auth=False, headers={"Authorization": f"Bearer {insurer}"})
     assert refused.status_code == 403 and json_of(refused)["issue"][0]["code"] == "forbidden"
 

@@ -37,6 +37,7 @@ MAX_CHAIN = 4
 PATIENT_KEY_PARAMS = {
     "DocumentReference": {"patient", "subject"}, "Composition": {"patient", "subject"},
     "List": {"patient", "subject"}, "Consent": {"patient"}, "Communication": {"patient", "subject"},
+    "AuditEvent": {"patient"},  # the server files each trace under the DMP its patient entity names
 }
 
 

@@ -17,14 +17,12 @@ from sqlalchemy import Connection
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, precondition_failed
-from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import content
+from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.storage import repository as repo
-from fhir_dmp.storage.db import TransientConflict
-from fhir_dmp.storage.repository import StaleVersion
 from fhir_dmp.validation.structure import validate_structure
 
 if TYPE_CHECKING:
@@ -34,7 +32,7 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _RETRIES = 5
 
 
-def process_bundle(service: FhirService, caller: Caller, req: FhirRequest) -> FhirResponse:
+def process_bundle(service: FhirService, guard: Guard, req: FhirRequest) -> FhirResponse:
     bundle = req.body
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise bad_request("POST to the base URL takes a Bundle of type batch or transaction", "Bundle")
@@ -43,19 +41,17 @@ def process_bundle(service: FhirService, caller: Caller, req: FhirRequest) -> Fh
         raise bad_request(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
     entries = bundle.get("entry") or []
     if kind == "batch":  # each entry judged on its own (_batch_entry)
-        return FhirResponse(200, _bundle("batch-response", [_batch_entry(service, caller, req, e, i)
+        return FhirResponse(200, _bundle("batch-response", [_batch_entry(service, guard, req, e, i)
                                                             for i, e in enumerate(entries)]))
     issues = validate_structure(bundle)  # all or nothing: every issue of every entry, in one answer, first
     if issues:
-        raise FhirError(400, issues)
-    for _ in range(_RETRIES):
-        try:
-            with service.db.transaction(write=True) as conn:
-                return FhirResponse(200, _bundle("transaction-response",
-                                                 _transaction(service, conn, caller, req, entries)))
-        except (StaleVersion, TransientConflict):  # e.g. a deadlock with a transaction locking in another order
-            continue
-    raise FhirError.of(409, "conflict", "The transaction conflicted with concurrent writers; try again")
+        error = FhirError(400, issues)
+        service.trace_refusal(guard, req, error)
+        raise error
+    # One unit of work, retried on deadlocks with transactions locking in another order; traced as one
+    # interaction (an AuditEvent per DMP it touched).
+    return service.unit(guard, req, lambda conn: FhirResponse(200, _bundle(
+        "transaction-response", _transaction(service, conn, guard, req, entries))), write=True)
 
 
 def _bundle(kind: str, entries: list[dict]) -> dict:
@@ -116,26 +112,26 @@ def _error_entry(error: FhirError) -> dict:
     return {"response": {"status": content.status_line(error.status), "outcome": error.outcome()}}
 
 
-def _batch_entry(service: FhirService, caller: Caller, parent: FhirRequest, entry: Any, index: int) -> dict:
+def _batch_entry(service: FhirService, guard: Guard, parent: FhirRequest, entry: Any, index: int) -> dict:
     try:
         req = _entry_request(parent, entry, index)  # 400 unless the entry has a usable request object
         issues = validate_structure(entry["resource"]) if isinstance(
             entry.get("resource"), dict) and req.method != "PATCH" else []
         if issues:
             raise FhirError(400, issues)
-        return _response_entry(service.run(caller, req))
+        return _response_entry(service.run(service.guard(guard.caller), req))  # each entry traced on its own
     except FhirError as error:
         return _error_entry(error)
 
 
-def _transaction(service: FhirService, conn: Connection, caller: Caller, parent: FhirRequest,
+def _transaction(service: FhirService, conn: Connection, guard: Guard, parent: FhirRequest,
                  entries: list) -> list[dict]:
     requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
     changed = _check_distinct(requests)
     # DELETEs first (R4), before the ifNoneExist conditions below are evaluated.
     deletes = sorted((i for i, req in enumerate(requests) if req.method == "DELETE"),
                      key=lambda k: _lock_order(requests[k]))
-    responses: dict[int, FhirResponse] = {i: _dispatch_entry(service, conn, caller, requests[i], i)
+    responses: dict[int, FhirResponse] = {i: _dispatch_entry(service, conn, guard, requests[i], i)
                                           for i in deletes}
     ids: dict[str, str] = {}  # fullUrl -> "Type/id"
     # ifNoneExist conditions are locked in one order, so that concurrent transactions never deadlock.
@@ -148,19 +144,18 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
         rid = str(uuid.uuid4())
         if req.if_none_exist:
             try:
-                found = service.match_condition(conn, req.resource_type or "", req.if_none_exist,
-                                                "ifNoneExist")
+                found = service.existing(conn, guard, req.resource_type or "", req.if_none_exist, "ifNoneExist")
             except FhirError as error:
                 error.issues[:] = [_located(issue, i) for issue in error.issues]
                 raise
             if found is not None:
                 rid = found.id
-                responses[i] = FhirResponse(200, content.resource_of(found),
+                responses[i] = FhirResponse(200, service.shown(conn, guard, found),
                                             content.version_headers(found, parent.base_url, location=True))
         requests[i] = replace(req, if_none_exist=None, assigned_id=rid)
         if isinstance(full_url, str):
             ids[full_url] = f"{req.resource_type}/{rid}"
-    resolved = [_resolve_references(service, conn, r, ids, parent.base_url, i)
+    resolved = [_resolve_references(service, conn, guard, r, ids, parent.base_url, i)
                 for i, r in enumerate(requests)]
     pending: dict[tuple[str, str], str] = {}  # created in this transaction, not yet written
     batch: list[repo.NewResource] = []
@@ -176,10 +171,10 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
         req = resolved[i]
         if req.interaction == "create":
             # Creates are prepared one by one (validated, stamped, indexed) and written together.
-            responses[i] = _prepare_create(service, conn, req, i, pending, batch)
+            responses[i] = _prepare_create(service, conn, guard, req, i, pending, batch)
             continue
-        _flush(conn, batch)
-        responses[i] = _dispatch_entry(service, conn, caller, req, i)
+        _flush(service, conn, batch)
+        responses[i] = _dispatch_entry(service, conn, guard, req, i)
         body = responses[i].body
         if req.method in ("PUT", "PATCH") and req.id is None and isinstance(body, dict):
             # A conditional update/patch resolved to an identity: it must not overlap another change (R4).
@@ -187,15 +182,15 @@ def _transaction(service: FhirService, conn: Connection, caller: Caller, parent:
             if key in changed:
                 raise bad_request(f"Bundle.entry[{i}]: the transaction changes {key} more than once")
             changed.add(key)
-    _flush(conn, batch)
+    _flush(service, conn, batch)
     return [_response_entry(responses[i]) for i in range(len(resolved))]
 
 
-def _prepare_create(service: FhirService, conn: Connection, req: FhirRequest, index: int,
+def _prepare_create(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest, index: int,
                     pending: dict[tuple[str, str], str], batch: list[repo.NewResource]) -> FhirResponse:
     try:
         body = content.resource_body(req.body, req.resource_type or "", validated=True)
-        new, response = service.prepare_new(conn, req, body, req.assigned_id or str(uuid.uuid4()), pending)
+        new, response = service.prepare_new(conn, guard, req, body, req.assigned_id or str(uuid.uuid4()), pending)
     except FhirError as error:
         error.issues[:] = [_located(issue, index) for issue in error.issues]
         raise
@@ -204,8 +199,8 @@ def _prepare_create(service: FhirService, conn: Connection, req: FhirRequest, in
     return response
 
 
-def _flush(conn: Connection, batch: list[repo.NewResource]) -> None:
-    repo.insert_resources(conn, batch)
+def _flush(service: FhirService, conn: Connection, batch: list[repo.NewResource]) -> None:
+    service.insert(conn, batch)
     batch.clear()
 
 
@@ -216,10 +211,10 @@ def _lock_order(req: FhirRequest) -> tuple[str, str]:
     return "", ""
 
 
-def _dispatch_entry(service: FhirService, conn: Connection, caller: Caller, req: FhirRequest,
+def _dispatch_entry(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest,
                     index: int) -> FhirResponse:
     try:
-        return service.dispatch(conn, caller, req)
+        return service.dispatch(conn, guard, req)
     except FhirError as error:
         error.issues[:] = [_located(issue, index) for issue in error.issues]
         raise
@@ -244,7 +239,7 @@ def _check_distinct(requests: list[FhirRequest]) -> set[str]:
     return seen
 
 
-def _resolve_references(service: FhirService, conn: Connection, req: FhirRequest, ids: dict[str, str],
+def _resolve_references(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest, ids: dict[str, str],
                         base: str, index: int) -> FhirRequest:
     """Replace fullUrls by the ids they got, and `Type?search` references by the one match."""
     if not isinstance(req.body, dict):
@@ -255,7 +250,7 @@ def _resolve_references(service: FhirService, conn: Connection, req: FhirRequest
             out = {}
             for key, value in node.items():
                 if key == "reference" and isinstance(value, str) and "?" in value and value not in ids:
-                    out[key] = _conditional_reference(service, conn, value, index)
+                    out[key] = _conditional_reference(service, conn, guard, value, index)
                 else:
                     out[key] = walk(value)
             return out
@@ -268,7 +263,7 @@ def _resolve_references(service: FhirService, conn: Connection, req: FhirRequest
     return req.with_body(walk(req.body))
 
 
-def _conditional_reference(service: FhirService, conn: Connection, value: str, index: int) -> str:
+def _conditional_reference(service: FhirService, conn: Connection, guard: Guard, value: str, index: int) -> str:
     rtype, _, query = value.partition("?")
     pairs = parse_qsl(query, keep_blank_values=True)
     try:
@@ -278,6 +273,8 @@ def _conditional_reference(service: FhirService, conn: Connection, value: str, i
         raise bad_request(f"Bundle.entry[{index}]: conditional reference {value!r}: "
                           f"{error.issues[0].diagnostics}") from None
     found = repo.find(conn, rtype, criteria, limit=2, scope=repo.SYSTEM_SCOPE)
+    if rtype != "Patient":  # a DMP is found by its INS by anyone who may feed it; other matches must be seen
+        found = [s for s in found if service.sees(conn, guard, s)]
     if len(found) != 1:
         raise precondition_failed(f"Bundle.entry[{index}]: conditional reference {value!r} matches "
                                   f"{'no' if not found else 'more than one'} {rtype}")

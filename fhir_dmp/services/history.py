@@ -9,7 +9,9 @@ from sqlalchemy import Connection
 from fhir_dmp.errors import bad_request
 from fhir_dmp.search.dates import parse_date_range
 from fhir_dmp.services import results
+from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.storage import criteria as c
 from fhir_dmp.storage import repository as repo
 
 if TYPE_CHECKING:
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 _PARAMS = ("_count", "_since", "_cursor", "_format", "_pretty")
 
 
-def history(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResponse:
+def history(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
     settings = service.settings
     count, since, cursor = settings.default_count, None, None
     for name, value in req.query:
@@ -33,11 +35,18 @@ def history(service: FhirService, conn: Connection, req: FhirRequest) -> FhirRes
         elif name not in _PARAMS:
             raise bad_request(f"History parameter '{name}' is not supported", code="not-supported")
     count = min(count, settings.max_count)
-    if req.id:
-        service.current(conn, req)  # 404 when the resource never existed
-    rows = repo.history(conn, req.resource_type, req.id, since=since, before_pk=cursor, limit=count + 1)
+    if req.id:  # 404 when the resource never existed or is hidden from the caller, 403 for a closed DMP
+        stored = service.current(conn, guard, req)
+        scope = guard.scope(guard.access(conn, stored.patient_key))
+    else:  # a patient's own DMP; professionals name no DMP here, so they see their own rows only
+        own = guard.own_dmp(conn) if guard.caller.actor in ("patient", "representative") else None
+        scope = guard.scope(guard.access(conn, own) if own else None)
+        guard.touch(own or "")
+        if not req.resource_type:  # the traces are read as AuditEvents; each history read would add to them
+            scope = c.AllOf((scope, c.Not(c.TypeIs(("AuditEvent",)))))
+    rows = repo.history(conn, req.resource_type, req.id, since=since, before_pk=cursor, limit=count + 1, scope=scope)
     page, more = rows[:count], len(rows) > count
-    total = repo.history_count(conn, req.resource_type, req.id, since)
+    total = repo.history_count(conn, req.resource_type, req.id, since, scope=scope)
     path = "/".join(p for p in (req.resource_type, req.id, "_history") if p)
     links = results.page_links(req.base_url, path, list(req.query), page[-1].pk if more and page else None)
     entries = [results.history_entry(req.base_url, s) for s in page]

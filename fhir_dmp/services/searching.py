@@ -7,14 +7,17 @@ its WHERE, so that an access policy narrows the query itself and never filters r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
 from fhir_dmp.errors import bad_request, operation_outcome
+from fhir_dmp.policy.access import IDENTITY_ELEMENTS, Access, confine
 from fhir_dmp.search import shape
 from fhir_dmp.search.parse import SearchQuery, parse_query
 from fhir_dmp.services import results
+from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.storage import criteria as c
 from fhir_dmp.storage import paging
@@ -27,12 +30,23 @@ if TYPE_CHECKING:
 MAX_INCLUDE_LEVELS = 3  # the page's own includes, then up to two more :iterate rounds
 
 
-def search(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResponse:
+def search(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
     settings = service.settings
     query = parse_query(req.resource_type, list(req.query), strict=req.strict,
                         default_count=settings.default_count, max_count=settings.max_count, base_url=req.base_url)
-    scope: c.Criterion = repo.SYSTEM_SCOPE  # no access policy yet (issue 4): the whole store
+    key = guard.search_dmp(conn, req.resource_type, query.criteria)
+    guard.touch(key or "", query="&".join(f"{k}={v}" for k, v in req.query))
+    access = guard.access(conn, key) if key else None
+    identity = False
+    if access is not None and access.refusal is not None:
+        if not _existence_check(guard, req.resource_type, query):
+            raise access.refusal
+        access, identity = Access("identity", key), True  # 6.3: a professional asks whether a DMP exists
+    scope = guard.scope(access)
+    query = replace(query, criteria=confine(query.criteria, scope))
+    if identity:
+        query = replace(query, elements=IDENTITY_ELEMENTS, summary=None if query.summary != "count" else "count")
     cursor = _cursor(query)
     page: list[Stored] = []
     next_cursor = previous_cursor = None
@@ -56,6 +70,13 @@ def search(service: FhirService, conn: Connection, req: FhirRequest) -> FhirResp
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     links = results.page_links(req.base_url, req.resource_type, list(req.query), next_cursor, previous_cursor)
     return FhirResponse(200, results.bundle("searchset", entries, links, total))
+
+
+def _existence_check(guard: Guard, resource_type: str, query: SearchQuery) -> bool:
+    """`Patient?identifier=<INS>` by a professional: open whatever their standing in that DMP."""
+    parts = c.conjuncts(query.criteria)
+    return (guard.caller.actor == "professional" and resource_type == "Patient"
+            and any(isinstance(p, c.Token) and p.param == "identifier" for p in parts))
 
 
 def _cursor(query: SearchQuery) -> paging.Cursor | None:

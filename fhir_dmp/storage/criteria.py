@@ -13,6 +13,20 @@ from decimal import Decimal
 
 
 @dataclass(frozen=True)
+class AccessFacts:
+    """What the access policy needs of a row without reading its content (columns of `resource`)."""
+
+    doc_type: str = ""
+    labels: int = 0
+    doc_date: datetime | None = None
+    owner: str = ""
+    governed_by: str = ""
+
+
+NO_FACTS = AccessFacts()
+
+
+@dataclass(frozen=True)
 class IdIn:
     ids: tuple[str, ...]
 
@@ -34,6 +48,34 @@ class PatientMatches:
     """The DMP the row belongs to (its patient key) is a Patient matching `inner` (chains on the patient)."""
 
     inner: Criterion
+
+
+@dataclass(frozen=True)
+class DocTypeIn:
+    """Access facts (policy/facts.py): the row's habilitation document type is one of `codes`."""
+
+    codes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LabelsClear:
+    """None of the visibility bits in `mask` is set on the row."""
+
+    mask: int
+
+
+@dataclass(frozen=True)
+class OwnerIs:
+    """The row was deposited by (or, for a trace, caused by) `owner`."""
+
+    owner: str
+
+
+@dataclass(frozen=True)
+class DocDateBefore:
+    """The row's document date is known and earlier than `instant`."""
+
+    instant: datetime
 
 
 @dataclass(frozen=True)
@@ -140,6 +182,17 @@ class AllOf:
 
 
 Criterion = (
-    IdIn | TypeIs | PatientIs | PatientMatches | Token | String | Uri | DateRange | NumberRange | Reference | Composite
+    IdIn | TypeIs | PatientIs | PatientMatches | DocTypeIn | LabelsClear | OwnerIs | DocDateBefore | Token | String
+    | Uri | DateRange | NumberRange | Reference | Composite
     | Missing | Chain | Has | Not | AnyOf | AllOf
 )
+
+
+def conjuncts(node: Criterion) -> list[Criterion]:
+    """The terms ANDed at the top of `node`: nested AllOfs flattened, one-term AnyOfs unwrapped (what the
+    parser builds for `patient=x`), so that a rule can ask "does every match name this DMP?"."""
+    if isinstance(node, AllOf):
+        return [term for part in node.parts for term in conjuncts(part)]
+    if isinstance(node, AnyOf) and len(node.parts) == 1:
+        return conjuncts(node.parts[0])
+    return [node]

@@ -17,20 +17,23 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    case,
     delete,
+    false,
     func,
     insert,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage import paging
 from fhir_dmp.storage.compile import compile_criterion
-from fhir_dmp.storage.criteria import AllOf, Criterion
+from fhir_dmp.storage.criteria import NO_FACTS, AccessFacts, AllOf, Criterion
 from fhir_dmp.storage.paging import Cursor, SortSpec
-from fhir_dmp.storage.tables import INDEX_TABLES, resource, resource_version
+from fhir_dmp.storage.tables import INDEX_TABLES, audit_chain, dmp_accessor, resource, resource_version
 
 # The server's own lookups (conditions, reference resolution): no access restriction, said explicitly.
 SYSTEM_SCOPE: Criterion = AllOf(())
@@ -54,6 +57,17 @@ class Stored:
     method: str = ""
     pk: int = 0  # resource.pk for current rows, resource_version.pk for history rows
     sort_key: tuple[Any, ...] = ()  # search pages: the row's `_sort` values, for the paging cursors
+    facts: AccessFacts = NO_FACTS  # the current version's access facts
+    visible: bool = True  # reads given a scope: whether the row is within it
+
+
+_FACTS = (resource.c.doc_type, resource.c.labels, resource.c.doc_date, resource.c.owner, resource.c.governed_by)
+
+
+def _stored(row: Sequence[Any], *, sort_width: int = 0, visible: bool = True) -> Stored:
+    """A row of `_CURRENT`/`_VERSIONS` (9 columns, the 5 facts, then `sort_width` sort values)."""
+    sort_key = tuple(row[14:14 + sort_width])
+    return Stored(*row[:9], sort_key=sort_key, facts=AccessFacts(*row[9:14]), visible=visible)
 
 
 _CURRENT = (
@@ -67,11 +81,14 @@ _CURRENT = (
         resource_version.c.content,
         resource_version.c.method,
         resource.c.pk,
+        *_FACTS,
     )
     .select_from(resource)
     .join(resource_version, resource_version.c.pk == resource.c.version_pk)
 )
 
+_VERSION_ROWS = resource_version.join(resource, and_(resource.c.resource_type == resource_version.c.resource_type,
+                                                     resource.c.id == resource_version.c.id))
 _VERSIONS = select(
     resource_version.c.resource_type,
     resource_version.c.id,
@@ -82,25 +99,37 @@ _VERSIONS = select(
     resource_version.c.content,
     resource_version.c.method,
     resource_version.c.pk,
-)
+    *_FACTS,
+).select_from(_VERSION_ROWS)
 
 
-def read_current(conn: Connection, resource_type: str, rid: str) -> Stored | None:
-    row = conn.execute(
-        _CURRENT.where(resource.c.resource_type == resource_type, resource.c.id == rid)
-    ).first()
-    return Stored(*row) if row else None
+def _with_visibility(query: Any, scope: Criterion | None) -> Any:
+    """Adds whether the current row is within `scope` as a last column (None: no scope, always True)."""
+    inside = compile_criterion(scope) if scope is not None else None
+    return query.add_columns(case((inside, True), else_=False) if inside is not None else false())
 
 
-def read_version(conn: Connection, resource_type: str, rid: str, version_id: int) -> Stored | None:
-    row = conn.execute(
-        _VERSIONS.where(
-            resource_version.c.resource_type == resource_type,
-            resource_version.c.id == rid,
-            resource_version.c.version_id == version_id,
-        )
-    ).first()
-    return Stored(*row) if row else None
+def _visible_row(row: Any, scope: Criterion | None) -> Stored:
+    return _stored(row, visible=True if scope is None else bool(row[-1]))
+
+
+def read_current(conn: Connection, resource_type: str, rid: str, *, scope: Criterion | None = None) -> Stored | None:
+    """The current version; with a `scope`, `visible` says whether the caller may see it (one statement)."""
+    query = _with_visibility(_CURRENT.where(resource.c.resource_type == resource_type, resource.c.id == rid), scope)
+    row = conn.execute(query).first()
+    return _visible_row(row, scope) if row else None
+
+
+def read_version(conn: Connection, resource_type: str, rid: str, version_id: int, *,
+                 scope: Criterion | None = None) -> Stored | None:
+    """One version; its visibility is the resource's current one (masking a document hides its past too)."""
+    query = _with_visibility(_VERSIONS.where(
+        resource_version.c.resource_type == resource_type,
+        resource_version.c.id == rid,
+        resource_version.c.version_id == version_id,
+    ), scope)
+    row = conn.execute(query).first()
+    return _visible_row(row, scope) if row else None
 
 
 def _insert_version(
@@ -156,6 +185,7 @@ class NewResource:
     last_updated: datetime
     index: IndexRows
     method: str = "POST"  # PUT when a conditional update created it
+    facts: AccessFacts = NO_FACTS
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -186,8 +216,8 @@ def insert_resources(conn: Connection, items: list[NewResource]) -> list[Stored]
     pks = conn.execute(
         insert(resource).returning(resource.c.pk, sort_by_parameter_order=True),
         [{"resource_type": n.resource_type, "id": n.id, "patient_key": n.patient_key, "version_id": 1,
-          "last_updated": n.last_updated, "deleted": False, "version_pk": vpk} for n, vpk in zip(items, version_pks,
-                                                                                                   strict=True)],
+          "last_updated": n.last_updated, "deleted": False, "version_pk": vpk, **_fact_values(n.facts)}
+         for n, vpk in zip(items, version_pks, strict=True)],
     ).scalars().all()
     by_table: dict[str, list[dict[str, Any]]] = {}
     for n, pk in zip(items, pks, strict=True):
@@ -196,8 +226,19 @@ def insert_resources(conn: Connection, items: list[NewResource]) -> list[Stored]
             by_table.setdefault(kind, []).extend({**common, **row} for row in rows)
     for kind, rows in by_table.items():
         bulk_insert(conn, INDEX_TABLES[kind], rows)
-    return [Stored(n.resource_type, n.id, 1, n.last_updated, False, n.patient_key, n.content, n.method, pk)
-            for n, pk in zip(items, pks, strict=True)]
+    return [Stored(n.resource_type, n.id, 1, n.last_updated, False, n.patient_key, n.content, n.method, pk,
+                   facts=n.facts) for n, pk in zip(items, pks, strict=True)]
+
+
+def _fact_values(facts: AccessFacts) -> dict[str, Any]:
+    return {"doc_type": facts.doc_type, "labels": facts.labels, "doc_date": facts.doc_date, "owner": facts.owner,
+            "governed_by": facts.governed_by}
+
+
+def update_governed(conn: Connection, governed_by: str, facts: AccessFacts) -> None:
+    """Resources whose access follows another's (a Binary, its DocumentReference) take its new facts."""
+    conn.execute(update(resource).where(resource.c.governed_by == governed_by)
+                 .values(doc_type=facts.doc_type, labels=facts.labels, doc_date=facts.doc_date))
 
 
 def write_version(
@@ -209,8 +250,11 @@ def write_version(
     last_updated: datetime,
     method: str,
     index: IndexRows | None = None,
+    facts: AccessFacts | None = None,
 ) -> Stored:
-    """Append the next version (a deletion when `content` is None) and make it current."""
+    """Append the next version (a deletion when `content` is None) and make it current; `facts` None keeps
+    the current access facts (a deletion)."""
+    facts = current.facts if facts is None else facts
     version_id = current.version_id + 1
     version_pk = _insert_version(
         conn, current.resource_type, current.id, version_id, patient_key, content, last_updated, method
@@ -219,13 +263,13 @@ def write_version(
         update(resource)
         .where(resource.c.pk == current.pk, resource.c.version_id == current.version_id)
         .values(version_id=version_id, version_pk=version_pk, deleted=content is None,
-                last_updated=last_updated, patient_key=patient_key)
+                last_updated=last_updated, patient_key=patient_key, **_fact_values(facts))
     ).rowcount
     if moved != 1:
         raise StaleVersion(f"{current.resource_type}/{current.id} changed concurrently")
     _write_index(conn, current.pk, current.resource_type, patient_key, index or {}, replace=True)
     return Stored(current.resource_type, current.id, version_id, last_updated, content is None,
-                  patient_key, content, method, current.pk)
+                  patient_key, content, method, current.pk, facts=facts)
 
 
 def history(
@@ -236,22 +280,26 @@ def history(
     since: datetime | None,
     before_pk: int | None,
     limit: int,
+    scope: Criterion,
 ) -> list[Stored]:
-    """Versions newest first, keyset-paged on the version row key."""
-    query = _VERSIONS.where(*_history_filter(resource_type, rid, since))
+    """Versions newest first within `scope` (judged on the resource's current row), keyset-paged on the version key."""
+    query = _VERSIONS.where(*_history_filter(resource_type, rid, since, scope))
     if before_pk is not None:
         query = query.where(resource_version.c.pk < before_pk)
     rows = conn.execute(query.order_by(resource_version.c.pk.desc()).limit(limit)).all()
-    return [Stored(*r) for r in rows]
+    return [_stored(r) for r in rows]
 
 
-def history_count(conn: Connection, resource_type: str | None, rid: str | None, since: datetime | None) -> int:
-    query = select(func.count()).select_from(resource_version).where(*_history_filter(resource_type, rid, since))
+def history_count(conn: Connection, resource_type: str | None, rid: str | None, since: datetime | None, *,
+                  scope: Criterion) -> int:
+    query = select(func.count()).select_from(_VERSION_ROWS).where(
+        *_history_filter(resource_type, rid, since, scope))
     return conn.execute(query).scalar_one()
 
 
-def _history_filter(resource_type: str | None, rid: str | None, since: datetime | None) -> list[ColumnElement[bool]]:
-    conds = []
+def _history_filter(resource_type: str | None, rid: str | None, since: datetime | None,
+                    scope: Criterion) -> list[ColumnElement[bool]]:
+    conds = [compile_criterion(scope)]
     if resource_type:
         conds.append(resource_version.c.resource_type == resource_type)
     if rid:
@@ -295,7 +343,7 @@ def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, 
     columns = [page.c[f"k{i}"] for i in range(len(sort))]
     query = _CURRENT.add_columns(*columns).join(page, page.c.pk == resource.c.pk)
     query = query.order_by(*paging.order_by(columns, sort, page.c.pk, reverse=backwards))
-    rows = [Stored(*r[:9], sort_key=tuple(r[9:])) for r in conn.execute(query)]
+    rows = [_stored(r, sort_width=len(sort)) for r in conn.execute(query)]
     return rows[::-1] if backwards else rows
 
 
@@ -353,7 +401,14 @@ def _param(x: Any, param: str) -> list[ColumnElement[bool]]:
 
 def _current_where(conn: Connection, condition: ColumnElement[bool], scope: Criterion) -> list[Stored]:
     query = _CURRENT.where(resource.c.deleted.is_(False), condition, compile_criterion(scope))
-    return [Stored(*r) for r in conn.execute(query.order_by(resource.c.pk))]
+    return [_stored(r) for r in conn.execute(query.order_by(resource.c.pk))]
+
+
+def current_of_patient(conn: Connection, patient_key: str, types: Sequence[str]) -> list[Stored]:
+    """The current, non-deleted resources of `types` filed in one DMP (its Patient and Consents)."""
+    query = _CURRENT.where(resource.c.patient_key == patient_key, resource.c.resource_type.in_(types),
+                           resource.c.deleted.is_(False))
+    return [_stored(r) for r in conn.execute(query.order_by(resource.c.pk))]
 
 
 def current_batch(conn: Connection, after_pk: int, limit: int, resource_type: str | None = None) -> list[Stored]:
@@ -361,9 +416,51 @@ def current_batch(conn: Connection, after_pk: int, limit: int, resource_type: st
     query = _CURRENT.where(resource.c.deleted.is_(False), resource.c.pk > after_pk)
     if resource_type:
         query = query.where(resource.c.resource_type == resource_type)
-    return [Stored(*r) for r in conn.execute(query.order_by(resource.c.pk).limit(limit))]
+    return [_stored(r) for r in conn.execute(query.order_by(resource.c.pk).limit(limit))]
 
 
-def replace_index(conn: Connection, stored: Stored, rows: IndexRows) -> None:
-    """Recompute a resource's index rows in place (the version itself is unchanged)."""
+def replace_index(conn: Connection, stored: Stored, rows: IndexRows, facts: AccessFacts) -> None:
+    """Recompute a resource's index rows and access facts in place (the version itself is unchanged)."""
     _write_index(conn, stored.pk, stored.resource_type, stored.patient_key, rows, replace=True)
+    conn.execute(update(resource).where(resource.c.pk == stored.pk).values(**_fact_values(facts)))
+
+
+# -- traces -----------------------------------------------------------------------------------------------
+GENESIS = "0" * 64  # the `previous` hash of a chain's first event
+
+
+def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> int:
+    """INSERT unless the primary key exists; the number of rows inserted (0 or 1)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing()).rowcount
+
+
+def lock_chain(conn: Connection, patient_key: str) -> tuple[int, str]:
+    """The (seq, head hash) of a DMP's trace chain, locked until the transaction ends (SQLite: already
+    serialised by its write lock). Writers on different DMPs lock different rows."""
+    _insert_ignore(conn, audit_chain, {"patient_key": patient_key, "seq": 0, "head": GENESIS})
+    query = select(audit_chain.c.seq, audit_chain.c.head).where(audit_chain.c.patient_key == patient_key)
+    row = conn.execute(query.with_for_update()).one()
+    return int(row.seq), str(row.head)
+
+
+def advance_chain(conn: Connection, patient_key: str, seq: int, head: str) -> None:
+    conn.execute(update(audit_chain).where(audit_chain.c.patient_key == patient_key).values(seq=seq, head=head))
+
+
+def chain_heads(conn: Connection) -> dict[str, tuple[int, str]]:
+    return {r.patient_key: (int(r.seq), str(r.head)) for r in conn.execute(select(audit_chain))}
+
+
+def audit_contents(conn: Connection, patient_key: str) -> list[tuple[str, str | None]]:
+    """(id, stored JSON) of every AuditEvent version filed under a DMP, in writing order."""
+    query = (select(resource_version.c.id, resource_version.c.content)
+             .where(resource_version.c.resource_type == "AuditEvent", resource_version.c.patient_key == patient_key)
+             .order_by(resource_version.c.pk))
+    return [(r.id, r.content) for r in conn.execute(query)]
+
+
+def note_access(conn: Connection, patient_key: str, accessor: str, when: datetime) -> bool:
+    """Record that `accessor` opened this DMP; True the first time."""
+    return _insert_ignore(conn, dmp_accessor, {"patient_key": patient_key, "accessor": accessor,
+                                              "first_access": when}) == 1

@@ -40,9 +40,36 @@ resource = Table(
     Column("last_updated", DateTime(), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("version_pk", PK, nullable=False),
+    # Access facts of the current version, set by the access policy at write time (policy/facts.py) so
+    # that its scope is a handful of column predicates on the rows a search already reads.
+    Column("doc_type", String(64), nullable=False, default=""),  # habilitation type code
+    Column("labels", Integer, nullable=False, default=0),  # visibility bits (TRE_A07)
+    Column("doc_date", DateTime(), nullable=True),  # the date INVISIBLE_PATIENT's one-month reveal runs from
+    Column("owner", String(140), nullable=False, default=""),  # depositor, or trace's agent
+    Column("governed_by", String(140), nullable=False, default=""),  # Binary: its DocumentReference
     UniqueConstraint("resource_type", "id", name="uq_resource_type_id"),
     Index("ix_resource_type_updated", "resource_type", "last_updated"),
     Index("ix_resource_patient", "patient_key", "resource_type"),
+    Index("ix_resource_governed", "governed_by"),
+)
+
+# The head of each DMP's AuditEvent hash chain ('' = the server's chain, for events tied to no DMP). Locking
+# one row per DMP lets writers on different DMPs append their traces without waiting on each other.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("patient_key", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("head", String(64), nullable=False),
+)
+
+# Which professional has already opened which DMP: the first access is notified to the patient.
+dmp_accessor = Table(
+    "dmp_accessor",
+    metadata,
+    Column("patient_key", String(64), primary_key=True),
+    Column("accessor", String(140), primary_key=True),
+    Column("first_access", DateTime(), nullable=False),
 )
 
 resource_version = Table(

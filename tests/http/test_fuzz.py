@@ -16,16 +16,14 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from sqlalchemy import func, select
 
 from fhir_dmp import fhirjson
 from fhir_dmp.config import Settings
 from fhir_dmp.http.app import create_app
 from fhir_dmp.storage.db import Database
 from fhir_dmp.storage.migrate import upgrade
-from fhir_dmp.storage.tables import resource_version
 from tests.conftest import SECRET
-from tests.fhirclient import FhirTestClient, document, json_of, patient
+from tests.fhirclient import FhirTestClient, document, json_of, patient, written
 
 EXAMPLES = int(os.environ.get("FHIR_DMP_FUZZ_EXAMPLES", "150"))  # raise it for a deeper local run
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
@@ -177,8 +175,7 @@ class Target:
         self.client, self.db, self.pid = client, db, pid
 
     def versions(self) -> int:
-        with self.db.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(resource_version)).scalar_one()
+        return written(self.db)
 
     def check(self, method: str, path: str, body: Any = None, **kw: Any):  # type: ignore[no-untyped-def]
         before = self.versions()

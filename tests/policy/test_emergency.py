@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
 
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.emergency import purpose_refusal
-from fhir_dmp.storage.tables import resource_version
-from tests.fhirclient import DOCTOR, json_of, patient
+from tests.fhirclient import DOCTOR, json_of, patient, written
 
 KINE = {"actor": "professional", "sub": "810009876543", "profession": "70"}
 
 
 def _versions(database) -> int:  # type: ignore[no-untyped-def]
-    with database.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(resource_version)).scalar_one()
+    return written(database)
 
 
 def _requests(client, pid: str):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fhir_dmp.storage import repository as repo
-from tests.fhirclient import document, json_of, patient
+from tests.fhirclient import document, json_of, patient, written
 
 BASE = "http://localhost/fhir"
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -109,7 +109,7 @@ def names_entry(response, index: int) -> bool:  # type: ignore[no-untyped-def]
 
 def snapshot(client) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
     """Counts that any write would change: system history, current Patients, current DocumentReferences."""
-    return history_total(client), total(client, "Patient"), total(client, "DocumentReference")
+    return written(client), total(client, "Patient"), total(client, "DocumentReference")
 
 
 # -- urn:uuid replacement -----------------------------------------------------------------------------
@@ -514,7 +514,7 @@ def test_batch_entries_are_independent(client):
         patch(f"Patient/{a['id']}", [{"op": "replace", "path": "/gender", "value": "other"}]),  # 200
         get(f"Patient/{a['id']}"),                                   # 200, after the patch (request order)
     ]
-    before_history = history_total(client)
+    before_history = written(client)
     response = send(client, entries, "batch")
     assert response.status_code == 200, response.data
     body = json_of(response)
@@ -531,7 +531,7 @@ def test_batch_entries_are_independent(client):
     assert total(client, f"Patient?{ins(good_value)}") == 1
     assert json_of(client.get(f"Patient/{a['id']}"))["gender"] == "other"
     assert out[6]["resource"]["gender"] == "other"
-    assert history_total(client) == before_history + 2
+    assert written(client) == before_history + 2
 
 
 def test_batch_entry_without_a_usable_request_fails_alone(client):

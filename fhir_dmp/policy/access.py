@@ -1,0 +1,153 @@
+"""Who may open which DMP, and what they see inside it (dmp-reference.md 6): the access scope.
+
+`open_dmp` decides at the DMP level (403 refusals); `scope` turns the decision into one criterion over the
+rows' access facts, which the search engine ANDs into its single statement (and reads test on their row),
+so a resource the caller may not see is absent everywhere: pages, counts, includes, chains, history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from fhir_dmp.errors import FhirError, forbidden
+from fhir_dmp.policy import labels
+from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.consents import Dmp
+from fhir_dmp.policy.facts import DOCUMENT_TYPES, owner_key
+from fhir_dmp.policy.habilitation import HabilitationMatrix
+from fhir_dmp.storage import criteria as c
+
+SYSTEM_SCOPE: c.Criterion = c.AllOf(())
+PUBLIC_TYPES = ("Organization", "Practitioner", "PractitionerRole")  # outside any DMP, open to every caller
+DMP_RECORDS = ("Patient", "List")  # inside a DMP, open to whoever opens the DMP
+MEDECIN = "10"
+IDENTITY_ELEMENTS = ("identifier", "name", "gender", "birthDate", "active")  # all the existence check shows
+
+
+@dataclass(frozen=True)
+class Access:
+    """A caller's standing in one DMP. `kind`: system, patient, representative, professional (authorised
+    or médecin traitant), emergency, identity (the existence check only) or none (`refusal` says why)."""
+
+    kind: str
+    dmp: str | None = None
+    treating: bool = False
+    sees_masked: bool = False
+    refusal: FhirError | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.refusal is None and self.kind != "identity"
+
+
+def open_dmp(caller: Caller, dmp: Dmp) -> Access:
+    """The caller's standing in `dmp`, in the order of 6.1 to 6.7 (refused actors were turned away before)."""
+    if caller.is_system:
+        return Access("system", dmp.key)
+    if caller.actor in ("patient", "representative"):
+        if not caller.patient or caller.patient not in dmp.ins:
+            return Access("none", dmp.key, refusal=forbidden("This DMP is not the one your token acts for"))
+        return Access(caller.actor, dmp.key)
+    ps = caller.sub
+    if not dmp.active:
+        return Access("none", dmp.key, refusal=forbidden("This DMP is closed"))
+    if dmp.blocks(ps):
+        return Access("none", dmp.key, refusal=forbidden("The patient has blocked your access to this DMP"))
+    treating = ps in dmp.treating
+    if treating or dmp.authorises(ps):
+        return Access("professional", dmp.key, treating, treating or dmp.grants_masked(ps))
+    purpose = caller.purpose_of_use
+    if purpose == "ETREAT" and caller.profession != MEDECIN:
+        return Access("none", dmp.key, refusal=forbidden(
+            "Emergency regulation access (ETREAT) is for médecins (profession 10)"))
+    if purpose in ("ETREAT", "BTG"):
+        if dmp.opposes(purpose):
+            return Access("none", dmp.key, refusal=forbidden(f"The patient opposed emergency access ({purpose})"))
+        return Access("emergency", dmp.key, sees_masked=dmp.emergency_sees_masked(purpose))
+    return Access("none", dmp.key, refusal=forbidden(
+        "You are not authorised on this DMP: the patient must authorise you first (a Consent permit naming you)"))
+
+
+def feeding_refusal(caller: Caller, dmp: Dmp) -> FhirError | None:
+    """6.9: any professional may add to an open DMP unless blocked or opposed; patients act on their own."""
+    if caller.is_system:
+        return None
+    if caller.actor in ("patient", "representative"):
+        return open_dmp(caller, dmp).refusal
+    if not dmp.active:
+        return forbidden("This DMP is closed: it cannot be fed")
+    if dmp.blocks(caller.sub):
+        return forbidden("The patient has blocked your access to this DMP")
+    if dmp.opposes_feeding(caller.sub):
+        return forbidden("The patient opposed, for a legitimate reason, your feeding of this DMP")
+    return None
+
+
+def scope(caller: Caller, access: Access | None, matrix: HabilitationMatrix, now: datetime) -> c.Criterion:
+    """Everything `caller` may see: rows outside any DMP that are public or theirs, their own traces, and
+    inside the DMP of `access` (if open) what 6.3 to 6.8 let them see."""
+    if caller.is_system:
+        return SYSTEM_SCOPE
+    mine = c.OwnerIs(owner_key(caller))
+    parts: list[c.Criterion] = [
+        c.AllOf((c.PatientIs(""), c.AnyOf((c.TypeIs(PUBLIC_TYPES), mine)))),
+        c.AllOf((c.TypeIs(("AuditEvent",)), mine)),
+    ]
+    if access is not None and access.dmp is not None:
+        inside = _inside(caller, access, matrix, now, mine)
+        if inside is not None:
+            parts.append(c.AllOf((c.PatientIs(access.dmp), inside)))
+    return c.AnyOf(tuple(parts))
+
+
+def _inside(caller: Caller, access: Access, matrix: HabilitationMatrix, now: datetime,
+            mine: c.Criterion) -> c.Criterion | None:
+    documents = c.TypeIs(tuple(sorted(DOCUMENT_TYPES)))
+    if access.kind == "identity":
+        return c.TypeIs(("Patient",))
+    if access.kind in ("patient", "representative"):
+        seen = c.AnyOf((mine, c.Not(documents), c.LabelsClear(labels.INVISIBLE_PATIENT),
+                        c.DocDateBefore(one_month_before(now))))
+        if access.kind == "representative":
+            seen = c.AllOf((seen, c.AnyOf((mine, c.LabelsClear(labels.INVISIBLE_REPRESENTANTS_LEGAUX)))))
+        return seen
+    if access.kind not in ("professional", "emergency") or access.refusal is not None:
+        return None
+    habilitated: list[c.Criterion] = [c.DocTypeIn(tuple(sorted(code for _, code in matrix.visible_types(
+        caller.profession, caller.specialty))))]
+    if not access.sees_masked:
+        habilitated.append(c.LabelsClear(labels.MASQUE_PS))
+    return c.AnyOf((
+        c.TypeIs(DMP_RECORDS),
+        c.AllOf((documents, c.AnyOf((mine, c.AllOf(tuple(habilitated)))))),
+        c.AllOf((c.TypeIs(("Consent", "Communication")), mine)),
+        c.AllOf((c.TypeIs(("AuditEvent",)), c.AllOf(()) if access.treating else mine)),
+    ))
+
+
+def one_month_before(now: datetime) -> datetime:
+    """The same day of the previous month (the last day when it has fewer days)."""
+    year, month = (now.year, now.month - 1) if now.month > 1 else (now.year - 1, 12)
+    days = [31, 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28, 31, 30, 31, 30, 31, 31, 30, 31,
+            30, 31][month - 1]
+    return now.replace(year=year, month=month, day=min(now.day, days))
+
+
+def confine(criterion: c.Criterion, scope: c.Criterion) -> c.Criterion:
+    """The search criteria with `scope` applied to every resource they reach through chains, `_has` and
+    the patient: a chain must not find a row through a resource the caller may not see."""
+    match criterion:
+        case c.Chain(param, types, inner):
+            return c.Chain(param, types, c.AllOf((confine(inner, scope), scope)))
+        case c.Has(source, param, inner):
+            return c.Has(source, param, c.AllOf((confine(inner, scope), scope)))
+        case c.PatientMatches(inner):
+            return c.PatientMatches(c.AllOf((confine(inner, scope), scope)))
+        case c.Not(part):
+            return c.Not(confine(part, scope))
+        case c.AnyOf(parts):
+            return c.AnyOf(tuple(confine(p, scope) for p in parts))
+        case c.AllOf(parts):
+            return c.AllOf(tuple(confine(p, scope) for p in parts))
+    return criterion

@@ -1,0 +1,146 @@
+"""The patient's choices (dmp-reference.md 6.3 to 6.5, 6.9) read from their Consent resources.
+
+A Consent counts when its status is `active` and `provision.period`, if any, contains now. Only the
+top-level provision is read. Its meaning:
+- permit naming a professional (PRCP actor, idNatPs), purpose TREAT or none, no label: an authorisation;
+- permit naming a professional with label MASQUE_PS: they may see masked documents (not an authorisation);
+- permit with purpose ETREAT/BTG and label MASQUE_PS: emergency access in that mode sees masked documents;
+- deny naming a professional, action `collect`: a feeding opposition;
+- deny naming a professional, no action (or `access`), no emergency purpose: a block;
+- deny with purpose ETREAT or BTG: an opposition to that emergency mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+PRCP = "PRCP"
+EMERGENCY = frozenset({"ETREAT", "BTG"})
+MASQUE_PS = "MASQUE_PS"
+
+
+@dataclass(frozen=True)
+class Terms:
+    permit: bool
+    actors: frozenset[str]  # idNatPs of the professionals named
+    purposes: frozenset[str]
+    actions: frozenset[str]
+    labels: frozenset[str]
+
+    @property
+    def is_block(self) -> bool:
+        return (not self.permit and bool(self.actors) and self.actions <= {"access"}
+                and not self.purposes & EMERGENCY)
+
+    @property
+    def is_authorisation(self) -> bool:
+        return (self.permit and bool(self.actors) and self.purposes <= {"TREAT"} and not self.labels
+                and self.actions <= {"access"})
+
+
+@dataclass(frozen=True)
+class Dmp:
+    """One DMP as the policy sees it: its Patient and its patient's choices in force."""
+
+    key: str  # the Patient id
+    active: bool
+    ins: frozenset[str]  # the INS values identifying the patient
+    treating: frozenset[str]  # idNatPs of the médecin traitant (Patient.generalPractitioner)
+    terms: tuple[Terms, ...] = ()
+
+    def blocks(self, ps: str) -> bool:
+        return any(t.is_block and ps in t.actors for t in self.terms)
+
+    def authorises(self, ps: str) -> bool:
+        return any(t.is_authorisation and ps in t.actors for t in self.terms)
+
+    def opposes_feeding(self, ps: str) -> bool:
+        return any(not t.permit and ps in t.actors and "collect" in t.actions for t in self.terms)
+
+    def opposes(self, purpose: str) -> bool:
+        return any(not t.permit and purpose in t.purposes for t in self.terms)
+
+    def grants_masked(self, ps: str) -> bool:
+        return any(t.permit and ps in t.actors and MASQUE_PS in t.labels for t in self.terms)
+
+    def emergency_sees_masked(self, purpose: str) -> bool:
+        return any(t.permit and purpose in t.purposes and MASQUE_PS in t.labels for t in self.terms)
+
+
+def dmp_of(patient: dict, consents: Iterable[dict], now: datetime) -> Dmp:
+    """The policy's view of a Patient and the Consents filed in its DMP."""
+    terms = tuple(t for t in (terms_of(c, now) for c in consents) if t is not None)
+    return Dmp(str(patient.get("id")), patient.get("active") is not False, frozenset(_ins(patient)),
+               frozenset(_treating(patient)), terms)
+
+
+def terms_of(consent: dict, now: datetime | None) -> Terms | None:
+    """The provision of a Consent in force; None when it is not (inactive, out of its period, no type).
+    `now` None: whatever its period (what a Consent being written says)."""
+    provision = consent.get("provision")
+    if consent.get("status") != "active" or not isinstance(provision, dict):
+        return None
+    if provision.get("type") not in ("permit", "deny"):
+        return None
+    if now is not None and not _in_period(provision.get("period"), now):
+        return None
+    actions = frozenset(code for concept in _list(provision.get("action")) for code in _codes(concept.get("coding")))
+    purposes = frozenset(_codes(provision.get("purpose")))
+    return Terms(provision["type"] == "permit", frozenset(actors(provision)), purposes, actions,
+                 frozenset(_codes(provision.get("securityLabel"))))
+
+
+def actors(provision: dict) -> list[str]:
+    """idNatPs of the PRCP actors a provision names."""
+    found = []
+    for actor in _list(provision.get("actor")):
+        role = actor.get("role") if isinstance(actor.get("role"), dict) else {}
+        if PRCP not in _codes(role.get("coding")):
+            continue
+        ref = actor.get("reference") if isinstance(actor.get("reference"), dict) else {}
+        ident = ref.get("identifier") if isinstance(ref.get("identifier"), dict) else {}
+        if isinstance(ident.get("value"), str):
+            found.append(ident["value"])
+    return found
+
+
+def _list(value: object) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _codes(codings: object) -> list[str]:
+    return [c["code"] for c in _list(codings) if isinstance(c.get("code"), str)]
+
+
+def _in_period(period: object, now: datetime) -> bool:
+    if not isinstance(period, dict):
+        return True
+    start, end = _moment(period.get("start")), _moment(period.get("end"))
+    return (start is None or start <= now) and (end is None or now < end)
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00") if "T" in value else value + "T00:00:00")
+    except ValueError:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _ins(patient: dict) -> list[str]:
+    from_ins = [i.get("value") for i in _list(patient.get("identifier"))
+                if str(i.get("system", "")).startswith("urn:oid:1.2.250.1.213.1.4.")]
+    return [v for v in from_ins if isinstance(v, str)]
+
+
+def _treating(patient: dict) -> list[str]:
+    found = []
+    for ref in _list(patient.get("generalPractitioner")):
+        ident = ref.get("identifier") if isinstance(ref.get("identifier"), dict) else {}
+        if isinstance(ident.get("value"), str):
+            found.append(ident["value"])
+    return found

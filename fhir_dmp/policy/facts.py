@@ -1,0 +1,79 @@
+"""The access facts of a resource, computed at write time and stored on its row (storage `AccessFacts`).
+
+Search scopes then test columns (`doc_type IN`, label bits, owner) instead of reading every candidate's
+content: the policy stays inside the one SQL statement of a search at the cost of one UPDATE when a
+document's governing facts change (a Binary follows its DocumentReference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from fhir_dmp.policy import labels
+from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.habilitation import LOINC, TRE_A05, DocumentType
+from fhir_dmp.storage.criteria import AccessFacts
+
+# Types governed as documents: the habilitation matrix and the visibility labels apply to them.
+DOCUMENT_TYPES = frozenset({"DocumentReference", "Composition", "Binary"})
+TRE_A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
+
+
+def owner_key(caller: Caller) -> str:
+    """Who deposited a resource or caused a trace, as stored in the `owner` column."""
+    return f"{caller.actor}|{caller.sub}"
+
+
+def access_facts(resource_type: str, resource: dict, owner: str, created: datetime,
+                 types: Mapping[str, DocumentType], governing: AccessFacts | None = None) -> AccessFacts:
+    """`owner` is recorded by the server (never read from the payload); `governing`: a Binary's
+    DocumentReference's facts, when it is known."""
+    bits = labels.bits_of(labels.codings(resource_type, resource))
+    if resource_type == "Binary":
+        governed_by = governing_reference(resource)
+        base = governing or AccessFacts()
+        return AccessFacts(base.doc_type, base.labels | bits, base.doc_date, owner, governed_by)
+    if resource_type not in DOCUMENT_TYPES:
+        return AccessFacts("", bits, None, owner, "")
+    doc_type = _document_type(resource, types)
+    return AccessFacts(doc_type, bits, _instant(resource.get("date")) or created, owner, "")
+
+
+def governing_reference(binary: dict) -> str:
+    """`DocumentReference/<id>` of a Binary's securityContext ('' when it has none)."""
+    ctx = binary.get("securityContext")
+    ref = ctx.get("reference") if isinstance(ctx, dict) else None
+    if not isinstance(ref, str) or "DocumentReference/" not in ref:
+        return ""
+    tail = ref.split("DocumentReference/", 1)[1].split("/_history/")[0]
+    return f"DocumentReference/{tail}" if tail and "/" not in tail else ""
+
+
+def _document_type(resource: dict, types: Mapping[str, DocumentType]) -> str:
+    """The first LOINC or TRE_A05 type code; '' (seen by no professional but its depositor) when the
+    document's class (TRE_A03) contradicts its type's (ASS_X16)."""
+    code = next((c["code"] for c in _codings(resource.get("type"))
+                 if c.get("system") in (LOINC, TRE_A05) and isinstance(c.get("code"), str)), "")
+    known = types.get(code)
+    if known is None:
+        return code[:64]
+    categories = resource.get("category") if isinstance(resource.get("category"), list) else []
+    classes = {c.get("code") for concept in categories for c in _codings(concept) if c.get("system") == TRE_A03}
+    return "" if classes and known.doc_class not in classes else code
+
+
+def _codings(concept: object) -> list[dict]:
+    if not isinstance(concept, dict) or not isinstance(concept.get("coding"), list):
+        return []
+    return [c for c in concept["coding"] if isinstance(c, dict)]
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str) or "T" not in value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment

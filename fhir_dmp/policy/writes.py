@@ -1,0 +1,102 @@
+"""Who may write what (dmp-reference.md 4 to 6): creates, changes and deletes, after the read rules.
+
+A change is first a read: the caller must see the resource (else 404) in a DMP they may open (else 403);
+these rules then say whether their role lets them change it (403) or whether the change itself breaks a
+rule of the DMP (422: blocking the médecin traitant).
+"""
+
+from __future__ import annotations
+
+from fhir_dmp.errors import FhirError, forbidden, unprocessable
+from fhir_dmp.policy.access import PUBLIC_TYPES, Access
+from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.consents import Dmp, terms_of
+from fhir_dmp.policy.facts import DOCUMENT_TYPES, TRE_A03, owner_key
+
+SERVER_ONLY = frozenset({"AuditEvent", "Communication"})  # traces and notifications are the server's
+PATIENT_CLASS = "90"  # documents a patient files: class 90, déposé par le patient
+
+
+def create_refusal(caller: Caller, resource_type: str, body: dict, dmp: Dmp | None) -> FhirError | None:
+    """Creating `body` in `dmp` (None: a resource outside any DMP); feeding itself is judged by
+    `access.feeding_refusal`."""
+    if caller.is_system:
+        return None
+    if resource_type in SERVER_ONLY:
+        return forbidden(f"{resource_type} resources are written by the server only")
+    patientish = caller.actor in ("patient", "representative")
+    if dmp is None:
+        if resource_type == "Patient" and patientish and caller.patient not in _ins_values(body):
+            return forbidden("A patient may only open their own DMP (the token's INS)")
+        if patientish and resource_type in PUBLIC_TYPES:
+            return forbidden(f"Patients do not maintain the {resource_type} directory")
+        return None
+    if resource_type == "Consent":
+        return consent_refusal(caller, body, dmp)
+    if patientish and resource_type == "DocumentReference" and PATIENT_CLASS not in _classes(body):
+        return forbidden("A patient or representative files documents of class 90 (déposé par le patient) only")
+    return None
+
+
+def consent_refusal(caller: Caller, body: dict, dmp: Dmp) -> FhirError | None:
+    """Patients and representatives record any choice but blocking the médecin traitant (422); a professional
+    records only their own authorisation, given by the patient at consultation."""
+    terms = terms_of(body, None)
+    if terms is not None and terms.is_block and terms.actors & dmp.treating:
+        return unprocessable("The médecin traitant cannot be blocked: the patient changes médecin traitant first",
+                             "Consent.provision.actor")
+    if caller.is_system or caller.actor in ("patient", "representative"):
+        return None
+    if terms is None or not terms.is_authorisation or terms.actors != {caller.sub}:
+        return forbidden("A professional may only record their own authorisation (Consent permit naming them, "
+                         "purpose TREAT); blocks, oppositions and grants are the patient's")
+    return None
+
+
+def change_refusal(caller: Caller, access: Access | None, resource_type: str, owner: str, before: dict,
+                   after: dict | None, dmp: Dmp | None) -> FhirError | None:
+    """Updating (`after`) or deleting (`after` None) a resource the caller can see; `access` None: a
+    resource outside any DMP."""
+    if caller.is_system:
+        return None
+    if resource_type in SERVER_ONLY:
+        return forbidden(f"{resource_type} resources are written by the server only")
+    mine = owner == owner_key(caller)
+    if access is None:
+        if mine or (resource_type in PUBLIC_TYPES and caller.actor == "professional"):
+            return None
+        return forbidden(f"Only whoever filed this {resource_type} may change it")
+    if caller.actor in ("patient", "representative"):
+        if access.kind not in ("patient", "representative"):
+            return forbidden("Patients change only their own DMP")
+        if resource_type == "Consent" and after is not None and dmp is not None:
+            return consent_refusal(caller, after, dmp)
+        return None
+    # professionals
+    if not access.is_open:
+        return access.refusal or forbidden("You may not change this DMP")
+    if resource_type == "Patient":
+        if after is None:
+            return forbidden("A DMP is closed, never deleted, and only at the patient's request")
+        for element in ("active", "generalPractitioner"):
+            if before.get(element) != after.get(element):
+                return forbidden(f"Patient.{element} is the patient's choice: a professional may not change it")
+        return None
+    if not mine:
+        what = "document" if resource_type in DOCUMENT_TYPES else resource_type
+        return forbidden(f"Only the professional who deposited this {what}, or the patient, may change it")
+    if resource_type == "Consent" and after is not None and dmp is not None:
+        return consent_refusal(caller, after, dmp)
+    return None
+
+
+def _ins_values(patient: dict) -> set[str]:
+    idents = patient.get("identifier") if isinstance(patient.get("identifier"), list) else []
+    return {i.get("value") for i in idents if isinstance(i, dict) and isinstance(i.get("value"), str)}
+
+
+def _classes(doc: dict) -> set[str]:
+    categories = doc.get("category") if isinstance(doc.get("category"), list) else []
+    return {c.get("code") for concept in categories if isinstance(concept, dict)
+            for c in concept.get("coding", []) if isinstance(c, dict) and c.get("system") == TRE_A03}
+
