@@ -119,8 +119,13 @@ class Guard:
     def search_dmp(self, conn: Connection, resource_type: str, criteria: c.Criterion) -> str | None:
         """The one DMP a search names (its patient key), '' when it names a DMP that does not exist, None
         when it names none; professionals must name one (400), patients only their own (403)."""
-        named = self._named_dmp(conn, resource_type, criteria)
         caller = self.caller
+        try:
+            named = self._named_dmp(conn, resource_type, criteria)
+        except FhirError:
+            if caller.actor == "professional":
+                raise
+            named = None  # a system search may span DMPs; a patient's is confined to their own below
         if caller.actor in ("patient", "representative"):
             own = self.own_dmp(conn)
             if named is not None and named != own:
