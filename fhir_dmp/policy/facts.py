@@ -51,13 +51,13 @@ def governing_reference(binary: dict) -> str:
 
 
 def _document_type(resource: dict, types: Mapping[str, DocumentType]) -> str:
-    """The first LOINC or TRE_A05 type code; '' (seen by no professional but its depositor) when the
-    document's class (TRE_A03) contradicts its type's (ASS_X16)."""
+    """The first LOINC or TRE_A05 type code; '' (seen by no professional but its depositor) when it is not
+    a DMP type or the document's class (TRE_A03) contradicts its type's (ASS_X16)."""
     code = next((c["code"] for c in _codings(resource.get("type"))
                  if c.get("system") in (LOINC, TRE_A05) and isinstance(c.get("code"), str)), "")
     known = types.get(code)
-    if known is None:
-        return code[:64]
+    if known is None:  # not a DMP type: no row of the matrix can allow it
+        return ""
     categories = resource.get("category") if isinstance(resource.get("category"), list) else []
     classes = {c.get("code") for concept in categories for c in _codings(concept) if c.get("system") == TRE_A03}
     return "" if classes and known.doc_class not in classes else code

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from fhir_dmp.errors import bad_request, operation_outcome
-from fhir_dmp.policy.access import IDENTITY_ELEMENTS, Access, confine
+from fhir_dmp.policy.access import IDENTITY_ELEMENTS, Access, confine, narrow
 from fhir_dmp.search import shape
 from fhir_dmp.search.parse import SearchQuery, parse_query
 from fhir_dmp.services import results
@@ -43,15 +43,16 @@ def search(service: FhirService, conn: Connection, guard: Guard, req: FhirReques
         if not _existence_check(guard, req.resource_type, query):
             raise access.refusal
         access, identity = Access("identity", key), True  # 6.3: a professional asks whether a DMP exists
-    scope = guard.scope(access)
+    scope = guard.scope(access)  # for includes, of any type
     query = replace(query, criteria=confine(query.criteria, scope))
+    own_scope = narrow(scope, req.resource_type)  # for the page and the count
     if identity:
         query = replace(query, elements=IDENTITY_ELEMENTS, summary=None if query.summary != "count" else "count")
     cursor = _cursor(query)
     page: list[Stored] = []
     next_cursor = previous_cursor = None
     if query.count > 0 and query.summary != "count":
-        rows = repo.find(conn, req.resource_type, query.criteria, scope=scope, sort=query.sort, cursor=cursor,
+        rows = repo.find(conn, req.resource_type, query.criteria, scope=own_scope, sort=query.sort, cursor=cursor,
                          limit=query.count + 1)
         more = len(rows) > query.count
         backwards = cursor is not None and not cursor.forward
@@ -62,7 +63,7 @@ def search(service: FhirService, conn: Connection, guard: Guard, req: FhirReques
             previous_cursor = _encode(query, page[0], forward=False)
     total = None
     if query.total != "none" or query.count == 0 or query.summary == "count":
-        total = repo.count(conn, req.resource_type, query.criteria, scope=scope)
+        total = repo.count(conn, req.resource_type, query.criteria, scope=own_scope)
     entries = [_entry(req.base_url, s, "match", query, query.elements) for s in page]
     entries += [_entry(req.base_url, s, "include", query, ()) for s in _included(conn, query, page, scope)]
     warnings = query.warnings()
