@@ -102,5 +102,6 @@ def _deliver(url: str, body: dict, attempts: int, timeout: float) -> None:
                 return
         except requests.RequestException as exc:
             log.warning("notification webhook %s failed (attempt %d): %s", url, attempt + 1, exc)
-        time.sleep(0.5 * 2 ** attempt)
+        if attempt + 1 < attempts:  # no back-off after the last attempt: it would only hold a pool worker
+            time.sleep(0.5 * 2 ** attempt)
     log.error("notification webhook %s: giving up on Communication/%s", url, body.get("id"))
