@@ -23,6 +23,8 @@ PUBLIC_TYPES = ("Organization", "Practitioner", "PractitionerRole")  # outside a
 DMP_RECORDS = ("Patient", "List")  # inside a DMP, open to whoever opens the DMP
 MEDECIN = "10"
 IDENTITY_ELEMENTS = ("identifier", "name", "gender", "birthDate", "active")  # all the existence check shows
+# The search parameters an existence check may use: on the identity it shows, so that it is no oracle on the rest.
+IDENTITY_PARAMS = frozenset({"identifier", "name", "family", "given", "gender", "birthdate", "active"})
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,37 @@ class Access:
     treating: bool = False
     sees_masked: bool = False
     refusal: FhirError | None = None
+    blocked: bool = False  # refused by the patient's block: not even the existence check
+
+    @property
+    def may_check_existence(self) -> bool:
+        """6.3: a professional refused for want of standing (or a closed DMP) may still ask whether the DMP
+        exists; a blocked one may not (a block refuses everything)."""
+        return self.kind == "none" and not self.blocked
 
     @property
     def is_open(self) -> bool:
         return self.refusal is None and self.kind != "identity"
+
+
+def identity_only(criteria: c.Criterion) -> bool:
+    """Whether a Patient search names its DMP by INS and tests nothing but the identity it would show."""
+    terms = c.conjuncts(criteria)
+
+    def on_identity(term: c.Criterion) -> bool:
+        match term:
+            case c.Token(param) | c.String(param) | c.DateRange(param) | c.Missing(param, _, _):
+                return param in IDENTITY_PARAMS
+            case c.IdIn() | c.TypeIs():
+                return True
+            case c.AnyOf(parts) | c.AllOf(parts):
+                return all(on_identity(p) for p in parts)
+            case c.Not(part):
+                return on_identity(part)
+        return False
+
+    return (any(isinstance(t, c.Token) and t.param == "identifier" and t.code for t in terms)
+            and all(on_identity(t) for t in terms))
 
 
 def open_dmp(caller: Caller, dmp: Dmp) -> Access:
@@ -53,7 +82,8 @@ def open_dmp(caller: Caller, dmp: Dmp) -> Access:
     if not dmp.active:
         return Access("none", dmp.key, refusal=forbidden("This DMP is closed"))
     if dmp.blocks(ps):
-        return Access("none", dmp.key, refusal=forbidden("The patient has blocked your access to this DMP"))
+        return Access("none", dmp.key, refusal=forbidden("The patient has blocked your access to this DMP"),
+                      blocked=True)
     treating = ps in dmp.treating
     if treating or dmp.authorises(ps):
         return Access("professional", dmp.key, treating, treating or dmp.grants_masked(ps))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from fhir_dmp.errors import bad_request, operation_outcome
-from fhir_dmp.policy.access import IDENTITY_ELEMENTS, Access, confine, narrow
+from fhir_dmp.policy.access import IDENTITY_ELEMENTS, Access, confine, identity_only, narrow
 from fhir_dmp.search import shape
 from fhir_dmp.search.parse import SearchQuery, parse_query
 from fhir_dmp.services import results
@@ -40,14 +40,17 @@ def search(service: FhirService, conn: Connection, guard: Guard, req: FhirReques
     access = guard.access(conn, key) if key else None
     identity = False
     if access is not None and access.refusal is not None:
-        if not _existence_check(guard, req.resource_type, query):
+        if not (access.may_check_existence and guard.caller.actor == "professional"
+                and req.resource_type == "Patient" and identity_only(query.criteria)):
             raise access.refusal
         access, identity = Access("identity", key), True  # 6.3: a professional asks whether a DMP exists
     scope = guard.scope(access)  # for includes, of any type
     query = replace(query, criteria=confine(query.criteria, scope))
     own_scope = narrow(scope, req.resource_type)  # for the page and the count
     if identity:
-        query = replace(query, elements=IDENTITY_ELEMENTS, summary=None if query.summary != "count" else "count")
+        # identity only: no includes either (an included Practitioner would tell the médecin traitant)
+        query = replace(query, elements=IDENTITY_ELEMENTS, summary=None if query.summary != "count" else "count",
+                        includes=(), revincludes=())
     cursor = _cursor(query)
     page: list[Stored] = []
     next_cursor = previous_cursor = None
@@ -71,13 +74,6 @@ def search(service: FhirService, conn: Connection, guard: Guard, req: FhirReques
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     links = results.page_links(req.base_url, req.resource_type, list(req.query), next_cursor, previous_cursor)
     return FhirResponse(200, results.bundle("searchset", entries, links, total))
-
-
-def _existence_check(guard: Guard, resource_type: str, query: SearchQuery) -> bool:
-    """`Patient?identifier=<INS>` by a professional: open whatever their standing in that DMP."""
-    parts = c.conjuncts(query.criteria)
-    return (guard.caller.actor == "professional" and resource_type == "Patient"
-            and any(isinstance(p, c.Token) and p.param == "identifier" for p in parts))
 
 
 def _cursor(query: SearchQuery) -> paging.Cursor | None:
