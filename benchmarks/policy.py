@@ -26,6 +26,7 @@ from search import INS, SECRET, ins, queries  # noqa: E402
 
 from fhir_dmp.config import Settings  # noqa: E402
 from fhir_dmp.http.app import create_app  # noqa: E402
+from fhir_dmp.policy.consents import authorisation  # noqa: E402
 from fhir_dmp.services.identity import mint_token  # noqa: E402
 from fhir_dmp.storage.db import Database  # noqa: E402
 
@@ -36,18 +37,6 @@ CALLERS = {
     "médecin": {"actor": "professional", "sub": DOCTOR, "profession": "10", "specialty": "SM26"},
     "kiné": {"actor": "professional", "sub": KINE, "profession": "70"},
 }
-
-
-def authorisation(pid: str, ps: str) -> dict:
-    return {"resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{pid}"},
-            "provision": {"type": "permit", "actor": [{
-                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                     "code": "PRCP"}]},
-                "reference": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": ps}}}]}}
 
 
 def main() -> None:

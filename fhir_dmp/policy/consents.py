@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 PRCP = "PRCP"
+SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 EMERGENCY = frozenset({"ETREAT", "BTG"})
 MASQUE_PS = "MASQUE_PS"
 
@@ -67,6 +70,19 @@ class Dmp:
 
     def emergency_sees_masked(self, purpose: str) -> bool:
         return any(t.permit and purpose in t.purposes and MASQUE_PS in t.labels for t in self.terms)
+
+
+def authorisation(patient_id: str, ps: str) -> dict:
+    """The Consent by which the patient authorises professional `ps` (idNatPs) on their DMP (6.3)."""
+    return {
+        "resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": SCOPE, "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "provision": {"type": "permit", "actor": [{
+            "role": {"coding": [{"system": PARTICIPATION, "code": PRCP}]},
+            "reference": {"identifier": {"system": IDNATPS, "value": ps}}}]},
+    }
 
 
 def dmp_of(patient: dict, consents: Iterable[dict], now: datetime) -> Dmp:

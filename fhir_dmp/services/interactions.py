@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from fhir_dmp import fhirjson
 from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request, conflict, not_found, precondition_failed, unprocessable
-from fhir_dmp.policy import actors, emergency, labels, writes
+from fhir_dmp.policy import actors, consents, emergency, labels, writes
 from fhir_dmp.policy.access import IDENTITY_ELEMENTS, feeding_refusal
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.facts import DOCUMENT_TYPES, access_facts, governing_reference
@@ -40,7 +40,6 @@ from fhir_dmp.storage.repository import StaleVersion, Stored
 
 JSON_PATCH = "application/json-patch+json"
 _RETRIES = 5
-IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 log = logging.getLogger(__name__)
 
 
@@ -124,17 +123,7 @@ class FhirService:
 
     def _record_authorisation(self, conn: Connection, guard: Guard, key: str, base_url: str) -> None:
         """6.3: the professional who creates a DMP (with the patient's agreement) is thereby authorised."""
-        body = {
-            "resourceType": "Consent", "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": f"Patient/{key}"}, "dateTime": content.instant(guard.now),
-            "provision": {"type": "permit", "actor": [{
-                "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                     "code": "PRCP"}]},
-                "reference": {"identifier": {"system": IDNATPS, "value": guard.caller.sub}}}]},
-        }
+        body = {**consents.authorisation(key, guard.caller.sub), "dateTime": content.instant(guard.now)}
         rid, when = str(uuid.uuid4()), now_utc()
         stamped = content.stamp(body, rid, 1, when)
         repo.insert_resources(conn, [repo.NewResource(
