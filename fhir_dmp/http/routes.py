@@ -44,11 +44,11 @@ def fhir(path: str = "") -> Response:
     fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
     ext = _ext()
     caller = caller_from_header(request.headers.get("Authorization"), ext["keys"])
-    ext["service"].admit(caller)  # refused callers get a 403 whatever they ask, before the body is read
     method = "GET" if request.method == "HEAD" else request.method
+    url = f"{path}?{request.query_string.decode('utf-8', 'replace')}" if request.query_string else path
+    ext["service"].admit_traced(caller, method, url, base_url())  # refused: 403 before the body is read
     body, content_type, query = _read_body(method)
     prefer = _prefer()
-    url = f"{path}?{request.query_string.decode('utf-8', 'replace')}" if request.query_string else path
     req = parse_url(
         method, url, body=body, content_type=content_type, if_match=request.headers.get("If-Match"),
         if_none_exist=request.headers.get("If-None-Exist"), if_none_match=request.headers.get("If-None-Match"),

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError
@@ -27,7 +27,6 @@ from fhir_dmp.services.requests import FhirRequest
 from fhir_dmp.storage import repository as repo
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.db import Database
-from fhir_dmp.storage.tables import audit_chain, resource_version
 
 CHAIN_URL = "https://fhir-dmp.example.org/StructureDefinition/audit-chain"
 IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
@@ -140,17 +139,12 @@ def verify(db: Database) -> Iterator[tuple[str, int, Broken | None]]:
     events out of the check). Each chain's head and events are read from one snapshot (REPEATABLE READ on
     PostgreSQL; a SQLite transaction is one snapshot), so writers appending meanwhile are not reported."""
     with db.transaction() as conn:
-        keys = set(repo.chain_heads(conn)) | set(conn.execute(
-            select(resource_version.c.patient_key).where(resource_version.c.resource_type == "AuditEvent")
-            .distinct()).scalars())
+        keys = repo.audit_chains(conn)
     for key in sorted(keys):
-        with db.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            head = conn.execute(select(audit_chain.c.seq, audit_chain.c.head)
-                                .where(audit_chain.c.patient_key == key)).one_or_none()
+        with db.snapshot() as conn:
+            head = repo.chain_head(conn, key)
             rows = repo.audit_contents(conn, key)
-        yield key, len(rows), _first_break(key, rows, None if head is None else (int(head.seq), str(head.head)))
+        yield key, len(rows), _first_break(key, rows, head)
 
 
 def _first_break(key: str, rows: list[tuple[str, str | None]], head: tuple[int, str] | None) -> Broken | None:

@@ -31,7 +31,7 @@ from fhir_dmp.services import audit, content, history, notify, references
 from fhir_dmp.services.bundles import process_bundle
 from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.registry import RESOURCES
-from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed, parse_url
 from fhir_dmp.services.searching import search
 from fhir_dmp.storage import repository as repo
 from fhir_dmp.storage.criteria import AccessFacts
@@ -59,6 +59,18 @@ class FhirService:
         refusal = emergency.purpose_refusal(caller)
         if refusal is not None:
             raise refusal
+
+    def admit_traced(self, caller: Caller, method: str, url: str, base_url: str) -> None:
+        """`admit`, tracing a refusal (HTTP admits a caller before reading the body)."""
+        try:
+            self.admit(caller)
+        except FhirError as error:
+            try:
+                req = parse_url(method, url, base_url=base_url)
+            except FhirError:
+                req = FhirRequest(method, base_url=base_url)
+            self.trace_refusal(self.guard(caller), req, error)
+            raise
 
     def guard(self, caller: Caller) -> Guard:
         return Guard(caller, self.matrix)
@@ -103,6 +115,9 @@ class FhirService:
             raise conflict("The resource is being changed by other clients; try again")
         except FhirError as error:
             self.trace_refusal(guard, req, error)
+            raise
+        except Exception:  # a fault of ours: traced too (outcome 8), then answered 500 by the HTTP layer
+            self.trace_refusal(guard, req, FhirError.of(500, "exception", "Internal error"))
             raise
 
     def trace(self, conn: Connection, guard: Guard, req: FhirRequest, status: int) -> list[dict]:

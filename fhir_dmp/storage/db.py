@@ -61,6 +61,16 @@ class Database:
                     raise TransientConflict(str(exc.orig)) from exc
                 raise
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read-only unit of work whose statements all see one snapshot (REPEATABLE READ on PostgreSQL;
+        a SQLite read transaction is one already)."""
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
     def lock(self, conn: Connection, key: str) -> None:
         """Serialise writers on one key until the transaction ends (conditional create races).
 

@@ -432,7 +432,9 @@ GENESIS = "0" * 64  # the `previous` hash of a chain's first event
 def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> int:
     """INSERT unless the primary key exists; the number of rows inserted (0 or 1)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing()).rowcount
+    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+    # RETURNING, not rowcount: psycopg under SQLAlchemy 2 reports -1 for this INSERT
+    return len(conn.execute(statement.returning(*table.primary_key.columns)).all())
 
 
 def lock_chain(conn: Connection, patient_key: str) -> tuple[int, str]:
@@ -448,8 +450,17 @@ def advance_chain(conn: Connection, patient_key: str, seq: int, head: str) -> No
     conn.execute(update(audit_chain).where(audit_chain.c.patient_key == patient_key).values(seq=seq, head=head))
 
 
-def chain_heads(conn: Connection) -> dict[str, tuple[int, str]]:
-    return {r.patient_key: (int(r.seq), str(r.head)) for r in conn.execute(select(audit_chain))}
+def audit_chains(conn: Connection) -> set[str]:
+    """Every chain: those with a head row and those with stored events (a removed head must not hide one)."""
+    heads = set(conn.execute(select(audit_chain.c.patient_key)).scalars())
+    return heads | set(conn.execute(select(resource_version.c.patient_key).where(
+        resource_version.c.resource_type == "AuditEvent").distinct()).scalars())
+
+
+def chain_head(conn: Connection, patient_key: str) -> tuple[int, str] | None:
+    row = conn.execute(select(audit_chain.c.seq, audit_chain.c.head)
+                       .where(audit_chain.c.patient_key == patient_key)).one_or_none()
+    return None if row is None else (int(row.seq), str(row.head))
 
 
 def audit_contents(conn: Connection, patient_key: str) -> list[tuple[str, str | None]]:
