@@ -165,6 +165,13 @@ class Guard:
             entry.query = query
 
 
+    def touch_rows(self, rows: list[Stored]) -> None:
+        """Rows read from DMPs a request did not name: each DMP's patient sees the access in its own trail."""
+        for row in rows:
+            if row.patient_key:
+                self.touch(row.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}")
+
+
 def _names_patient(part: c.Criterion) -> bool:
     """`_id=` or `identifier=` on a Patient search: the DMP's existence check (TD0.2) or a direct lookup."""
     if isinstance(part, c.IdIn):

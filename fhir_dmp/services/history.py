@@ -35,6 +35,7 @@ def history(service: FhirService, conn: Connection, guard: Guard, req: FhirReque
         elif name not in _PARAMS:
             raise bad_request(f"History parameter '{name}' is not supported", code="not-supported")
     count = min(count, settings.max_count)
+    own = None
     if req.id:  # 404 when the resource never existed or is hidden from the caller, 403 for a closed DMP
         stored = service.current(conn, guard, req)
         scope = guard.scope(guard.access(conn, stored.patient_key))
@@ -49,6 +50,8 @@ def history(service: FhirService, conn: Connection, guard: Guard, req: FhirReque
     total = repo.history_count(conn, req.resource_type, req.id, since, scope=scope)
     path = "/".join(p for p in (req.resource_type, req.id, "_history") if p)
     links = results.page_links(req.base_url, path, list(req.query), page[-1].pk if more and page else None)
+    if not req.id and own is None:  # read across DMPs: each DMP's trail gets the access
+        guard.touch_rows(page)
     entries = [results.history_entry(req.base_url, s) for s in page]
     return FhirResponse(200, results.bundle("history", entries, links, total))
 

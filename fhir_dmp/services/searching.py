@@ -67,8 +67,11 @@ def search(service: FhirService, conn: Connection, guard: Guard, req: FhirReques
     total = None
     if query.total != "none" or query.count == 0 or query.summary == "count":
         total = repo.count(conn, req.resource_type, query.criteria, scope=own_scope)
+    included = _included(conn, query, page, scope)
+    if key is None:  # a search spanning DMPs (a system's): each DMP it read from gets its own trace
+        guard.touch_rows(page + included)
     entries = [_entry(req.base_url, s, "match", query, query.elements) for s in page]
-    entries += [_entry(req.base_url, s, "include", query, ()) for s in _included(conn, query, page, scope)]
+    entries += [_entry(req.base_url, s, "include", query, ()) for s in included]
     warnings = query.warnings()
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
