@@ -178,11 +178,12 @@ def confine(criterion: c.Criterion, scope: c.Criterion) -> c.Criterion:
     the patient: a chain must not find a row through a resource the caller may not see."""
     match criterion:
         case c.Chain(param, types, inner):
-            return c.Chain(param, types, c.AllOf((confine(inner, scope), scope)))
+            reached = narrow_to(scope, types) if types else scope
+            return c.Chain(param, types, c.AllOf((confine(inner, scope), reached)))
         case c.Has(source, param, inner):
-            return c.Has(source, param, c.AllOf((confine(inner, scope), scope)))
+            return c.Has(source, param, c.AllOf((confine(inner, scope), narrow(scope, source))))
         case c.PatientMatches(inner):
-            return c.PatientMatches(c.AllOf((confine(inner, scope), scope)))
+            return c.PatientMatches(c.AllOf((confine(inner, scope), narrow(scope, "Patient"))))
         case c.Not(part):
             return c.Not(confine(part, scope))
         case c.AnyOf(parts):
@@ -190,6 +191,13 @@ def confine(criterion: c.Criterion, scope: c.Criterion) -> c.Criterion:
         case c.AllOf(parts):
             return c.AllOf(tuple(confine(p, scope) for p in parts))
     return criterion
+
+
+def narrow_to(criterion: c.Criterion, types: tuple[str, ...]) -> c.Criterion:
+    """`criterion` for rows of any of `types` (each type's own rules, ORed with the type test)."""
+    if len(types) == 1:
+        return narrow(criterion, types[0])
+    return c.AnyOf(tuple(c.AllOf((c.TypeIs((t,)), narrow(criterion, t))) for t in types))
 
 
 _TRUE: c.Criterion = c.AllOf(())
