@@ -48,18 +48,22 @@ def record(conn: Connection, guard: Guard, req: FhirRequest, status: int, error:
 
 def append(conn: Connection, events: list[tuple[str, dict]], owner: str, base_url: str) -> None:
     """Chain and store AuditEvents (patient key, body); keys in sorted order, so writers never deadlock."""
+    if not events:
+        return
+    heads = repo.lock_chains(conn, [key for key, _ in events])
     news = []
     for key, body in sorted(events, key=lambda e: e[0]):
-        seq, head = repo.lock_chain(conn, key)
+        seq, head = heads[key]
         body["extension"] = [{"url": CHAIN_URL, "extension": [
             {"url": "sequence", "valueInteger": seq + 1}, {"url": "previous", "valueString": head}]}]
         rid = str(uuid.uuid4())
         when = now_utc()
         stamped = content.stamp(body, rid, 1, when)
         text = fhirjson.dumps(stamped)
-        repo.advance_chain(conn, key, seq + 1, digest(text))
+        heads[key] = (seq + 1, digest(text))
         news.append(repo.NewResource("AuditEvent", rid, key, text, when, index_rows("AuditEvent", stamped, base_url),
                                      facts=AccessFacts(owner=owner)))
+    repo.advance_chains(conn, {key: heads[key] for key, _ in events})
     repo.insert_resources(conn, news)
 
 

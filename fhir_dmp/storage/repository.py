@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     false,
@@ -429,25 +430,29 @@ def replace_index(conn: Connection, stored: Stored, rows: IndexRows, facts: Acce
 GENESIS = "0" * 64  # the `previous` hash of a chain's first event
 
 
-def _insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> int:
-    """INSERT unless the primary key exists; the number of rows inserted (0 or 1)."""
+def _insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> int:
+    """INSERT the rows whose primary key is not there yet; how many were inserted."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+    statement = dialect.insert(table).values(rows).on_conflict_do_nothing()
     # RETURNING, not rowcount: psycopg under SQLAlchemy 2 reports -1 for this INSERT
     return len(conn.execute(statement.returning(*table.primary_key.columns)).all())
 
 
-def lock_chain(conn: Connection, patient_key: str) -> tuple[int, str]:
-    """The (seq, head hash) of a DMP's trace chain, locked until the transaction ends (SQLite: already
-    serialised by its write lock). Writers on different DMPs lock different rows."""
-    _insert_ignore(conn, audit_chain, {"patient_key": patient_key, "seq": 0, "head": GENESIS})
-    query = select(audit_chain.c.seq, audit_chain.c.head).where(audit_chain.c.patient_key == patient_key)
-    row = conn.execute(query.with_for_update()).one()
-    return int(row.seq), str(row.head)
+def lock_chains(conn: Connection, patient_keys: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """The (seq, head hash) of each DMP's trace chain, locked in key order until the transaction ends
+    (SQLite: already serialised by its write lock). Writers on different DMPs lock different rows; three
+    statements whatever the number of DMPs."""
+    keys = sorted(set(patient_keys))
+    _insert_ignore(conn, audit_chain, [{"patient_key": k, "seq": 0, "head": GENESIS} for k in keys])
+    query = (select(audit_chain.c.patient_key, audit_chain.c.seq, audit_chain.c.head)
+             .where(audit_chain.c.patient_key.in_(keys)).order_by(audit_chain.c.patient_key).with_for_update())
+    return {r.patient_key: (int(r.seq), str(r.head)) for r in conn.execute(query)}
 
 
-def advance_chain(conn: Connection, patient_key: str, seq: int, head: str) -> None:
-    conn.execute(update(audit_chain).where(audit_chain.c.patient_key == patient_key).values(seq=seq, head=head))
+def advance_chains(conn: Connection, heads: Mapping[str, tuple[int, str]]) -> None:
+    conn.execute(update(audit_chain).where(audit_chain.c.patient_key == bindparam("key"))
+                 .values(seq=bindparam("new_seq"), head=bindparam("new_head")),
+                 [{"key": k, "new_seq": seq, "new_head": head} for k, (seq, head) in heads.items()])
 
 
 def audit_chains(conn: Connection) -> set[str]:
@@ -473,5 +478,5 @@ def audit_contents(conn: Connection, patient_key: str) -> list[tuple[str, str | 
 
 def note_access(conn: Connection, patient_key: str, accessor: str, when: datetime) -> bool:
     """Record that `accessor` opened this DMP; True the first time."""
-    return _insert_ignore(conn, dmp_accessor, {"patient_key": patient_key, "accessor": accessor,
-                                              "first_access": when}) == 1
+    return _insert_ignore(conn, dmp_accessor, [{"patient_key": patient_key, "accessor": accessor,
+                                               "first_access": when}]) == 1
