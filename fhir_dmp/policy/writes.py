@@ -25,6 +25,8 @@ def create_refusal(caller: Caller, resource_type: str, body: dict, dmp: Dmp | No
     if resource_type in SERVER_ONLY:
         return forbidden(f"{resource_type} resources are written by the server only")
     patientish = caller.actor in ("patient", "representative")
+    if dmp is None and resource_type == "Consent":  # in a DMP opened earlier in the same transaction
+        return consent_refusal(caller, body, Dmp("", True, frozenset(), frozenset()))
     if dmp is None:
         if resource_type == "Patient" and patientish and caller.patient not in _ins_values(body):
             return forbidden("A patient may only open their own DMP (the token's INS)")
