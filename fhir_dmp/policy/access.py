@@ -80,7 +80,7 @@ def open_dmp(caller: Caller, dmp: Dmp) -> Access:
         return Access(caller.actor, dmp.key)
     ps = caller.sub
     if not dmp.active:
-        return Access("none", dmp.key, refusal=forbidden("This DMP is closed"))
+        return Access("none", dmp.key, refusal=forbidden("This DMP is closed"), blocked=dmp.blocks(ps))
     if dmp.blocks(ps):
         return Access("none", dmp.key, refusal=forbidden("The patient has blocked your access to this DMP"),
                       blocked=True)

@@ -79,6 +79,8 @@ def authorisation(patient_id: str, ps: str) -> dict:
         "scope": {"coding": [{"system": SCOPE, "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": f"Patient/{patient_id}"},
+        # R4 ppc-1: a Consent names its policy; opting in is what an authorisation records
+        "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
         "provision": {"type": "permit", "actor": [{
             "role": {"coding": [{"system": PARTICIPATION, "code": PRCP}]},
             "reference": {"identifier": {"system": IDNATPS, "value": ps}}}]},
