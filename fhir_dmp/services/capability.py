@@ -10,7 +10,9 @@ from pathlib import Path
 from fhir_dmp import __version__
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import indexed_params
-from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS
+from fhir_dmp.services.conformance import capability_entry, supported_profiles
+from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
+from fhir_dmp.terminology.store import load as load_conformance
 
 _RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (paging)."
 
@@ -18,6 +20,7 @@ _RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (
 class CapabilityBuilder:
     def __init__(self, home: Path) -> None:
         self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
+        self.profiles = supported_profiles(load_conformance(home))
 
     def build(self, base_url: str) -> dict:
         statement = copy.deepcopy(self.base)
@@ -28,16 +31,18 @@ class CapabilityBuilder:
             "mode": "server",
             "documentation": "FHIR R4 RESTful API. " + _RESULT_PARAMS_DOC,
             "security": statement.pop("security"),
-            "resource": [_resource(d) for d in RESOURCES.values()],
+            "resource": [capability_entry(d) if d.shipped else _resource(d, self.profiles.get(d.name, []))
+                         for d in RESOURCES.values()],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
         }]
         return statement
 
 
-def _resource(definition) -> dict:  # type: ignore[no-untyped-def]
+def _resource(definition: ResourceDef, profiles: list[str]) -> dict:
     writes = definition.allows("update")
     out: dict = {
         "type": definition.name,
+        **({"supportedProfile": profiles} if profiles else {}),
         "documentation": definition.documentation,
         "interaction": [{"code": code} for code in definition.interactions],
         "versioning": "versioned-update",

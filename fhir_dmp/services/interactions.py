@@ -27,7 +27,7 @@ from fhir_dmp.search import shape
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
-from fhir_dmp.services import audit, content, history, notify, references
+from fhir_dmp.services import audit, conformance, content, history, notify, references
 from fhir_dmp.services.bundles import process_bundle
 from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.registry import RESOURCES
@@ -37,6 +37,7 @@ from fhir_dmp.storage import repository as repo
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.db import Database, TransientConflict
 from fhir_dmp.storage.repository import StaleVersion, Stored
+from fhir_dmp.terminology.store import load as load_conformance
 
 JSON_PATCH = "application/json-patch+json"
 _RETRIES = 5
@@ -50,6 +51,7 @@ class FhirService:
         self.actor_rules = actors.load_actor_rules(settings.home / "terminologies" / "refused-actors.json")
         assert settings.habilitation_matrix is not None
         self.matrix = load_matrix(settings.habilitation_matrix, settings.home / "terminologies")
+        self.conformance = load_conformance(settings.home)  # CodeSystem, ValueSet, ...: files, not the store
 
     # -- entry points -------------------------------------------------------------------------
     def admit(self, caller: Caller) -> None:
@@ -88,7 +90,7 @@ class FhirService:
 
     def run(self, guard: Guard, req: FhirRequest) -> FhirResponse:
         """One request in its own unit of work."""
-        write = req.method in ("POST", "PUT", "PATCH", "DELETE") and req.operation != "_search"
+        write = req.method in ("POST", "PUT", "PATCH", "DELETE") and req.operation != "_search" and not _shipped(req)
         return self.unit(guard, req, lambda conn: self.dispatch(conn, guard, req), write=write)
 
     def unit(self, guard: Guard, req: FhirRequest, work: Callable[[Connection], FhirResponse], *,
@@ -151,6 +153,8 @@ class FhirService:
         definition = RESOURCES.get(req.resource_type or "")
         if interaction == "history-system":
             return self.history(conn, guard, req)
+        if definition is not None and definition.shipped:
+            return conformance.handle(self.conformance, guard, req, self.settings)
         if definition is None or not definition.allows(interaction):
             raise method_not_allowed(req)
         handler = {
@@ -266,6 +270,8 @@ class FhirService:
         `pending` maps (type, id) of resources created earlier in the same unit of work to their patient key.
         """
         assert req.resource_type
+        if _shipped(req):  # a transaction's creates come here without dispatch
+            raise method_not_allowed(req)
         rtype, caller = req.resource_type, guard.caller
         when = now_utc()
         if caller.secret and rtype in DOCUMENT_TYPES:  # 6.7: a minor's secret connection
@@ -454,6 +460,11 @@ class FhirService:
         if found:
             guard.touch(found[0].patient_key, f"{resource_type}/{found[0].id}")
         return found[0] if found else None
+
+
+def _shipped(req: FhirRequest) -> bool:
+    definition = RESOURCES.get(req.resource_type or "")
+    return definition is not None and definition.shipped
 
 
 def _query_string(req: FhirRequest) -> str:

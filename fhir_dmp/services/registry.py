@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 READ_ONLY = ("read", "vread", "search-type", "history-instance", "history-type")
+SHIPPED = ("read", "search-type")
 FULL = ("read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
         "search-type")
 
@@ -16,6 +17,7 @@ class ResourceDef:
     interactions: tuple[str, ...]
     patient_paths: tuple[str, ...] = ()  # elements that reference the DMP (Patient) it belongs to
     documentation: str = ""
+    shipped: bool = False  # served read-only from the shipped files (services/conformance.py), not the store
 
     def allows(self, interaction: str) -> bool:
         return interaction in self.interactions
@@ -35,6 +37,13 @@ RESOURCES: dict[str, ResourceDef] = {
         ResourceDef("Practitioner", FULL, documentation="A health professional"),
         ResourceDef("PractitionerRole", FULL, documentation="A professional's role in a structure"),
         ResourceDef("Organization", FULL, documentation="A health structure"),
+        ResourceDef("CodeSystem", SHIPPED, documentation="ANS and HL7 code systems the DMP uses (TRE_G15, TRE_R38, "
+                    "TRE_A03, TRE_A05, TRE_A07, TRE_A08, v3-Confidentiality); $lookup", shipped=True),
+        ResourceDef("ValueSet", SHIPPED, documentation="DMP value sets (JDV_J57, JDV_J58, JDV_J66, the DMP document "
+                    "types); $expand, $validate-code", shipped=True),
+        ResourceDef("ConceptMap", SHIPPED, documentation="ASS_X16: each DMP document type's class", shipped=True),
+        ResourceDef("StructureDefinition", SHIPPED, documentation="The profiles this server's resources follow",
+                    shipped=True),
     )
 }
 
