@@ -27,7 +27,7 @@ from fhir_dmp.search import shape
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
-from fhir_dmp.services import audit, conformance, content, history, notify, references
+from fhir_dmp.services import audit, conformance, content, history, notify, references, validating
 from fhir_dmp.services.bundles import process_bundle
 from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.registry import RESOURCES
@@ -90,7 +90,8 @@ class FhirService:
 
     def run(self, guard: Guard, req: FhirRequest) -> FhirResponse:
         """One request in its own unit of work."""
-        write = req.method in ("POST", "PUT", "PATCH", "DELETE") and req.operation != "_search" and not _shipped(req)
+        write = req.method in ("POST", "PUT", "PATCH", "DELETE") and req.operation not in ("_search", "$validate") \
+            and not _shipped(req)
         return self.unit(guard, req, lambda conn: self.dispatch(conn, guard, req), write=write)
 
     def unit(self, guard: Guard, req: FhirRequest, work: Callable[[Connection], FhirResponse], *,
@@ -155,6 +156,8 @@ class FhirService:
             return self.history(conn, guard, req)
         if definition is not None and definition.shipped:
             return conformance.handle(self.conformance, guard, req, self.settings)
+        if definition is not None and interaction == "operation" and req.operation == "$validate":
+            return validating.validate(self, conn, guard, req)
         if definition is None or not definition.allows(interaction):
             raise method_not_allowed(req)
         handler = {

@@ -1,0 +1,65 @@
+"""A profile's invariants (ElementDefinition.constraint), evaluated with fhirpathpy at their element.
+
+Only the constraints a profile adds are evaluated (`source` outside core R4): core R4's own invariants
+(ele-1 on every element, dom-*, ...) would cost far more than the rest of the walk and are the structural
+validator's business. An expression fhirpathpy cannot parse or evaluate is skipped and counted, never raised.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fhirpathpy import apply_parsed_path
+from fhirpathpy.engine.nodes import ResourceNode
+from fhirpathpy.models import models
+from fhirpathpy.parser import parse
+
+_R4 = models["r4"]
+CORE = "http://hl7.org/fhir/StructureDefinition/"
+
+
+class Unevaluable(Exception):
+    """fhirpathpy could not parse or evaluate an expression."""
+
+
+@cache
+def _parsed(expression: str) -> Any:
+    try:
+        return parse(expression)
+    except Exception as error:  # fhirpathpy raises anything from its ANTLR parser
+        return Unevaluable(str(error))
+
+
+def own_constraints(element: dict) -> list[dict]:
+    """The element's constraints a profile added (not core R4's)."""
+    out = []
+    for c in element.get("constraint") or ():
+        core = str(c.get("source", "")).startswith(CORE) if isinstance(c, dict) else True
+        if not core and isinstance(c.get("expression"), str):
+            out.append(c)
+    return out
+
+
+def context_type(element: dict) -> str:
+    """The type fhirpathpy evaluates a node as: its only type, else the element's path (backbone elements)."""
+    types = [t.get("code") for t in element.get("type") or () if isinstance(t, dict)]
+    if len(types) == 1 and types[0] not in ("BackboneElement", "Element") and isinstance(types[0], str):
+        return types[0]
+    return str(element.get("path", ""))
+
+
+def holds(node: Any, base: str, expression: str, resource: Any) -> bool:
+    """Whether the invariant holds on `node` (empty counts as true); Unevaluable when it cannot be told."""
+    parsed = _parsed(expression)
+    if isinstance(parsed, Unevaluable):
+        raise parsed
+    try:
+        result = apply_parsed_path(ResourceNode.create_node(node, base), parsed, {"resource": resource}, _R4)
+    except Exception as error:
+        raise Unevaluable(str(error)) from None
+    if result in ([], [True]):
+        return True
+    if result == [False]:
+        return False
+    raise Unevaluable(f"{expression} gives {result!r}, not a boolean")

@@ -1,0 +1,219 @@
+"""Validation of a resource against a profile, driven by the StructureDefinition's snapshot alone.
+
+The walk follows the snapshot's element tree over the JSON and reports `Issue`s with FHIRPath expressions
+(`DocumentReference.content[0].attachment.hash`): cardinalities (of elements and of slices), the types left to
+a choice, fixed[x] (equality) and pattern[x] (subset) values, slicing (value/pattern/type discriminators,
+closed slicing), required bindings whose ValueSet the terminology store ships (`validate_code`), and the
+profile's invariants (`invariants.py`). An element typed with a profile the store has (an extension, a
+Bundle entry's resource) is walked against that profile too.
+
+Left out, and counted in the report where they occur: bindings that are not `required` or whose ValueSet
+is not shipped, invariants fhirpathpy cannot evaluate, slicings whose discriminator cannot be read. Nothing
+the snapshot does not list is looked at (the structural validator covers R4 itself). Never raises on a
+resource of any shape: what does not fit is an issue, or is not walked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_dmp.errors import Issue
+from fhir_dmp.terminology.expansion import codes_of, label, validate_code
+from fhir_dmp.terminology.store import Conformance
+from fhir_dmp.validation import invariants
+from fhir_dmp.validation.slicing import contains, matcher
+
+Node = tuple[str, Any]  # (FHIRPath expression, JSON value)
+
+
+@dataclass
+class Report:
+    issues: list[Issue] = field(default_factory=list)
+    skipped_invariants: int = 0
+    skipped_bindings: int = 0
+    skipped_slicings: int = 0
+
+
+@dataclass(frozen=True)
+class _Tree:
+    by_id: dict[str, dict]
+    children: dict[str, list[str]]
+    slices: dict[str, list[str]]
+    root: str
+
+
+_TREES: dict[int, tuple[dict, _Tree]] = {}
+_CODES: dict[tuple[int, str], tuple[dict, frozenset[str]]] = {}
+
+
+def _tree(sd: dict) -> _Tree:
+    held = _TREES.get(id(sd))
+    if held is not None and held[0] is sd:
+        return held[1]
+    elements = [e for e in (sd.get("snapshot") or {}).get("element") or () if isinstance(e, dict) and "id" in e]
+    by_id = {e["id"]: e for e in elements}
+    children: dict[str, list[str]] = {i: [] for i in by_id}
+    slices: dict[str, list[str]] = {i: [] for i in by_id}
+    for eid in by_id:
+        head, dot, _ = eid.rpartition(".")
+        colon_head, colon, tail = eid.rpartition(":")
+        if colon and "." not in tail and colon_head in slices:
+            slices[colon_head].append(eid)
+        elif dot and head in children:
+            children[head].append(eid)
+    tree = _Tree(by_id, children, slices, elements[0]["id"] if elements else "")
+    _TREES[id(sd)] = (sd, tree)
+    return tree
+
+
+def validate_profile(conf: Conformance, sd: dict, resource: Any) -> Report:
+    """Everything `resource` breaks in profile `sd`."""
+    report = Report()
+    if not isinstance(resource, dict):
+        report.issues.append(Issue("structure", "The resource is not a JSON object"))
+        return report
+    if resource.get("resourceType") != sd.get("type"):
+        rtype = resource.get("resourceType")
+        report.issues.append(Issue("invalid", f"Profile {sd.get('url')} is for {sd.get('type')}, not {rtype!r}",
+                                   (str(rtype),)))
+        return report
+    _Walk(conf, report, resource).profile(sd, [(str(sd.get("type")), resource)], depth=0)
+    return report
+
+
+class _Walk:
+    def __init__(self, conf: Conformance, report: Report, resource: dict) -> None:
+        self.conf, self.report, self.resource = conf, report, resource
+
+    def issue(self, code: str, text: str, where: str, severity: str = "error") -> None:
+        self.report.issues.append(Issue(code, text, (where,), severity))
+
+    def profile(self, sd: dict, nodes: list[Node], depth: int) -> None:
+        tree = _tree(sd)
+        if tree.root and depth < 8:
+            self.visit(tree, sd, tree.root, nodes, depth)
+
+    def visit(self, tree: _Tree, sd: dict, eid: str, nodes: list[Node], depth: int) -> None:
+        el = tree.by_id[eid]
+        for here, node in nodes:
+            self.values(el, here, node)
+            self.binding(el, here, node)
+            self.invariants(el, here, node)
+            if eid != tree.root:
+                for url in (p for t in el.get("type") or () for p in t.get("profile") or ()):
+                    other = self.conf.resolve("StructureDefinition", url) if isinstance(url, str) else None
+                    if other is not None and other is not sd and isinstance(node, dict):
+                        self.profile(other, [(here, node)], depth + 1)
+            if not isinstance(node, dict):
+                continue
+            for child in tree.children[eid]:
+                cel = tree.by_id[child]
+                name = str(cel.get("path", "")).rsplit(".", 1)[-1]
+                found = self.children_of(cel, name, here, node)
+                self.count(cel, found, f"{here}.{name}", name)
+                if cel.get("max") == "0":
+                    continue
+                self.sliced(tree, sd, child, found, f"{here}.{name}", depth)
+                self.visit(tree, sd, child, found, depth)
+
+    def children_of(self, el: dict, name: str, here: str, node: dict) -> list[Node]:
+        if name.endswith("[x]"):
+            prefix = name[:-3]
+            keys = [k for k in node if k.startswith(prefix) and k[len(prefix):][:1].isupper()]
+            allowed = {str(t.get("code", ""))[:1].upper() + str(t.get("code", ""))[1:] for t in el.get("type") or ()}
+            for key in keys:
+                if allowed and key[len(prefix):] not in allowed:
+                    self.issue("structure", f"{key[len(prefix):]} is not one of the types allowed here: "
+                                            f"{', '.join(sorted(allowed))}", f"{here}.{key}")
+        else:
+            keys = [name] if name in node else []
+        out: list[Node] = []
+        for key in keys:
+            value = node[key]
+            if isinstance(value, list):
+                out += [(f"{here}.{key}[{i}]", v) for i, v in enumerate(value)]
+            else:
+                out.append((f"{here}.{key}", value))
+        return out
+
+    def count(self, el: dict, found: list[Node], where: str, what: str) -> None:
+        low, high = el.get("min", 0), el.get("max", "*")
+        if isinstance(low, int) and len(found) < low:
+            self.issue("required", f"{what}: minimum required = {low}, but only found {len(found)}", where)
+        if isinstance(high, str) and high.isdigit() and len(found) > int(high):
+            self.issue("structure", f"{what}: maximum allowed = {high}, but found {len(found)}", where)
+
+    def sliced(self, tree: _Tree, sd: dict, eid: str, found: list[Node], where: str, depth: int) -> None:
+        slicing = tree.by_id[eid].get("slicing")
+        slice_ids = tree.slices[eid]
+        if not isinstance(slicing, dict) or not slice_ids:
+            return
+        tests = [matcher(tree.by_id, s, slicing) for s in slice_ids]
+        if any(t is None for t in tests):
+            self.report.skipped_slicings += 1
+            return
+        claimed: set[str] = set()
+        for slice_id, test in zip(slice_ids, tests, strict=True):
+            name = tree.by_id[slice_id].get("sliceName", slice_id)
+            matched = [(h, v) for h, v in found if h not in claimed and test(v)]
+            claimed |= {h for h, _ in matched}
+            self.count(tree.by_id[slice_id], matched, where, f"slice '{name}'")
+            self.visit(tree, sd, slice_id, matched, depth)
+        if slicing.get("rules") == "closed":
+            for h, _ in found:
+                if h not in claimed:
+                    self.issue("structure", "This element matches no slice of a closed slicing", h)
+
+    def values(self, el: dict, here: str, node: Any) -> None:
+        for key, expected in el.items():
+            if key.startswith("fixed") and node != expected:
+                self.issue("value", f"Value is not the fixed value {_show(expected)}", here)
+            elif key.startswith("pattern") and not contains(node, expected):
+                self.issue("value", f"Value does not match the pattern {_show(expected)}", here)
+
+    def binding(self, el: dict, here: str, node: Any) -> None:
+        binding = el.get("binding")
+        if not isinstance(binding, dict) or not isinstance(binding.get("valueSet"), str):
+            return
+        if binding.get("strength") != "required":
+            return
+        vs = self.conf.resolve("ValueSet", binding["valueSet"])
+        if vs is None:
+            self.report.skipped_bindings += 1
+            return
+        if isinstance(node, str):
+            ok = node in _codes(self.conf, vs)
+        elif isinstance(node, dict) and ("coding" in node or "code" in node):
+            codings = node.get("coding") if "coding" in node else [node]
+            ok = any(isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
+                     and validate_code(self.conf, vs, c["system"], c["code"]).result
+                     for c in (codings if isinstance(codings, list) else []))
+        else:
+            return
+        if not ok:
+            self.issue("code-invalid", f"The code is not in the required value set {label(vs)}", here)
+
+    def invariants(self, el: dict, here: str, node: Any) -> None:
+        for c in invariants.own_constraints(el):
+            try:
+                ok = invariants.holds(node, invariants.context_type(el), c["expression"], self.resource)
+            except invariants.Unevaluable:
+                self.report.skipped_invariants += 1
+                continue
+            if not ok:
+                severity = "warning" if c.get("severity") == "warning" else "error"
+                self.issue("invariant", f"Constraint failed: {c.get('key')}: {c.get('human')}", here, severity)
+
+
+def _codes(conf: Conformance, vs: dict) -> frozenset[str]:
+    held = _CODES.get((id(conf), label(vs)))
+    if held is None or held[0] is not vs:
+        held = (vs, frozenset(c.code for c in codes_of(conf, vs)))
+        _CODES[(id(conf), label(vs))] = held
+    return held[1]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
