@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+
+from fhir_dmp.policy.facts import moment
 
 PRCP = "PRCP"
 SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -135,18 +137,8 @@ def _codes(codings: object) -> list[str]:
 def _in_period(period: object, now: datetime) -> bool:
     if not isinstance(period, dict):
         return True
-    start, end = _moment(period.get("start")), _moment(period.get("end"))
+    start, end = moment(period.get("start")), moment(period.get("end"))
     return (start is None or start <= now) and (end is None or now < end)
-
-
-def _moment(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00") if "T" in value else value + "T00:00:00")
-    except ValueError:
-        return None
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _ins(patient: dict) -> list[str]:

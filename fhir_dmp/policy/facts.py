@@ -58,9 +58,14 @@ def _document_type(resource: dict, types: Mapping[str, DocumentType]) -> str:
     known = types.get(code)
     if known is None:  # not a DMP type: no row of the matrix can allow it
         return ""
-    categories = resource.get("category") if isinstance(resource.get("category"), list) else []
-    classes = {c.get("code") for concept in categories for c in _codings(concept) if c.get("system") == TRE_A03}
-    return "" if classes and known.doc_class not in classes else code
+    declared = classes(resource)
+    return "" if declared and known.doc_class not in declared else code
+
+
+def classes(document: dict) -> set[str]:
+    """The TRE_A03 class codes a DocumentReference declares in `category`."""
+    categories = document.get("category") if isinstance(document.get("category"), list) else []
+    return {c.get("code") for concept in categories for c in _codings(concept) if c.get("system") == TRE_A03}
 
 
 def _codings(concept: object) -> list[dict]:
@@ -70,10 +75,16 @@ def _codings(concept: object) -> list[dict]:
 
 
 def _instant(value: object) -> datetime | None:
-    if not isinstance(value, str) or "T" not in value:
+    """A document's date counts when it is a full instant (a bare date falls back to its creation)."""
+    return moment(value) if isinstance(value, str) and "T" in value else None
+
+
+def moment(value: object) -> datetime | None:
+    """A FHIR date or dateTime as naive UTC (a bare date is its midnight); None when unreadable."""
+    if not isinstance(value, str):
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if "T" in value else value + "T00:00:00")
     except ValueError:
         return None
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed

@@ -11,7 +11,7 @@ from fhir_dmp.errors import FhirError, forbidden, unprocessable
 from fhir_dmp.policy.access import PUBLIC_TYPES, Access
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp, terms_of
-from fhir_dmp.policy.facts import DOCUMENT_TYPES, TRE_A03, owner_key
+from fhir_dmp.policy.facts import DOCUMENT_TYPES, classes, owner_key
 
 SERVER_ONLY = frozenset({"AuditEvent", "Communication"})  # traces and notifications are the server's
 PATIENT_CLASS = "90"  # documents a patient files: class 90, déposé par le patient
@@ -35,7 +35,7 @@ def create_refusal(caller: Caller, resource_type: str, body: dict, dmp: Dmp | No
         return None
     if resource_type == "Consent":
         return consent_refusal(caller, body, dmp)
-    if patientish and resource_type == "DocumentReference" and PATIENT_CLASS not in _classes(body):
+    if patientish and resource_type == "DocumentReference" and PATIENT_CLASS not in classes(body):
         return forbidden("A patient or representative files documents of class 90 (déposé par le patient) only")
     return None
 
@@ -96,9 +96,4 @@ def _ins_values(patient: dict) -> set[str]:
     idents = patient.get("identifier") if isinstance(patient.get("identifier"), list) else []
     return {i.get("value") for i in idents if isinstance(i, dict) and isinstance(i.get("value"), str)}
 
-
-def _classes(doc: dict) -> set[str]:
-    categories = doc.get("category") if isinstance(doc.get("category"), list) else []
-    return {c.get("code") for concept in categories if isinstance(concept, dict)
-            for c in concept.get("coding", []) if isinstance(c, dict) and c.get("system") == TRE_A03}
 

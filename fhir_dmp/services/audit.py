@@ -19,17 +19,17 @@ from sqlalchemy import Connection
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError
 from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content
-from fhir_dmp.services.guard import Guard
+from fhir_dmp.services.guard import Guard, Touched
 from fhir_dmp.services.requests import FhirRequest
 from fhir_dmp.storage import repository as repo
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.db import Database
 
 CHAIN_URL = "https://fhir-dmp.example.org/StructureDefinition/audit-chain"
-IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 TRE_G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
 _ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "history-type": "R",
             "history-system": "R", "update": "U", "patch": "U", "delete": "D"}
@@ -38,7 +38,7 @@ _ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "
 def record(conn: Connection, guard: Guard, req: FhirRequest, status: int, error: FhirError | None,
            base_url: str) -> None:
     """Write this interaction's AuditEvents (one per DMP it touched) in the caller's transaction."""
-    touched = guard.touched or {"": None}
+    touched: dict[str, Touched] = guard.touched or {"": Touched()}
     events = []
     for key in sorted(touched):
         body = _event(guard.caller, req, status, error, key, touched[key], guard)
@@ -71,7 +71,7 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _event(caller: Caller, req: FhirRequest, status: int, error: FhirError | None, key: str, touched: object,
+def _event(caller: Caller, req: FhirRequest, status: int, error: FhirError | None, key: str, touched: Touched,
            guard: Guard) -> dict:
     interaction = req.interaction
     agent: dict = {
@@ -106,9 +106,9 @@ def _event(caller: Caller, req: FhirRequest, status: int, error: FhirError | Non
         entities.append({"what": {"reference": f"Patient/{key}"},
                          "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
                          "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"}})
-    references = getattr(touched, "references", []) if touched is not None else []
+    references = touched.references
     entities += [{"what": {"reference": r}} for r in references if r != f"Patient/{key}"]
-    query = getattr(touched, "query", None) if touched is not None else None
+    query = touched.query
     if query is None and req.query and interaction.startswith(("search", "history")):
         query = "&".join(f"{k}={v}" for k, v in req.query)
     if query is not None:

@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from fhir_dmp import fhirjson
 from fhir_dmp.policy.access import Access
+from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
@@ -29,7 +30,6 @@ from fhir_dmp.storage.criteria import AccessFacts
 
 log = logging.getLogger(__name__)
 CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/communication-category", "code": "notification"}
-IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 _MODES = {"ETREAT": "accès en urgence (régulation, centre 15)", "BTG": "accès bris de glace"}
 _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fhir-dmp-notify")
 

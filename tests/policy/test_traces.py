@@ -18,7 +18,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +37,7 @@ from fhir_dmp.storage.repository import GENESIS
 from fhir_dmp.storage.tables import INDEX_TABLES, audit_chain, dmp_accessor, resource, resource_version
 from tests.conftest import SECRET, _empty
 from tests.fhirclient import DOCTOR, SYSTEM, FhirTestClient, document, json_of, patient, written
+from tests.parallel import THREADS, TIMEOUT, in_parallel
 
 IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 TRE_G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
@@ -579,9 +579,7 @@ def test_verify_detects_a_forged_sequence(client, database):
 
 
 # -- 5. concurrency ----------------------------------------------------------------------------------------
-THREADS = 8
 ROUNDS = 4
-TIMEOUT = 180
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -595,18 +593,6 @@ def concurrent_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database
     upgrade(db)
     yield db
     db.dispose()
-
-
-def in_parallel(work: Callable[[int], Any], n: int = THREADS) -> list[Any]:
-    barrier = threading.Barrier(n, timeout=TIMEOUT)
-
-    def run(k: int) -> Any:
-        barrier.wait()
-        return work(k)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(run, k) for k in range(n)]
-        return [f.result(timeout=TIMEOUT) for f in futures]
 
 
 def _professional(t: int) -> dict:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import pytest
 
@@ -24,10 +22,9 @@ from fhir_dmp.storage.db import Database
 from fhir_dmp.storage.migrate import upgrade
 from tests.conftest import SECRET, _empty
 from tests.fhirclient import FhirTestClient, document, json_of, patient
+from tests.parallel import THREADS, TIMEOUT, in_parallel
 
-THREADS = 8
 UPDATES_PER_THREAD = 10
-TIMEOUT = 180  # seconds for a whole concurrent run; a hang fails the test instead of blocking the suite
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 
 
@@ -53,19 +50,6 @@ def app(concurrent_db: Database):  # type: ignore[no-untyped-def]
 def new_client(app) -> FhirTestClient:  # type: ignore[no-untyped-def]
     """Each thread gets its own test client (and so its own pooled connection per request)."""
     return FhirTestClient(app.test_client(), SECRET)
-
-
-def in_parallel(work: Callable[[int], Any], n: int = THREADS) -> list[Any]:
-    """Run work(0..n-1) on n threads released together by a barrier; every result, or the first error."""
-    barrier = threading.Barrier(n, timeout=TIMEOUT)
-
-    def run(k: int) -> Any:
-        barrier.wait()
-        return work(k)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        futures = [pool.submit(run, k) for k in range(n)]
-        return [f.result(timeout=TIMEOUT) for f in futures]
 
 
 def history_of(client: FhirTestClient, path: str) -> list[dict]:
