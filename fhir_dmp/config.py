@@ -26,6 +26,9 @@ class Settings:
     home: Path = field(default_factory=project_dir)
     habilitation_matrix: Path | None = None  # None: terminologies/habilitation-matrix.csv under home
     notify_url: str | None = None  # webhook receiving each notification (Communication), POSTed as JSON
+    # Every write of a profiled type conforms to its DMP profile (services/validating.py). Off only to load
+    # data of generic FHIR shape (the search engine's own tests do).
+    enforce_profiles: bool = True
 
     def __post_init__(self) -> None:
         if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
@@ -44,6 +47,7 @@ class Settings:
             base_url=env.get("FHIR_DMP_BASE_URL"),
             habilitation_matrix=Path(matrix) if (matrix := env.get("FHIR_DMP_HABILITATION_MATRIX")) else None,
             notify_url=env.get("FHIR_DMP_NOTIFY_URL") or None,
+            enforce_profiles=env.get("FHIR_DMP_ENFORCE_PROFILES", "true").lower() not in ("false", "0", "no", "off"),
         )
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 

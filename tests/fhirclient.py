@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 
 from fhir_dmp import fhirjson
+from fhir_dmp.config import project_dir
+from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.services.identity import mint_token
 from fhir_dmp.storage.tables import resource_version
+from fhir_dmp.terminology.store import load as load_conformance
+from fhir_dmp.validation.documents import TRE_A03, class_of_types, digest
 
 SYSTEM = {"actor": "system", "sub": "test-suite"}
+CONFIDENTIALITY = "https://mos.esante.gouv.fr/NOS/TRE_A08-HL7Confidentiality/FHIR/TRE-A08-HL7Confidentiality"
 DOCTOR = {"actor": "professional", "sub": "810001234567", "profession": "10", "specialty": "SM26"}
 
 
@@ -74,15 +82,46 @@ def patient(ins: str = "1800175123456", **extra: Any) -> dict:
     }
 
 
-def document(patient_id: str, **extra: Any) -> dict:
-    return {
+def document(patient_id: str, text: bytes = b"Compte rendu de consultation", **extra: Any) -> dict:
+    """A DocumentReference conforming to the DMP profile: a consultation report (11488-4) with its bytes inline.
+    `extra` replaces elements; a `type` given without `category` gets its ASS_X16 class, and a `securityLabel`
+    given without a confidentiality level gets N (the profile requires one)."""
+    body: dict = {
         "resourceType": "DocumentReference",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:oid:1.2.250.1.999.1.1.{uuid.uuid4().int}"},
+        "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"}],
         "status": "current",
         "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
+        "category": [{"coding": [{"system": TRE_A03, "code": "10"}]}],
         "subject": {"reference": f"Patient/{patient_id}"},
-        "content": [{"attachment": {"contentType": "text/plain", "data": "Q29tcHRlIHJlbmR1"}}],
-        **extra,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "author": [{"type": "Practitioner", "identifier": {"system": IDNATPS, "value": "810001234567"}}],
+        "custodian": {"type": "Organization", "identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2",
+                                                             "value": "1750000000"}},
+        "securityLabel": [{"coding": [{"system": CONFIDENTIALITY, "code": "N"}]}],
+        "content": [{"attachment": attachment(text)}],
+        "context": {"period": {"start": datetime.now(UTC).isoformat(timespec="seconds")}},
     }
+    if "type" in extra and "category" not in extra:
+        codes = [(c.get("system"), c.get("code")) for c in extra["type"].get("coding", [])]
+        classes = class_of_types(load_conformance(project_dir()))
+        body["category"] = [{"coding": [{"system": TRE_A03, "code": classes[t]} for t in codes if t in classes][:1]}]
+    labels = extra.get("securityLabel")
+    if isinstance(labels, list) and not any(c.get("code") in ("N", "R", "V") for concept in labels
+                                            for c in concept.get("coding", [])):
+        extra = {**extra, "securityLabel": [*labels, {"coding": [{"system": CONFIDENTIALITY, "code": "N"}]}]}
+    return {**body, **extra}
+
+
+def attachment(text: bytes, content_type: str = "text/plain", title: str = "Compte rendu") -> dict:
+    """An inline attachment with the size and SHA-1 the profile requires."""
+    return {"contentType": content_type, "data": base64.b64encode(text).decode(), "size": len(text),
+            "hash": digest(text), "title": title}
+
+
+def linked(text: bytes, url: str) -> dict:
+    """An attachment naming its Binary by `url`, with the size and SHA-1 of `text`, the Binary's bytes."""
+    return {**{k: v for k, v in attachment(text).items() if k != "data"}, "url": url}
 
 
 def written(database: Any) -> int:

@@ -19,10 +19,11 @@ from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, precondition_failed
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.parse import parse_criteria
-from fhir_dmp.services import content
+from fhir_dmp.services import content, validating
 from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.storage import repository as repo
+from fhir_dmp.validation import documents
 from fhir_dmp.validation.structure import validate_structure
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ def _transaction(service: FhirService, conn: Connection, guard: Guard, parent: F
                  entries: list) -> list[dict]:
     requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
     changed = _check_distinct(requests)
+    if service.settings.enforce_profiles:
+        _check_conformity(service, conn, guard, parent, entries, requests)
     # DELETEs first (R4), before the ifNoneExist conditions below are evaluated.
     deletes = sorted((i for i, req in enumerate(requests) if req.method == "DELETE"),
                      key=lambda k: _lock_order(requests[k]))
@@ -186,11 +189,41 @@ def _transaction(service: FhirService, conn: Connection, guard: Guard, parent: F
     return [_response_entry(responses[i]) for i in range(len(resolved))]
 
 
+def _check_conformity(service: FhirService, conn: Connection, guard: Guard, parent: FhirRequest, entries: list,
+                      requests: list[FhirRequest]) -> None:
+    """Every entry's resource against its profiles and the document rules (an attachment may name a Binary of
+    the Bundle by its fullUrl), and an ITI-65 Bundle against its own profile: one 422 with every error, before
+    anything is written."""
+    binaries = {e["fullUrl"]: e["resource"].get("data") for e in entries
+                if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and isinstance(e.get("resource"), dict)
+                and e["resource"].get("resourceType") == "Binary"}
+
+    def bundled(url: str) -> bytes | None:
+        data = binaries.get(url)
+        return documents.decoded(data) if isinstance(data, str) else (b"" if url in binaries else None)
+
+    bytes_of = service.bytes_of(conn, guard, parent.base_url, bundled)
+    issues: list[Issue] = []
+    for i, req in enumerate(requests):
+        if req.method in ("POST", "PUT") and isinstance(req.body, dict) and req.resource_type == req.body.get(
+                "resourceType"):
+            issues += [_located(issue, i)
+                       for issue in validating.conformity_issues(service.conformance, req.body, bytes_of)]
+    seen = {(i.code, i.expression) for i in issues}
+    for issue in validating.bundle_issues(service.conformance, parent.body):
+        if (issue.code, issue.expression) not in seen:
+            seen.add((issue.code, issue.expression))
+            issues.append(issue)
+    if issues:
+        raise FhirError(422, issues)
+
+
 def _prepare_create(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest, index: int,
                     pending: dict[tuple[str, str], str], batch: list[repo.NewResource]) -> FhirResponse:
     try:
         body = content.resource_body(req.body, req.resource_type or "", validated=True)
-        new, response = service.prepare_new(conn, guard, req, body, req.assigned_id or str(uuid.uuid4()), pending)
+        new, response = service.prepare_new(conn, guard, req, body, req.assigned_id or str(uuid.uuid4()), pending,
+                                            conformant=True)
     except FhirError as error:
         error.issues[:] = [_located(issue, index) for issue in error.issues]
         raise

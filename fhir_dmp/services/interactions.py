@@ -38,6 +38,7 @@ from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.db import Database, TransientConflict
 from fhir_dmp.storage.repository import StaleVersion, Stored
 from fhir_dmp.terminology.store import load as load_conformance
+from fhir_dmp.validation import documents
 
 JSON_PATCH = "application/json-patch+json"
 _RETRIES = 5
@@ -267,14 +268,18 @@ class FhirService:
                 repo.update_governed(conn, f"DocumentReference/{new.id}", new.facts)
 
     def prepare_new(self, conn: Connection, guard: Guard, req: FhirRequest, body: dict, rid: str,
-                    pending: dict[tuple[str, str], str]) -> tuple[repo.NewResource, FhirResponse]:
+                    pending: dict[tuple[str, str], str], *, conformant: bool = False,
+                    ) -> tuple[repo.NewResource, FhirResponse]:
         """Everything a create does but the INSERT, so a transaction can write its creates in one go.
 
-        `pending` maps (type, id) of resources created earlier in the same unit of work to their patient key.
+        `pending` maps (type, id) of resources created earlier in the same unit of work to their patient key;
+        `conformant`: the transaction checked the body against its profiles already.
         """
         assert req.resource_type
         if _shipped(req):  # a transaction's creates come here without dispatch
             raise method_not_allowed(req)
+        if not conformant:
+            self.enforce(conn, guard, body, req.base_url)
         rtype, caller = req.resource_type, guard.caller
         when = now_utc()
         if caller.secret and rtype in DOCUMENT_TYPES:  # 6.7: a minor's secret connection
@@ -303,6 +308,31 @@ class FhirService:
         stored = Stored(rtype, rid, 1, when, False, patient, new.content, "POST")
         return new, FhirResponse(201, stamped, content.version_headers(stored, req.base_url, location=True),
                                  resource_created=True)
+
+    def enforce(self, conn: Connection, guard: Guard, body: dict, base_url: str) -> None:
+        """A write of a profiled type conforms (422 listing every error), unless the settings turn it off."""
+        if self.settings.enforce_profiles:
+            validating.enforce(self.conformance, body, self.bytes_of(conn, guard, base_url))
+
+    def bytes_of(self, conn: Connection, guard: Guard, base_url: str,
+                 bundled: Callable[[str], bytes | None] | None = None) -> Callable[[str], bytes | None]:
+        """Resolves an attachment url to the document's bytes: a Binary of this server the caller sees (or of
+        the transaction under way, `bundled`); None when it is kept elsewhere. A Binary of this server that is
+        missing or hidden is one answer (`Unresolvable`): a refusal never tells the size or hash of a document
+        the caller may not read."""
+        def resolve(url: str) -> bytes | None:
+            found = bundled(url) if bundled is not None else None
+            if found is not None:
+                return found
+            rid = references.local_id(url, "Binary", base_url)
+            if rid is None:
+                return None
+            stored = repo.read_current(conn, "Binary", rid)
+            if stored is None or stored.deleted or stored.content is None or not self.sees(conn, guard, stored):
+                raise documents.Unresolvable(f"{url} names no Binary of this server that you may read")
+            data = fhirjson.loads(stored.content).get("data")
+            return documents.decoded(data) if isinstance(data, str) else b""
+        return resolve
 
     def _governing(self, conn: Connection, guard: Guard, binary: dict) -> AccessFacts | None:
         """The facts of the DocumentReference a Binary's securityContext names, if it exists yet."""
@@ -363,6 +393,7 @@ class FhirService:
         if guard.caller.secret and rtype in DOCUMENT_TYPES:
             body = labels.add_label(rtype, body, "INVISIBLE_REPRESENTANTS_LEGAUX")
         self.check_change(conn, guard, stored, body)
+        self.enforce(conn, guard, body, req.base_url)
         when = now_utc()
         stamped = content.stamp(body, stored.id, stored.version_id + 1, when)
         patient = references.patient_key(conn, rtype, stamped, stored.id, req.base_url, {})

@@ -2,7 +2,12 @@
 Parameters (`resource`, `profile`, `mode`), or the stored `[type]/[id]` as the caller may read it
 (`FhirService.current`: a hidden resource is a 404), checked against R4's structure and a profile: the one
 named, else the shipped DMP profile(s) of the type. The answer is a 200 OperationOutcome listing every issue,
-or one information issue. Ordinary writes are not checked against the profiles (only here).
+or one information issue.
+
+Every write of a profiled type goes through `enforce` too: the type's DMP profile, any profile the resource
+claims in `meta.profile` that this server ships, and the document rules no profile expresses
+(`validation/documents.py`). One 422 lists every error, so a vendor fixes everything in one round; warnings
+do not refuse a write.
 """
 
 from __future__ import annotations
@@ -10,10 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fhir_dmp import fhirjson
-from fhir_dmp.errors import Issue, bad_request, not_found, operation_outcome
+from fhir_dmp.errors import FhirError, Issue, bad_request, not_found, operation_outcome
 from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.terminology.store import Conformance
+from fhir_dmp.validation import documents
 from fhir_dmp.validation.profile import validate_profile
 from fhir_dmp.validation.structure import validate_structure
 
@@ -23,6 +29,7 @@ if TYPE_CHECKING:
     from fhir_dmp.services.interactions import FhirService
 
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+ITI65_PROFILE = "https://fhir-dmp.example.org/StructureDefinition/dmp-iti65-bundle"
 _MODES = ("create", "update", "profile")
 
 
@@ -47,14 +54,77 @@ def validate(service: FhirService, conn: Connection, guard: Guard, req: FhirRequ
     if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
         raise bad_request(f"$validate on {rtype}: the resource is not a {rtype}", "resource")
     sds = _profiles(service.conformance, rtype, profile)
-    return FhirResponse(200, operation_outcome(issues_of(service.conformance, resource, sds)))
+    bytes_of = service.bytes_of(conn, guard, req.base_url)
+    return FhirResponse(200, operation_outcome(issues_of(service.conformance, resource, sds, bytes_of)))
 
 
-def issues_of(conf: Conformance, resource: dict, sds: list[dict]) -> list[Issue]:
+def issues_of(conf: Conformance, resource: dict, sds: list[dict],
+              bytes_of: documents.BytesOf = lambda _url: None) -> list[Issue]:
+    """Every issue, warnings and information included (`$validate`'s answer)."""
     issues = list(validate_structure(resource))
     for sd in sds:
         issues += validate_profile(conf, sd, resource).issues
+    issues += rule_issues(conf, resource, bytes_of)
     return issues or [Issue("informational", "No issues detected during validation", severity="information")]
+
+
+def conformity_issues(conf: Conformance, resource: dict, bytes_of: documents.BytesOf) -> list[Issue]:
+    """What refuses a write of `resource` (already structurally valid): its profiles' and the DMP rules'
+    errors, warnings left out."""
+    issues = [i for sd in write_profiles(conf, resource) for i in validate_profile(conf, sd, resource).issues]
+    issues += rule_issues(conf, resource, bytes_of)
+    return [i for i in issues if i.severity in ("error", "fatal")]
+
+
+def enforce(conf: Conformance, resource: dict, bytes_of: documents.BytesOf) -> None:
+    issues = conformity_issues(conf, resource, bytes_of)
+    if issues:
+        raise FhirError(422, issues)
+
+
+def rule_issues(conf: Conformance, resource: dict, bytes_of: documents.BytesOf) -> list[Issue]:
+    if resource.get("resourceType") != "DocumentReference":
+        return []
+    return documents.class_issues(conf, resource) + documents.attachment_issues(resource, bytes_of)
+
+
+def write_profiles(conf: Conformance, resource: dict) -> list[dict]:
+    """The type's DMP profile(s), and those it claims (`meta.profile`) that this server ships."""
+    sds = default_profiles(conf, str(resource.get("resourceType")))
+    return sds + [sd for sd in claimed_profiles(conf, resource) if all(sd is not s for s in sds)]
+
+
+def claimed_profiles(conf: Conformance, resource: dict) -> list[dict]:
+    """The shipped profiles of its type a resource names in `meta.profile` (others are not known here)."""
+    meta = resource.get("meta")
+    claimed = meta.get("profile") if isinstance(meta, dict) and isinstance(meta.get("profile"), list) else []
+    sds = [conf.resolve("StructureDefinition", url) if isinstance(url, str) else None for url in claimed]
+    return [sd for sd in sds if sd is not None and sd.get("type") == resource.get("resourceType")]
+
+
+def bundle_issues(conf: Conformance, bundle: object) -> list[Issue]:
+    """A transaction against the profiles it claims, and an ITI-65 (it carries a SubmissionSet List) against
+    the DMP's ITI-65 profile: errors only."""
+    if not isinstance(bundle, dict):
+        return []
+    sds = claimed_profiles(conf, bundle)
+    iti65 = conf.resolve("StructureDefinition", ITI65_PROFILE)
+    if iti65 is not None and _is_iti65(bundle) and all(sd is not iti65 for sd in sds):
+        sds.append(iti65)
+    issues = [i for sd in sds for i in validate_profile(conf, sd, bundle).issues]
+    return [i for i in issues if i.severity in ("error", "fatal")]
+
+
+def _is_iti65(bundle: dict) -> bool:
+    entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
+    resources = [e.get("resource") for e in entries if isinstance(e, dict)]
+    return any(isinstance(r, dict) and r.get("resourceType") == "List" and "submissionset" in _codes_of(r.get("code"))
+               for r in resources)
+
+
+def _codes_of(concept: object) -> set[str]:
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    return {c.get("code") for c in codings if isinstance(c, dict)} if isinstance(codings, list) else set()
 
 
 def default_profiles(conf: Conformance, rtype: str) -> list[dict]:

@@ -3,12 +3,12 @@
 The walk follows the snapshot's element tree over the JSON and reports `Issue`s with FHIRPath expressions
 (`DocumentReference.content[0].attachment.hash`): cardinalities (of elements and of slices), the types left to
 a choice, fixed[x] (equality) and pattern[x] (subset) values, slicing (value/pattern/type discriminators,
-closed slicing), required bindings whose ValueSet the terminology store ships (`validate_code`), and the
-profile's invariants (`invariants.py`). An element typed with a profile the store has (an extension, a
-Bundle entry's resource) is walked against that profile too.
+closed slicing), required bindings whose ValueSet the terminology store ships (`validate_code`; an extensible
+one gives a warning), and the profile's invariants (`invariants.py`). An element typed with a profile the
+store has (an extension, a Bundle entry's resource) is walked against that profile too.
 
-Left out, and counted in the report where they occur: bindings that are not `required` or whose ValueSet
-is not shipped, invariants fhirpathpy cannot evaluate, slicings whose discriminator cannot be read. Nothing
+Left out, and counted in the report where they occur: bindings neither required nor extensible or whose
+ValueSet is not shipped, invariants fhirpathpy cannot evaluate, slicings whose discriminator cannot be read. Nothing
 the snapshot does not list is looked at (the structural validator covers R4 itself). Never raises on a
 resource of any shape: what does not fit is an issue, or is not walked.
 """
@@ -176,7 +176,8 @@ class _Walk:
         binding = el.get("binding")
         if not isinstance(binding, dict) or not isinstance(binding.get("valueSet"), str):
             return
-        if binding.get("strength") != "required":
+        strength = binding.get("strength")
+        if strength not in ("required", "extensible"):
             return
         vs = self.conf.resolve("ValueSet", binding["valueSet"])
         if vs is None:
@@ -191,8 +192,11 @@ class _Walk:
                      for c in (codings if isinstance(codings, list) else []))
         else:
             return
-        if not ok:
+        if not ok and strength == "required":
             self.issue("code-invalid", f"The code is not in the required value set {label(vs)}", here)
+        elif not ok:  # extensible: another code is allowed when none of the value set fits
+            self.issue("code-invalid", f"The code is not in the extensible value set {label(vs)}; use one of its "
+                       "codes if one fits", here, "warning")
 
     def invariants(self, el: dict, here: str, node: Any) -> None:
         for c in invariants.own_constraints(el):

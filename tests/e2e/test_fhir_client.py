@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from fhir_dmp.services.identity import mint_token
 from fhir_dmp.storage.db import Database
 from tests.conftest import PG_URL, SECRET
+from tests.fhirclient import document as dmp_document
 
 pytestmark = pytest.mark.e2e
 
@@ -188,10 +189,7 @@ def test_fhirpy_transaction_with_urn_uuid_references(server, patient_first):
                                  "ifNoneExist": f"identifier={INS_SYSTEM}|{ins}"}}
     document_entry = {
         "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-        "resource": {"resourceType": "DocumentReference", "status": "current",
-                     "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
-                     "subject": {"reference": patient_urn},
-                     "content": [{"attachment": {"contentType": "text/plain", "data": "Q29tcHRlIHJlbmR1"}}]},
+        "resource": dmp_document("placeholder", subject={"reference": patient_urn}),
         "request": {"method": "POST", "url": "DocumentReference"}}
     entries = [patient_entry, document_entry] if patient_first else [document_entry, patient_entry]
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}

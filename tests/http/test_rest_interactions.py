@@ -192,7 +192,8 @@ def test_conditional_delete(client):
 @pytest.mark.parametrize("ops, check", [
     ([{"op": "replace", "path": "/gender", "value": "male"}], lambda r: r["gender"] == "male"),
     ([{"op": "add", "path": "/active", "value": True}], lambda r: r["active"] is True),
-    ([{"op": "remove", "path": "/birthDate"}], lambda r: "birthDate" not in r),
+    ([{"op": "add", "path": "/telecom", "value": [{"system": "phone", "value": "0600000000"}, {"system": "email"}]},
+      {"op": "remove", "path": "/telecom/1"}], lambda r: r["telecom"] == [{"system": "phone", "value": "0600000000"}]),
     ([{"op": "test", "path": "/gender", "value": "female"},
       {"op": "add", "path": "/name/0/given/-", "value": "Anne"}],
      lambda r: r["name"][0]["given"] == ["Claire", "Anne"]),
@@ -214,6 +215,7 @@ def test_patch(client, ops, check):
     ([{"op": "replace", "path": "/id", "value": "other"}], {}, None, 422),
     ([{"op": "remove", "path": "/nothing-here"}], {}, None, 422),
     ([{"op": "replace", "path": "/gender", "value": "robot"}], {}, None, 422),
+    ([{"op": "remove", "path": "/birthDate"}], {}, None, 422),  # the DMP profile requires it
     ([{"op": "frobnicate", "path": "/gender"}], {}, None, 400),
     ([{"path": "/gender", "value": "male"}], {}, None, 400),
     ({"op": "replace", "path": "/gender", "value": "male"}, {}, None, 400),
@@ -324,10 +326,12 @@ def test_history_since(client):
 
 # -- search ---------------------------------------------------------------------------------------
 def test_search_by_id_and_identifier(client):
-    a = new_patient(client, identifier=[{"system": OTHER, "value": "v1"}])
-    b = new_patient(client, identifier=[{"system": "http://example.org/other", "value": "v1"}])
-    c = new_patient(client, identifier=[{"value": "v1"}])
-    d = new_patient(client, identifier=[{"system": OTHER, "value": "v2"}])
+    def with_ins(n: int, other: dict) -> list[dict]:
+        return [{"system": INS, "value": f"180017512345{n}"}, other]
+    a = new_patient(client, identifier=with_ins(1, {"system": OTHER, "value": "v1"}))
+    b = new_patient(client, identifier=with_ins(2, {"system": "http://example.org/other", "value": "v1"}))
+    c = new_patient(client, identifier=with_ins(3, {"value": "v1"}))
+    d = new_patient(client, identifier=with_ins(4, {"system": OTHER, "value": "v2"}))
     cases = {
         f"_id={a}": {a}, f"_id={a},{c}": {a, c}, "_id=nothing": set(),
         f"identifier={OTHER}|v1": {a}, "identifier=v1": {a, b, c}, "identifier=|v1": {c},
@@ -390,7 +394,8 @@ def test_search_count_paging_and_total(client):
 
 
 def test_search_post_form(client):
-    pid = new_patient(client, identifier=[{"system": OTHER, "value": "form"}])
+    pid = new_patient(client, identifier=[{"system": INS, "value": "2800175123456"},
+                                          {"system": OTHER, "value": "form"}])
     new_patient(client)
     resp = client.post("Patient/_search", raw=f"identifier={quote(OTHER + '|form')}".encode(),
                        content_type="application/x-www-form-urlencoded")

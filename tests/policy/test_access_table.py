@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.fhirclient import FhirTestClient, json_of, patient
+from tests.fhirclient import FhirTestClient, document, json_of, patient
 
 LOINC = "http://loinc.org"
 TRE_A05 = "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"
 TRE_A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 TRE_A07 = "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.10"
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
@@ -137,6 +138,7 @@ def consent(pid: str, kind: str, *, actor: str | None = None, purpose: str | Non
         "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
         "patient": {"reference": f"Patient/{pid}"},
         "dateTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTIN" if kind == "permit" else "OPTOUT"}]},
         "provision": provision,
     }
 
@@ -339,18 +341,9 @@ def instant(days_ago: int) -> str:
 
 def document_of(pid: str, doc: Doc, labels: tuple[str, ...]) -> dict:
     system, doc_class = TYPES[doc.type]
-    body: dict[str, Any] = {
-        "resourceType": "DocumentReference",
-        "status": "current",
-        "type": {"coding": [{"system": system, "code": doc.type}]},
-        "category": [{"coding": [{"system": TRE_A03, "code": doc_class}]}],
-        "subject": {"reference": f"Patient/{pid}"},
-        "date": instant(doc.age_days),
-        "content": [{"attachment": {"contentType": "text/plain", "data": "Q29tcHRlIHJlbmR1"}}],
-    }
-    if labels:
-        body["securityLabel"] = [{"coding": [{"system": TRE_A07, "code": code}]} for code in labels]
-    return body
+    return document(pid, type={"coding": [{"system": system, "code": doc.type}]},
+                    category=[{"coding": [{"system": TRE_A03, "code": doc_class}]}], date=instant(doc.age_days),
+                    securityLabel=[{"coding": [{"system": TRE_A07, "code": code}]} for code in labels])
 
 
 def created(response: Any, what: str) -> dict:

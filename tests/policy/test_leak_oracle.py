@@ -2,7 +2,7 @@
 
 Hypothesis generates small worlds: 2-3 DMPs, with or without a médecin traitant, some closed; documents of
 types spanning the classes (10, 11, 31, 42, 52, 60, 90, 95), with random TRE_A07 visibility labels, recent or
-more than a month old (or undated: as old as their creation), deposited by the system, professionals, the
+more than a month old, deposited by the system, professionals, the
 patient or a representative; the patients' Consents: authorisations, blocks, masked grants, feeding
 oppositions, and for each emergency mode an opposition or a masked permit, some no longer in force (inactive,
 or their period over). A small cast of professionals plays most parts (médecin traitant, depositor, named by
@@ -44,7 +44,7 @@ from urllib.parse import urlencode, urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fhirclient import json_of
+from tests.fhirclient import document, json_of
 
 TERMINOLOGIES = Path(__file__).resolve().parents[2] / "terminologies"
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -107,7 +107,7 @@ class Doc:
     patient: int
     code: str
     labels: frozenset[str]
-    age: str  # recent | old | undated (its date is then its creation: recent)
+    age: str  # recent | old (the DMP profile requires a date)
     depositor: tuple  # ("system",) | ("pro", i) | ("patient",) | ("representative", "a" | "b")
     status: str
     age_days: int
@@ -124,18 +124,11 @@ class Doc:
 
     def resource(self, subject: str, now: datetime) -> dict:
         system, doc_class = DOC_TYPES[self.code]
-        out: dict = {
-            "resourceType": "DocumentReference", "status": self.status,
-            "type": {"coding": [{"system": system, "code": self.code}]},
-            "category": [{"coding": [{"system": TRE_A03, "code": doc_class}]}],
-            "subject": {"reference": subject},
-            "content": [{"attachment": {"contentType": "text/plain", "data": "eA=="}}],
-        }
-        if self.age != "undated":
-            out["date"] = (now - timedelta(days=self.age_days, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if self.labels:
-            out["securityLabel"] = [{"coding": [{"system": TRE_A07, "code": code}]} for code in sorted(self.labels)]
-        return out
+        return document("", subject={"reference": subject}, status=self.status,
+                        type={"coding": [{"system": system, "code": self.code}]},
+                        category=[{"coding": [{"system": TRE_A03, "code": doc_class}]}],
+                        date=(now - timedelta(days=self.age_days, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        securityLabel=[{"coding": [{"system": TRE_A07, "code": code}]} for code in sorted(self.labels)])
 
 
 @dataclass
@@ -176,6 +169,8 @@ class Consent:
                                   "code": "patient-privacy"}]},
             "category": [{"coding": [{"system": LOINC, "code": "59284-0"}]}],
             "patient": {"reference": f"Patient/{patient_id}"}, "provision": provision,
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                       "code": "OPTIN" if provision["type"] == "permit" else "OPTOUT"}]},
         }
 
 
@@ -203,7 +198,7 @@ def worlds(draw) -> World:  # type: ignore[no-untyped-def]
                                    st.tuples(st.just("pro"), pros), st.just(("patient",)),
                                    st.tuples(st.just("representative"), st.sampled_from("ab"))))
         code = PATIENT_TYPE if depositor[0] in ("patient", "representative") else draw(st.sampled_from(TYPE_CODES))
-        age = draw(st.sampled_from(("recent", "old", "undated")))
+        age = draw(st.sampled_from(("recent", "old")))
         docs.append(Doc(draw(st.sampled_from((0, 0, *range(n)))), code, draw(labels), age, depositor,
                         draw(st.sampled_from(("current", "current", "superseded"))),
                         draw(st.integers(0, 20)) if age == "recent" else draw(st.integers(40, 400))))

@@ -30,6 +30,7 @@ from fhir_dmp import fhirjson
 from fhir_dmp.cli import main
 from fhir_dmp.config import Settings
 from fhir_dmp.http.app import create_app
+from fhir_dmp.policy import consents
 from fhir_dmp.services import audit
 from fhir_dmp.storage.db import Database
 from fhir_dmp.storage.migrate import upgrade
@@ -67,17 +68,7 @@ def created(response: Any) -> str:
 
 def authorisation(pid: str, ps: str) -> dict:
     """The patient's authorisation of professional `ps` (docs/access-policy.md, Consent shapes)."""
-    return {
-        "resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                              "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{pid}"},
-        "provision": {"type": "permit", "actor": [{
-            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                                 "code": "PRCP"}]},
-            "reference": {"identifier": {"system": IDNATPS, "value": ps}}}]},
-    }
+    return consents.authorisation(pid, ps)
 
 
 def transaction(*entries: dict, kind: str = "transaction") -> dict:

@@ -10,6 +10,8 @@ import pytest
 from fhir_dmp.policy.consents import IDNATPS, authorisation
 from tests.fhirclient import document, json_of, patient, written
 
+TRE_A07 = "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument"
+TRE_A05 = "https://mos.esante.gouv.fr/NOS/TRE_A05-TypeDocComplementaire/FHIR/TRE-A05-TypeDocComplementaire"
 A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 TREATING, DOCTOR, KINE = "810000000101", "810000000102", "810000000103"
 
@@ -39,7 +41,8 @@ def _deny(pid: str, ps: str, **provision) -> dict:  # type: ignore[no-untyped-de
 
 
 def _classed(pid: str, klass: str, code: str = "11488-4") -> dict:
-    return document(pid, type={"coding": [{"system": "http://loinc.org", "code": code}]},
+    system = "http://loinc.org" if code[:1].isdigit() else TRE_A05
+    return document(pid, type={"coding": [{"system": system, "code": code}]},
                     category=[{"coding": [{"system": A03, "code": klass}]}])
 
 
@@ -132,7 +135,7 @@ def test_only_the_depositor_or_the_patient_changes_a_document(client):
     updated = doctor.put(f"DocumentReference/{doc['id']}", {**doc, "description": "corrigé"})
     assert updated.status_code == 200, updated.data
     masked = patient_client.patch(f"DocumentReference/{doc['id']}", [
-        {"op": "add", "path": "/securityLabel", "value": [{"coding": [{"code": "MASQUE_PS"}]}]}],
+        {"op": "add", "path": "/securityLabel/-", "value": {"coding": [{"system": TRE_A07, "code": "MASQUE_PS"}]}}],
         content_type="application/json-patch+json")
     assert masked.status_code == 200, masked.data
     assert doctor.get(f"DocumentReference/{doc['id']}").status_code == 200  # the depositor still sees it

@@ -39,7 +39,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[tuple[Fh
     else:
         db = request.getfixturevalue("postgres_database")
         _empty(db)
-    app = create_app(Settings(database_url=db.url, jwt_secret=SECRET, max_body_bytes=1 << 20), database=db)
+    app = create_app(Settings(database_url=db.url, jwt_secret=SECRET, max_body_bytes=1 << 20, enforce_profiles=False),
+                     database=db)
     client = FhirTestClient(app.test_client(), SECRET)
     yield client, build_world(client)
     if request.param == "sqlite":

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fhir_dmp.storage import repository as repo
-from tests.fhirclient import document, json_of, patient, written
+from tests.fhirclient import document, json_of, linked, patient, written
 
 BASE = "http://localhost/fhir"
 INS = "urn:oid:1.2.250.1.213.1.4.10"
@@ -118,7 +118,7 @@ def test_urn_uuids_are_replaced_in_references_and_in_other_string_elements(clien
     binary = {"resourceType": "Binary", "contentType": "text/plain", "data": "Q29tcHRlIHJlbmR1",
               "securityContext": {"reference": doc_url}}
     doc = document("placeholder", subject={"reference": p_url},
-                   content=[{"attachment": {"contentType": "text/plain", "url": bin_url}}],
+                   content=[{"attachment": linked(b"Compte rendu", bin_url)}],
                    description="not a urn: " + p_url)
     # the Binary comes before the DocumentReference its securityContext names
     response = send(client, [post(patient(unique_ins()), p_url), post(binary, bin_url), post(doc, doc_url)])

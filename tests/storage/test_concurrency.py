@@ -243,7 +243,7 @@ def test_concurrent_transactions_updating_one_resource_lose_nothing(app):
         client = new_client(app)
         statuses = []
         for k in range(rounds):
-            changed = body | {"name": [{"family": "MARTIN", "text": f"t{t}-r{k}"}]}
+            changed = body | {"name": [{"family": "MARTIN", "given": ["Claire"], "text": f"t{t}-r{k}"}]}
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
                 {"resource": changed, "request": {"method": "PUT", "url": f"Patient/{pid}"}},
                 {"resource": document(pid), "request": {"method": "POST", "url": "DocumentReference"}},
@@ -273,7 +273,8 @@ def test_concurrent_transactions_updating_two_resources_in_opposite_orders_all_s
         order = [a["id"], b["id"]] if t % 2 else [b["id"], a["id"]]
         statuses = []
         for k in range(rounds):
-            entries = [{"resource": bodies[rid] | {"name": [{"family": "MARTIN", "text": f"t{t}-r{k}"}]},
+            name = [{"family": "MARTIN", "given": ["Claire"], "text": f"t{t}-r{k}"}]
+            entries = [{"resource": bodies[rid] | {"name": name},
                         "request": {"method": "PUT", "url": f"Patient/{rid}"}} for rid in order]
             statuses.append(client.post("/fhir", {"resourceType": "Bundle", "type": "transaction",
                                                   "entry": entries}).status_code)
@@ -299,7 +300,7 @@ def test_concurrent_transactions_with_conditional_updates_in_opposite_orders_all
         order = values if t % 2 else values[::-1]
         statuses = []
         for k in range(rounds):
-            entries = [{"resource": patient(v, name=[{"family": "MARTIN", "text": f"t{t}-r{k}"}]),
+            entries = [{"resource": patient(v, name=[{"family": "MARTIN", "given": ["Claire"], "text": f"t{t}-r{k}"}]),
                         "request": {"method": "PUT", "url": f"Patient?identifier={INS}|{v}"}} for v in order]
             statuses.append(client.post("/fhir", {"resourceType": "Bundle", "type": "transaction",
                                                   "entry": entries}).status_code)
