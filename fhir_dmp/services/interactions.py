@@ -29,6 +29,7 @@ from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import audit, conformance, content, history, notify, references, validating
 from fhir_dmp.services.bundles import process_bundle
+from fhir_dmp.services.dmp_operations import OPERATIONS
 from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed, parse_url
@@ -159,6 +160,9 @@ class FhirService:
             return conformance.handle(self.conformance, guard, req, self.settings)
         if definition is not None and interaction == "operation" and req.operation == "$validate":
             return validating.validate(self, conn, guard, req)
+        operation = OPERATIONS.get((req.resource_type or "", req.operation or ""))
+        if operation is not None and interaction == "operation":
+            return operation(self, conn, guard, req)
         if definition is None or not definition.allows(interaction):
             raise method_not_allowed(req)
         handler = {
