@@ -38,6 +38,7 @@ from fhir_dmp.storage.migrate import upgrade  # noqa: E402
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"
+FAKE_SHA1 = "2jmj7l5rSw0yVb/vlWAYkK/YBwk="  # SHA-1 of nothing, base64: well formed
 LOINC = "http://loinc.org"
 A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 A08 = "https://mos.esante.gouv.fr/NOS/TRE_A08-HL7Confidentiality/FHIR/TRE-A08-HL7Confidentiality"
@@ -89,15 +90,20 @@ def patient_bundle(first: int, count: int, docs_per_patient: int, practitioners:
             entries.append({"resource": {
                 "resourceType": "DocumentReference",
                 "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+                "identifier": [{"use": "official", "system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"}],
                 "status": rng.choices(["current", "superseded", "entered-in-error"], [90, 8, 2])[0],
                 "type": {"coding": [{"system": system, "code": code}]},
                 "category": [{"coding": [{"system": A03, "code": klass}]}],
                 "subject": {"reference": full},
                 "date": f"{year}-{month:02d}-{day:02d}T{rng.randint(7, 19):02d}:{rng.randint(0, 59):02d}:00+01:00",
                 "author": [{"reference": f"Practitioner/{rng.choice(practitioners)}"}],
+                "custodian": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": f"{i % 997:09d}"}},
                 "securityLabel": [{"coding": [label]} for label in labels],
-                "content": [{"attachment": {"contentType": "application/pdf", "url": f"Binary/{uuid.uuid4()}",
-                                            "size": rng.randint(1000, 100000), "title": "Document"}}],
+                # the bytes are kept by the producer here (a url of its own): their size and hash are not checked
+                "content": [{"attachment": {"contentType": "application/pdf",
+                                            "url": f"https://documents.example.org/{uuid.uuid4()}.pdf",
+                                            "size": rng.randint(1000, 100000), "hash": FAKE_SHA1,
+                                            "title": "Document"}}],
                 "context": {"period": {"start": f"{year}-{month:02d}-{day:02d}"}},
             }, "request": {"method": "POST", "url": "DocumentReference"}})
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
