@@ -32,7 +32,10 @@ def _parsed(expression: str) -> Any:
 
 
 def own_constraints(element: dict) -> list[dict]:
-    """The element's constraints a profile added (not core R4's)."""
+    """The constraints to evaluate on the element: those without a core `source`. The snapshots carry their
+    own invariants and R4's own resource invariants (ppc-1, cmp-1, lst-1...) without a source, so both hold on
+    every write; the `dom-*` and `ele-1` of every element carry R4's source and are left to the structural
+    validator."""
     out = []
     for c in element.get("constraint") or ():
         core = str(c.get("source", "")).startswith(CORE) if isinstance(c, dict) else True

@@ -183,10 +183,12 @@ class _Walk:
         if vs is None:
             self.report.skipped_bindings += 1
             return
+        kinds = {t.get("code") for t in el.get("type") or () if isinstance(t, dict)}
         if isinstance(node, str):
             ok = node in _codes(self.conf, vs)
-        elif isinstance(node, dict) and ("coding" in node or "code" in node):
-            codings = node.get("coding") if "coding" in node else [node]
+        elif isinstance(node, dict) and ("coding" in node or "code" in node or "CodeableConcept" in kinds):
+            # a CodeableConcept with text alone carries no code of the value set
+            codings = node.get("coding", []) if "coding" in node or "CodeableConcept" in kinds else [node]
             ok = any(isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
                      and validate_code(self.conf, vs, c["system"], c["code"]).result
                      for c in (codings if isinstance(codings, list) else []))
