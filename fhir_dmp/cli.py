@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -142,6 +143,36 @@ def audit_verify(database_url: str) -> None:
     if broken:
         click.echo(f"{broken} broken chain(s)", err=True)
         sys.exit(1)
+
+
+
+@main.command()
+@click.option("--closed-before", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="purge the DMPs closed before this date, UTC (default: ten years before today)")
+@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+@click.option("--base-url", envvar="FHIR_DMP_BASE_URL", default="http://localhost:8080/fhir", show_default=True,
+              help="the public base URL, for the purge's AuditEvents")
+@click.option("--dry-run", is_flag=True, help="list the DMPs that would be purged, remove nothing")
+def purge(closed_before: datetime | None, database_url: str, base_url: str, dry_run: bool) -> None:
+    """Remove the DMPs closed for more than ten years (dmp-reference.md 9): each with every version of its
+    resources and its traces, leaving an AuditEvent of the purge; one JSON line per DMP, then the count."""
+    from fhir_dmp.policy.lifecycle import ten_years_before
+    from fhir_dmp.search.dates import now_utc
+    from fhir_dmp.services.lifecycle import purge as run_purge
+    from fhir_dmp.services.lifecycle import purge_candidates
+
+    database = Database(database_url)
+    upgrade(database)
+    before = closed_before or ten_years_before(now_utc())
+    if dry_run:
+        for pid in purge_candidates(database, before):
+            click.echo(json.dumps({"would_purge": f"Patient/{pid}"}))
+        click.echo(json.dumps({"purged": 0}))
+        return
+    done = run_purge(database, before, base_url)
+    for line in done:
+        click.echo(json.dumps(line))
+    click.echo(json.dumps({"purged": len(done)}))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,6 +20,8 @@ TGZ = ROOT.parent / "shared" / "reference" / "fhir-r4" / "hl7.fhir.r4.core-4.0.1
 OUT = Path(__file__).with_name("r4-summary.json")
 SERVED = ("Patient", "DocumentReference", "Binary", "List", "Consent", "AuditEvent", "Composition",
           "Communication", "Practitioner", "PractitionerRole", "Organization",
+          "Condition", "AllergyIntolerance", "MedicationStatement", "Procedure", "DeviceUseStatement",
+          "Immunization", "Observation",  # VSM section entries (dmp-reference.md 8)
           "CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition")  # the last four: shipped, read-only
 
 

@@ -10,8 +10,8 @@ from flask import Blueprint, Response, current_app, request
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, bad_request
-from fhir_dmp.http import fhirxml
-from fhir_dmp.http.negotiate import body_kind, parse_media_type, response_format
+from fhir_dmp.http import binary, fhirxml
+from fhir_dmp.http.negotiate import JSON, body_kind, parse_media_type, response_format
 from fhir_dmp.http.render import respond
 from fhir_dmp.services.identity import caller_from_header
 from fhir_dmp.services.requests import FhirResponse, parse_url
@@ -41,7 +41,9 @@ def metadata() -> Response:
 @bp.route("", methods=_ALL, strict_slashes=False)
 @bp.route("/<path:path>", methods=_ALL)
 def fhir(path: str = "") -> Response:
-    fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
+    accept = request.headers.get("Accept")
+    native = binary.is_binary_read(request.method, path, request.args.get("_format"))  # ITI-68: maybe raw bytes
+    fmt = _error_format(accept) if native else response_format(request.args.get("_format"), accept)
     ext = _ext()
     caller = caller_from_header(request.headers.get("Authorization"), ext["keys"])
     method = "GET" if request.method == "HEAD" else request.method
@@ -57,8 +59,20 @@ def fhir(path: str = "") -> Response:
     if query:
         req = replace(req, query=req.query + tuple(query))
     result = ext["service"].handle(caller, req)
+    if native and result.status == 200 and isinstance(result.body, dict):
+        fmt = binary.representation(accept, str(result.body.get("contentType") or ""))
+        if fmt == binary.NATIVE:
+            return binary.raw_response(result, head=request.method == "HEAD")
     return respond(result, fmt, prefer_return=prefer.get("return"), pretty=_pretty(),
                    head=request.method == "HEAD")
+
+
+def _error_format(accept: str | None) -> str:
+    """The format of anything but the raw document (a refusal, a 304) when the client accepts a document type."""
+    try:
+        return response_format(None, accept)
+    except FhirError:
+        return JSON
 
 
 def _read_body(method: str) -> tuple[Any, str, list[tuple[str, str]]]:
@@ -68,8 +82,8 @@ def _read_body(method: str) -> tuple[Any, str, list[tuple[str, str]]]:
         return None, "", []
     raw = request.get_data(cache=False)
     if not raw and not length:
-        if method == "POST" and request.path.endswith("/_search"):
-            return None, "", []
+        if method == "POST" and (request.path.endswith("/_search") or "/$" in request.path):
+            return None, "", []  # a search, or an operation without parameters (Patient/[id]/$reopen)
         raise bad_request(f"{method} needs a request body", code="required")
     kind = body_kind(request.headers.get("Content-Type"))
     media = parse_media_type(request.headers.get("Content-Type", "")).essence

@@ -15,8 +15,12 @@ from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.habilitation import LOINC, TRE_A05, DocumentType
 from fhir_dmp.storage.criteria import AccessFacts
 
+VSM_TYPE = "60591-5"  # LOINC synthèse médicale: the VSM (dmp-reference.md 8)
+# The patient summary's entry types, stored as VSM section entries: each is seen as a VSM is (type 60591-5).
+SUMMARY_TYPES = frozenset({"Condition", "AllergyIntolerance", "MedicationStatement", "Procedure",
+                           "DeviceUseStatement", "Immunization", "Observation"})
 # Types governed as documents: the habilitation matrix and the visibility labels apply to them.
-DOCUMENT_TYPES = frozenset({"DocumentReference", "Composition", "Binary"})
+DOCUMENT_TYPES = frozenset({"DocumentReference", "Composition", "Binary", *SUMMARY_TYPES})
 TRE_A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 
 
@@ -36,8 +40,16 @@ def access_facts(resource_type: str, resource: dict, owner: str, created: dateti
         return AccessFacts(base.doc_type, base.labels | bits, base.doc_date, owner, governed_by)
     if resource_type not in DOCUMENT_TYPES:
         return AccessFacts("", bits, None, owner, "")
+    if resource_type in SUMMARY_TYPES:  # a VSM entry, whatever it says: no type of its own to judge it by
+        return AccessFacts(VSM_TYPE if VSM_TYPE in types else "", bits, created, owner, "")
     doc_type = _document_type(resource, types)
     return AccessFacts(doc_type, bits, _instant(resource.get("date")) or created, owner, "")
+
+
+def governed(own: AccessFacts, governor: AccessFacts, governed_by: str) -> AccessFacts:
+    """A resource whose access follows a document's (a VSM's Composition and entries follow its
+    DocumentReference): the document's type and date, its labels added to the resource's own."""
+    return AccessFacts(governor.doc_type, governor.labels | own.labels, governor.doc_date, own.owner, governed_by)
 
 
 def governing_reference(binary: dict) -> str:

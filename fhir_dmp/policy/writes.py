@@ -8,13 +8,38 @@ rule of the DMP (422: blocking the médecin traitant).
 from __future__ import annotations
 
 from fhir_dmp.errors import FhirError, forbidden, unprocessable
+from fhir_dmp.policy import documents, lifecycle
 from fhir_dmp.policy.access import PUBLIC_TYPES, Access
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp, terms_of
-from fhir_dmp.policy.facts import DOCUMENT_TYPES, classes, owner_key
+from fhir_dmp.policy.facts import DOCUMENT_TYPES, SUMMARY_TYPES, VSM_TYPE, classes, owner_key
+from fhir_dmp.policy.habilitation import LOINC
 
 SERVER_ONLY = frozenset({"AuditEvent", "Communication"})  # traces and notifications are the server's
 PATIENT_CLASS = "90"  # documents a patient files: class 90, déposé par le patient
+MEDECIN = "10"  # TRE_G15: the VSM's only authors, with system feeds (dmp-reference.md 8)
+VSM_PARTS = frozenset({"Composition", *SUMMARY_TYPES})  # the VSM and its section entries
+
+
+def is_vsm_part(resource_type: str, body: dict) -> bool:
+    """The VSM (a Composition: the only Composition the DMP holds), its section entries, or a
+    DocumentReference of type 60591-5 (the VSM filed as a document, by the server or in another form)."""
+    if resource_type in VSM_PARTS:
+        return True
+    codings = body.get("type", {}).get("coding") if isinstance(body.get("type"), dict) else None
+    return resource_type == "DocumentReference" and isinstance(codings, list) and any(
+        isinstance(c, dict) and c.get("system") == LOINC and c.get("code") == VSM_TYPE for c in codings)
+
+
+def vsm_author_refusal(caller: Caller, resource_type: str, body: dict) -> FhirError | None:
+    """8: the VSM is written by a médecin. Other professionals, patients and representatives read it (as
+    the matrix and labels allow) but never write it, nor its entries; system feeds (migrations) may."""
+    if caller.is_system or not is_vsm_part(resource_type, body):
+        return None
+    if caller.actor == "professional" and caller.profession == MEDECIN:
+        return None
+    return forbidden(f"The VSM (synthèse médicale, 60591-5) and its entries are written by a médecin "
+                     f"(profession 10): you may not write this {resource_type}")
 
 
 def create_refusal(caller: Caller, resource_type: str, body: dict, dmp: Dmp | None) -> FhirError | None:
@@ -24,6 +49,9 @@ def create_refusal(caller: Caller, resource_type: str, body: dict, dmp: Dmp | No
         return None
     if resource_type in SERVER_ONLY:
         return forbidden(f"{resource_type} resources are written by the server only")
+    refusal = vsm_author_refusal(caller, resource_type, body)
+    if refusal is not None:
+        return refusal
     patientish = caller.actor in ("patient", "representative")
     if dmp is None and resource_type == "Consent":  # in a DMP opened earlier in the same transaction
         return consent_refusal(caller, body, Dmp("", True, frozenset(), frozenset()))
@@ -71,8 +99,17 @@ def change_refusal(caller: Caller, access: Access | None, resource_type: str, ow
     if caller.actor in ("patient", "representative"):
         if access.kind not in ("patient", "representative"):
             return forbidden("Patients change only their own DMP")
+        if resource_type == "Patient" and after is not None:  # 9: closing and reopening are $close and $reopen
+            refusal = lifecycle.closure_edit_refusal(before, after)
+            if refusal is not None:
+                return refusal
+        if after is not None and resource_type in VSM_PARTS:
+            return forbidden("The VSM is the médecin's: a patient may delete it, or mask it through its "
+                             "DocumentReference's securityLabel, not rewrite it")
         if resource_type == "Consent" and after is not None and dmp is not None:
             return consent_refusal(caller, after, dmp)
+        if resource_type == "DocumentReference" and after is not None:
+            return documents.change_refusal(caller, mine, before, after)
         return None
     # professionals
     if not access.is_open:
@@ -87,8 +124,14 @@ def change_refusal(caller: Caller, access: Access | None, resource_type: str, ow
     if not mine:
         what = "document" if resource_type in DOCUMENT_TYPES else resource_type
         return forbidden(f"Only the professional who deposited this {what}, or the patient, may change it")
+    if after is not None:
+        refusal = vsm_author_refusal(caller, resource_type, after)  # a changed type can make it a VSM
+        if refusal is not None:
+            return refusal
     if resource_type == "Consent" and after is not None and dmp is not None:
         return consent_refusal(caller, after, dmp)
+    if resource_type == "DocumentReference" and after is not None:
+        return documents.change_refusal(caller, mine, before, after)
     return None
 
 

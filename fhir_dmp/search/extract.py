@@ -20,7 +20,9 @@ from fhir_dmp.search.paths import Getter, Unsupported, compile_path, split_union
 # Handled by the resource table itself, not by index rows.
 BUILT_IN = frozenset({"_id", "_lastUpdated"})
 SERVED_TYPES = ("Patient", "DocumentReference", "Binary", "List", "Consent", "AuditEvent", "Composition",
-                "Communication", "Practitioner", "PractitionerRole", "Organization")
+                "Communication", "Practitioner", "PractitionerRole", "Organization", "Condition",
+                "AllergyIntolerance", "MedicationStatement", "Procedure", "DeviceUseStatement", "Immunization",
+                "Observation")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,10 @@ PATIENT_KEY_PARAMS = {
     "DocumentReference": {"patient", "subject"}, "Composition": {"patient", "subject"},
     "List": {"patient", "subject"}, "Consent": {"patient"}, "Communication": {"patient", "subject"},
     "AuditEvent": {"patient"},  # the server files each trace under the DMP its patient entity names
+    # VSM section entries (services/registry.py patient paths)
+    "Condition": {"patient", "subject"}, "AllergyIntolerance": {"patient"},
+    "MedicationStatement": {"patient", "subject"}, "Procedure": {"patient", "subject"},
+    "DeviceUseStatement": {"patient", "subject"}, "Immunization": {"patient"}, "Observation": {"patient", "subject"},
 }
 
 

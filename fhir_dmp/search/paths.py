@@ -1,7 +1,8 @@
 """A compiler for the FHIRPath subset the R4 search parameters of the served types use.
 
 Measured: fhirpathpy costs about 10 us per compiled expression and lacks `resolve()`; these
-expressions are plain paths plus four patterns (`where(resolve() is T)`, `as T` / `ofType(T)`,
+expressions are plain paths plus four patterns (`where(resolve() is T)`, `as T` / `ofType(T)` (after an
+element: its choice of that type),
 `where(field='x')`, `extension('url')`), so they compile here to closures over dicts and lists
 costing about a microsecond. An expression outside the subset raises `Unsupported` at load time,
 and its parameter is then not offered (the CapabilityStatement never lists it).
@@ -55,6 +56,8 @@ def compile_path(expression: str, resource_type: str) -> Getter:
     match = _AS.match(text)
     if match:
         text, as_type = match["inner"].strip(), match["type"]
+    elif text.startswith("(") and text.endswith(")"):  # IHE MHD writes `(extension('...').value.ofType(T))`
+        text = text[1:-1].strip()
     if text.startswith(resource_type + "."):
         text = text[len(resource_type) + 1:]
     elif text.startswith("Resource."):
@@ -63,12 +66,17 @@ def compile_path(expression: str, resource_type: str) -> Getter:
         raise Unsupported(f"{expression!r} is not about {resource_type}")
     steps: list[Callable[[list[Any]], list[Any]]] = []
     pos = 0
+    previous: re.Match[str] | None = None
     while pos < len(text):
         m = _STEP.match(text, pos)
         if not m or m.end() == pos:
             raise Unsupported(f"cannot compile {expression!r} at {text[pos:]!r}")
         pos = m.end()
-        steps.append(_step(m))
+        if m["oftype"] and previous is not None and previous["name"]:  # `value.ofType(Identifier)`: valueIdentifier
+            steps[-1] = _choice_step(previous["name"], m["oftype"])
+        else:
+            steps.append(_step(m))
+        previous = m
     if as_type:
         steps[-1] = _choice_step(_last_name(text), as_type)
 

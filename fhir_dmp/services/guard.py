@@ -18,7 +18,7 @@ from fhir_dmp.policy import access as policy
 from fhir_dmp.policy.access import Access
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp, dmp_of
-from fhir_dmp.policy.facts import owner_key
+from fhir_dmp.policy.facts import SUMMARY_TYPES, owner_key
 from fhir_dmp.policy.habilitation import HabilitationMatrix
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.services.references import INS_SYSTEMS
@@ -28,7 +28,8 @@ from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.repository import Stored
 
 # Types whose every search by a professional must name one DMP (6.5: no cross-patient lists).
-DMP_TYPES = frozenset({"Patient", "DocumentReference", "Binary", "List", "Consent", "Composition", "Communication"})
+DMP_TYPES = frozenset({"Patient", "DocumentReference", "Binary", "List", "Consent", "Composition", "Communication",
+                       *SUMMARY_TYPES})
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Guard:
     touched: dict[str, Touched] = field(default_factory=dict)
     pending_facts: dict[str, AccessFacts] = field(default_factory=dict)  # created earlier in this transaction
     authorise_on: list[str] = field(default_factory=list)  # DMPs a professional just created
+    saved: list[tuple[str, str]] = field(default_factory=list)  # (type, id) created or updated in this unit
+    pending_ins: dict[str, str] = field(default_factory=dict)  # INS -> DMP opened earlier in this transaction
     _dmps: dict[str, Dmp | None] = field(default_factory=dict)
     _access: dict[str, Access] = field(default_factory=dict)
     _own: list[str | None] = field(default_factory=list)
@@ -60,6 +63,8 @@ class Guard:
         self.touched.clear()
         self.pending_facts.clear()
         self.authorise_on.clear()
+        self.saved.clear()
+        self.pending_ins.clear()
         self._dmps.clear()
         self._access.clear()
         self._own.clear()

@@ -27,7 +27,7 @@ from fhir_dmp.search import shape
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.search.parse import parse_criteria
-from fhir_dmp.services import audit, conformance, content, history, notify, references, validating
+from fhir_dmp.services import audit, conformance, content, history, lifecycle, mhd, notify, references, validating, vsm
 from fhir_dmp.services.bundles import process_bundle
 from fhir_dmp.services.dmp_operations import OPERATIONS
 from fhir_dmp.services.guard import Guard
@@ -106,6 +106,8 @@ class FhirService:
                 try:
                     with self.db.transaction(write=write) as conn:
                         response = work(conn)
+                        if write:  # 8: a VSM saved files its DocumentReference in the same unit of work
+                            vsm.file_saved(self, conn, guard, req.base_url)
                         sent = self.trace(conn, guard, req, response.status) if write else []
                     if not write:
                         with self.db.transaction(write=True) as conn:
@@ -246,6 +248,7 @@ class FhirService:
         """A conditional create's match. One DMP per INS: an existing Patient is found even by a professional
         not yet authorised on it (who then sees its identity only, as with the existence check)."""
         if resource_type == "Patient":
+            lifecycle.lock_condition_ins(self.db, conn, condition)  # before matching: see lifecycle.claim_ins
             stored = self.match_condition(conn, guard, resource_type, condition, what, hidden_exists=True)
             if stored is not None:
                 guard.touch(stored.patient_key, f"Patient/{stored.id}")
@@ -298,10 +301,17 @@ class FhirService:
             refusal = feeding_refusal(caller, dmp)
         if refusal is not None:
             raise refusal
+        if rtype == "Patient":  # one DMP per INS, race-safe (409 for a second one)
+            lifecycle.claim_ins(self.db, conn, guard, stamped, rid)
+        # MHD replacement: the documents it replaces become superseded (a DMP rule: off, like the profiles, for
+        # the generic FHIR data FHIR_DMP_ENFORCE_PROFILES=false admits)
+        if rtype == "DocumentReference" and self.settings.enforce_profiles:
+            mhd.supersede_replaced(self, conn, guard, req, stamped, patient)
         facts = access_facts(rtype, stamped, guard.owner, when, self.matrix.codes.types,
                              self._governing(conn, guard, stamped) if rtype == "Binary" else None)
         if rtype == "DocumentReference":
             guard.pending_facts[f"DocumentReference/{rid}"] = facts
+        guard.saved.append((rtype, rid))
         if rtype == "Patient" and caller.actor == "professional":
             guard.authorise_on.append(rid)
         if rtype in ("Patient", "Consent"):
@@ -390,14 +400,19 @@ class FhirService:
             raise refusal
 
     def store_version(self, conn: Connection, guard: Guard, req: FhirRequest, stored: Stored, body: dict,
-                      method: str) -> FhirResponse:
+                      method: str, *, judged: bool = False) -> FhirResponse:
+        """Write `body` as the next version; `judged`: an operation's own policy allowed this change already
+        (`$close` by the médecin traitant changes `active`, which no update of theirs may)."""
         assert req.resource_type
         self.check_if_match(req, stored)
         rtype = req.resource_type
         if guard.caller.secret and rtype in DOCUMENT_TYPES:
             body = labels.add_label(rtype, body, "INVISIBLE_REPRESENTANTS_LEGAUX")
-        self.check_change(conn, guard, stored, body)
+        if not judged:
+            self.check_change(conn, guard, stored, body)
         self.enforce(conn, guard, body, req.base_url)
+        if rtype == "Patient":
+            lifecycle.claim_ins(self.db, conn, guard, body, stored.id, content.resource_of(stored))
         when = now_utc()
         stamped = content.stamp(body, stored.id, stored.version_id + 1, when)
         patient = references.patient_key(conn, rtype, stamped, stored.id, req.base_url, {})
@@ -409,6 +424,9 @@ class FhirService:
         guard.touch(patient, f"{rtype}/{stored.id}/_history/{stored.version_id + 1}")
         facts = access_facts(rtype, stamped, stored.facts.owner, when, self.matrix.codes.types,
                              self._governing(conn, guard, stamped) if rtype == "Binary" else None)
+        if rtype != "Binary" and stored.facts.governed_by:  # a VSM part keeps following its DocumentReference
+            facts = vsm.still_governed(conn, facts, stored.facts.governed_by)
+        guard.saved.append((rtype, stored.id))
         new = repo.write_version(conn, stored, content=fhirjson.dumps(stamped), patient_key=patient, last_updated=when,
                                  method=method, index=index_rows(rtype, stamped, req.base_url), facts=facts)
         if rtype == "DocumentReference":
@@ -435,7 +453,9 @@ class FhirService:
             raise FhirError.of(410, "deleted", f"{req.resource_type}/{stored.id} was deleted")
         self.check_if_match(req, stored)
         try:
-            patched = jsonpatch.JsonPatch(req.body).apply(content.resource_of(stored))
+            ops = mhd.pdsm_paths(req.body, content.resource_of(stored)) if req.resource_type == "DocumentReference" \
+                else req.body
+            patched = jsonpatch.JsonPatch(ops).apply(content.resource_of(stored))
         except jsonpatch.JsonPatchTestFailed as exc:
             raise unprocessable(f"JSON Patch test failed: {exc}") from exc
         except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
@@ -446,6 +466,8 @@ class FhirService:
             raise unprocessable("A patch may not change the resource's id", f"{req.resource_type}.id")
         if patched.get("resourceType") != req.resource_type:
             raise unprocessable("A patch may not change the resourceType", "resourceType")
+        if req.resource_type == "DocumentReference":  # PDSm flux 03: metadata only
+            mhd.check_metadata_update(content.resource_of(stored), patched)
         issues = content.validate_structure(patched)
         if issues:
             raise FhirError(422, issues)

@@ -34,6 +34,15 @@ RESOURCES: dict[str, ResourceDef] = {
         ResourceDef("AuditEvent", READ_ONLY, documentation="Access traces, written by the server only"),
         ResourceDef("Composition", FULL, ("subject",), "The VSM (Volet de Synthèse Médicale)"),
         ResourceDef("Communication", FULL, ("subject",), "Notifications to the patient"),
+        # The patient summary's entry types: VSM section entries, governed like a document of type 60591-5
+        *(ResourceDef(name, FULL, (path,), f"A VSM section entry ({what}), seen as the VSM (type 60591-5) is")
+          for name, path, what in (("Condition", "subject", "problems"),
+                                   ("AllergyIntolerance", "patient", "allergies"),
+                                   ("MedicationStatement", "subject", "medications"),
+                                   ("Procedure", "subject", "procedures"),
+                                   ("DeviceUseStatement", "subject", "medical devices"),
+                                   ("Immunization", "patient", "immunizations"),
+                                   ("Observation", "subject", "results, social history"))),
         ResourceDef("Practitioner", FULL, documentation="A health professional"),
         ResourceDef("PractitionerRole", FULL, documentation="A professional's role in a structure"),
         ResourceDef("Organization", FULL, documentation="A health structure"),

@@ -14,6 +14,7 @@ from fhir_dmp.config import project_dir
 from fhir_dmp.policy.facts import access_facts, governing_reference
 from fhir_dmp.policy.habilitation import load_code_lists
 from fhir_dmp.search.extract import index_rows
+from fhir_dmp.services.vsm import still_governed
 from fhir_dmp.storage import repository as repo
 from fhir_dmp.storage.db import Database
 
@@ -34,6 +35,8 @@ def reindex(db: Database, base_url: str, *, resource_type: str | None = None, ba
                     governing = doc.facts if doc is not None else None
                 facts = access_facts(stored.resource_type, resource, stored.facts.owner, stored.last_updated, types,
                                      governing)
+                if stored.resource_type != "Binary" and stored.facts.governed_by:  # a VSM part (services/vsm.py)
+                    facts = still_governed(conn, facts, stored.facts.governed_by)
                 repo.replace_index(conn, stored, index_rows(stored.resource_type, resource, base_url), facts)
                 if stored.resource_type == "DocumentReference":
                     repo.update_governed(conn, f"DocumentReference/{stored.id}", facts)

@@ -149,8 +149,8 @@ def test_conditional_create(client):
     assert json_of(again) == json_of(first)
     assert again.headers["ETag"] == 'W/"1"'
     assert bundle(client, "Patient")["total"] == 1 and history_total(client) == 1
-    new_patient(client)
-    outcome(client.post("Patient", patient(), headers={"If-None-Exist": "identifier=1800175123456"}), 412)
+    new_patient(client, "1800175123457")  # one DMP per INS: several matches come from another criterion
+    outcome(client.post("Patient", patient(), headers={"If-None-Exist": "family=MARTIN"}), 412)
     outcome(client.post("Patient", patient(), headers={"If-None-Exist": "nonsense=1"}), 400)
     assert history_total(client) == 2
 
@@ -166,8 +166,8 @@ def test_conditional_update(client):
     same_id = client.put(url, patient("2900175123456", id=pid, gender="other"))
     assert same_id.status_code == 200 and json_of(same_id)["meta"]["versionId"] == "3"
     outcome(client.put(url, patient("2900175123456", id="someone-else")), 400)
-    new_patient(client, "2900175123456")
-    outcome(client.put(url, patient("2900175123456")), 412)
+    new_patient(client, "2900175123457")  # one DMP per INS: several matches come from another criterion
+    outcome(client.put("Patient?family=MARTIN", patient("2900175123456")), 412)
     outcome(client.put("Patient?bogus=1", patient()), 400)
     nobody = f"Patient?identifier={INS}|3900175123456"
     outcome(client.put(nobody, patient("3900175123456", id="client-id")), 405)
@@ -182,8 +182,8 @@ def test_conditional_delete(client):
     assert client.delete(f"Patient?identifier={INS}|2222222222222").status_code == 204
     outcome(client.get(f"Patient/{gone}"), 410)
     assert client.delete(f"Patient?identifier={INS}|9999999999999").status_code == 204
-    new_patient(client, "1111111111111")
-    outcome(client.delete("Patient?identifier=1111111111111"), 412)
+    new_patient(client, "1111111111112")  # one DMP per INS: several matches come from another criterion
+    outcome(client.delete("Patient?family=MARTIN"), 412)
     assert client.get(f"Patient/{keep}").status_code == 200
     assert history_total(client) == 4
 
@@ -451,8 +451,8 @@ def test_audit_events_are_read_only(client, method, path):
     assert bundle(client, "AuditEvent")["type"] == "searchset"
 
 
-@pytest.mark.parametrize("method, path", [("GET", "Observation"), ("GET", "Observation/1"), ("POST", "Foo"),
-                                          ("GET", "notAType"), ("DELETE", "Observation/1")])
+@pytest.mark.parametrize("method, path", [("GET", "Encounter"), ("GET", "Encounter/1"), ("POST", "Foo"),
+                                          ("GET", "notAType"), ("DELETE", "Encounter/1")])
 def test_unknown_resource_type_is_404(client, method, path):
     body = {"resourceType": path.split("/")[0]} if method == "POST" else None
     outcome(client.request(method, path, body), 404, "not-found")

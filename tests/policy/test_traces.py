@@ -40,6 +40,7 @@ from tests.conftest import SECRET, _empty
 from tests.fhirclient import DOCTOR, SYSTEM, FhirTestClient, document, json_of, patient, written
 from tests.parallel import THREADS, TIMEOUT, in_parallel
 
+IS_ARCHIVED = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
 IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 TRE_G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
 TRE_A07 = "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument"
@@ -203,7 +204,7 @@ INTERACTIONS: dict[str, tuple[dict, Call, int, str, Touched]] = {
                                           {**document(w.pid), "id": w.doc, "description": "compte rendu revu"}),
                200, "U", lambda w, r: [f"DocumentReference/{w.doc}", f"DocumentReference/{w.doc}/_history/2"]),
     "patch": (DOCTOR, lambda c, w: c.patch(f"DocumentReference/{w.doc}",
-                                           [{"op": "add", "path": "/description", "value": "corrigé"}]),
+                                           [{"op": "replace", "path": "/status", "value": "entered-in-error"}]),
               200, "U", lambda w, r: [f"DocumentReference/{w.doc}", f"DocumentReference/{w.doc}/_history/2"]),
     "delete": (DOCTOR, lambda c, w: c.delete(f"DocumentReference/{w.doc}"), 204, "D",
                lambda w, r: [f"DocumentReference/{w.doc}", f"DocumentReference/{w.doc}/_history/2"]),
@@ -624,8 +625,9 @@ def test_concurrent_traffic_keeps_every_chain_whole(concurrent_db):
             statuses.append(me.post("/fhir", transaction(post_entry(document(shared)),
                                                          post_entry(document(own[t])))).status_code)
             statuses.append(me.get(f"Patient/{own[t]}").status_code)
-            statuses.append(me.patch(f"DocumentReference/{doc}",
-                                     [{"op": "add", "path": "/description", "value": "revu"}]).status_code)
+            statuses.append(me.patch(f"DocumentReference/{doc}",  # a metadata update (PDSm flux 03)
+                                     [{"op": "add", "path": "/extension", "value": [
+                                         {"url": IS_ARCHIVED, "valueBoolean": True}]}]).status_code)
         return statuses
 
     statuses = [s for per_thread in in_parallel(work) for s in per_thread]

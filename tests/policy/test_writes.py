@@ -155,7 +155,8 @@ def test_the_patients_choices_are_not_the_professionals(client):
     _refused(client, doctor.delete(f"Patient/{pid}"))
     assert written(client) == before
     assert doctor.put(f"Patient/{pid}", {**current, "gender": "other"}).status_code == 200
-    closed = patient_client.put(f"Patient/{pid}", {**json_of(patient_client.get(f"Patient/{pid}")), "active": False})
+    closed = patient_client.post(f"Patient/{pid}/$close", {"resourceType": "Parameters", "parameter": [
+        {"name": "reason", "valueString": "Demande du patient"}]})  # 9: closing is $close (tests/lifecycle)
     assert closed.status_code == 200, closed.data
     _refused(client, doctor.get(f"Patient/{pid}"))  # closed: professionals are out
     assert patient_client.get(f"DocumentReference?patient={pid}").status_code == 200

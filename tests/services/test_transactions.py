@@ -189,11 +189,11 @@ def test_conditional_reference_matching_nothing_is_412_and_nothing_is_written(cl
 
 
 def test_conditional_reference_matching_several_is_412(client):
-    value = unique_ins()
-    create(client, patient(value))
-    create(client, patient(value))
+    family = f"TWIN{unique_ins()}"  # one DMP per INS: several matches come from another criterion
+    create(client, patient(unique_ins(), name=[{"family": family, "given": ["Claire"]}]))
+    create(client, patient(unique_ins(), name=[{"family": family, "given": ["Claire"]}]))
     before = snapshot(client)
-    response = send(client, [post(document("x", subject={"reference": f"Patient?{ins(value)}"}))])
+    response = send(client, [post(document("x", subject={"reference": f"Patient?family={family}"}))])
     assert response.status_code == 412, response.data
     assert names_entry(response, 0)
     assert snapshot(client) == before
@@ -244,11 +244,11 @@ def test_if_none_exist_creates_when_nothing_matches(client):
 
 
 def test_if_none_exist_matching_several_is_412(client):
-    value = unique_ins()
-    create(client, patient(value))
-    create(client, patient(value))
+    family = f"TWIN{unique_ins()}"  # one DMP per INS: several matches come from another criterion
+    create(client, patient(unique_ins(), name=[{"family": family, "given": ["Claire"]}]))
+    create(client, patient(unique_ins(), name=[{"family": family, "given": ["Claire"]}]))
     before = snapshot(client)
-    entries = [post(patient(unique_ins())), post(patient(value), urn(), ifNoneExist=ins(value))]
+    entries = [post(patient(unique_ins())), post(patient(unique_ins()), urn(), ifNoneExist=f"family={family}")]
     response = send(client, entries)
     assert response.status_code == 412, response.data
     assert names_entry(response, 1)
