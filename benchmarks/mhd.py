@@ -57,12 +57,12 @@ def urn() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-def iti65(patient_id: str, rng: random.Random) -> tuple[dict, int]:
+def iti65(patient_id: str, rng: random.Random, sizes: tuple[int, int] = (1, 100)) -> tuple[dict, int]:
     """An ITI-65 Bundle of PER_BUNDLE documents, and its bytes of documents."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     docs, binaries, total = [], [], 0
     for _ in range(PER_BUNDLE):
-        raw = rng.randbytes(rng.randint(1024, 100 * 1024))
+        raw = rng.randbytes(rng.randint(sizes[0] * 1024, sizes[1] * 1024))
         total += len(raw)
         code = rng.choice(REPORTS)
         klass = CLASSES[("http://loinc.org", code)]
@@ -102,9 +102,9 @@ def iti65(patient_id: str, rng: random.Random) -> tuple[dict, int]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": [submission, *docs, *binaries]}, total
 
 
-def _worker(args: tuple[str, int, int]) -> tuple[int, int, float, list[tuple[str, str]]]:
+def _worker(args: tuple[str, int, int, tuple[int, int]]) -> tuple[int, int, float, list[tuple[str, str]]]:
     """Posts `bundles` ITI-65s into one new DMP; returns documents, bytes, seconds, the Binaries' ids."""
-    url, seed, bundles = args
+    url, seed, bundles, sizes = args
     db = Database(url)
     client = create_app(Settings(database_url=url, jwt_secret=SECRET), database=db).test_client()
     rng = random.Random(seed)
@@ -114,7 +114,7 @@ def _worker(args: tuple[str, int, int]) -> tuple[int, int, float, list[tuple[str
     created = client.post("/fhir/Patient", json=patient, headers=headers())
     assert created.status_code == 201, created.data
     pid = created.get_json()["id"]
-    prepared = [iti65(pid, rng) for _ in range(bundles)]
+    prepared = [iti65(pid, rng, sizes) for _ in range(bundles)]
     ids: list[tuple[str, str]] = []
     total = 0
     start = time.perf_counter()
@@ -154,6 +154,8 @@ def main() -> None:
     parser.add_argument("--database-url", default=f"sqlite:///{Path(__file__).parent / 'out' / 'mhd.db'}")
     parser.add_argument("--bundles", type=int, default=20, help="ITI-65 bundles per process")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--kb", type=int, nargs=2, default=[1, 100], metavar=("MIN", "MAX"),
+                        help="document sizes, uniform between MIN and MAX KB")
     args = parser.parse_args()
     Path(__file__).parent.joinpath("out").mkdir(exist_ok=True)
     db = Database(args.database_url)
@@ -162,10 +164,11 @@ def main() -> None:
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE"))
     db.dispose()
-    print(f"store: {args.database_url}; ITI-65 of {PER_BUNDLE} documents (1-100 KB) each")
+    print(f"store: {args.database_url}; ITI-65 of {PER_BUNDLE} documents ({args.kb[0]}-{args.kb[1]} KB) each")
     last_ids: list[tuple[str, str]] = []
     for processes in args.processes:
-        seeds = [(args.database_url, random.randrange(10**9), args.bundles) for _ in range(processes)]
+        seeds = [(args.database_url, random.randrange(10**9), args.bundles, tuple(args.kb))
+                 for _ in range(processes)]
         start = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             results = pool.map(_worker, seeds)

@@ -44,7 +44,7 @@ class _Tree:
 
 
 _TREES: dict[int, tuple[dict, _Tree]] = {}
-_CODES: dict[tuple[int, str], tuple[dict, frozenset[str]]] = {}
+_CODES: dict[tuple[int, str], tuple[dict, frozenset[tuple[str, str]]]] = {}
 
 
 def _tree(sd: dict) -> _Tree:
@@ -189,8 +189,10 @@ class _Walk:
         elif isinstance(node, dict) and ("coding" in node or "code" in node or "CodeableConcept" in kinds):
             # a CodeableConcept with text alone carries no code of the value set
             codings = node.get("coding", []) if "coding" in node or "CodeableConcept" in kinds else [node]
+            members = _members(self.conf, vs)  # the common case, a listed code, without expanding again
             ok = any(isinstance(c, dict) and isinstance(c.get("system"), str) and isinstance(c.get("code"), str)
-                     and validate_code(self.conf, vs, c["system"], c["code"]).result
+                     and ((c["system"], c["code"]) in members
+                          or validate_code(self.conf, vs, c["system"], c["code"]).result)
                      for c in (codings if isinstance(codings, list) else []))
         else:
             return
@@ -213,9 +215,14 @@ class _Walk:
 
 
 def _codes(conf: Conformance, vs: dict) -> frozenset[str]:
+    return frozenset(code for _, code in _members(conf, vs))
+
+
+def _members(conf: Conformance, vs: dict) -> frozenset[tuple[str, str]]:
+    """(system, code) of the value set's selectable codes, expanded once per store and value set."""
     held = _CODES.get((id(conf), label(vs)))
     if held is None or held[0] is not vs:
-        held = (vs, frozenset(c.code for c in codes_of(conf, vs)))
+        held = (vs, frozenset((c.system, c.code) for c in codes_of(conf, vs) if not c.abstract))
         _CODES[(id(conf), label(vs))] = held
     return held[1]
 
