@@ -111,9 +111,9 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             if proc.poll() is not None:
                 pytest.fail(f"fhir-dmp serve exited with {proc.returncode}:\n{log.read_text()}")
             try:
-                if requests.get(f"{base}/metadata", timeout=2).status_code == 200:
+                if requests.get(f"{base}/metadata", timeout=10).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or still starting (a loaded machine)
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"fhir-dmp serve did not answer /metadata in {STARTUP_SECONDS} s:\n{log.read_text()}")
