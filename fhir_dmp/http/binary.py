@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from flask import Response
 
 from fhir_dmp.errors import FhirError
-from fhir_dmp.http.negotiate import FHIR_JSON, FHIR_XML, JSON, XML, parse_media_type
+from fhir_dmp.http.negotiate import FHIR_JSON, FHIR_XML, JSON, XML, accepted, parse_media_type
 from fhir_dmp.services.requests import FhirResponse
 
 NATIVE = "native"
@@ -43,16 +43,7 @@ def representation(accept: str | None, content_type: str) -> str:
     if not accept or not accept.strip():
         return NATIVE
     own = parse_media_type(content_type or "application/octet-stream").essence
-    ranked = []
-    for position, item in enumerate(accept.split(",")):
-        media = parse_media_type(item)
-        try:
-            quality = float(media.params.get("q", "1"))
-        except ValueError:
-            quality = 1.0
-        if quality > 0 and media.essence:
-            ranked.append((-quality, position, media.essence))
-    for _q, _p, essence in sorted(ranked):
+    for essence in accepted(accept):
         if essence in _EXPLICIT_FHIR:
             return _EXPLICIT_FHIR[essence]
         if essence in ("*/*", own) or (essence.endswith("/*") and own.startswith(essence[:-1])):

@@ -34,6 +34,20 @@ def parse_media_type(value: str) -> MediaType:
     return MediaType(essence.strip().lower(), params)
 
 
+def accepted(accept: str) -> list[str]:
+    """The media types of an Accept header the client takes (q > 0), most wanted first, ties in its order."""
+    ranked = []
+    for position, item in enumerate(accept.split(",")):
+        media = parse_media_type(item)
+        try:
+            quality = float(media.params.get("q", "1"))
+        except ValueError:
+            quality = 1.0
+        if quality > 0 and media.essence:
+            ranked.append((-quality, position, media.essence))
+    return [essence for _q, _p, essence in sorted(ranked)]
+
+
 def response_format(format_param: str | None, accept: str | None) -> str:
     """`_format` wins over `Accept`; JSON when the client says nothing; 406 when nothing fits."""
     if format_param:
@@ -44,17 +58,7 @@ def response_format(format_param: str | None, accept: str | None) -> str:
         return fmt
     if not accept:
         return JSON
-    ranked = []
-    for position, item in enumerate(accept.split(",")):
-        media = parse_media_type(item)
-        try:
-            quality = float(media.params.get("q", "1"))
-        except ValueError:
-            quality = 1.0
-        ranked.append((-quality, position, media.essence))
-    for _q, _p, essence in sorted(ranked):
-        if _q == 0:
-            continue
+    for essence in accepted(accept):
         if essence in _FORMAT_ALIASES:
             return _FORMAT_ALIASES[essence]
         if essence in ("*/*", "application/*"):
