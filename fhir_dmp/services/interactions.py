@@ -198,8 +198,7 @@ class FhirService:
         scope = guard.scope(access)
         if scope == repo.SYSTEM_SCOPE:
             return True
-        row = repo.read_current(conn, stored.resource_type, stored.id, scope=scope)
-        return row is not None and row.visible
+        return repo.is_visible(conn, stored.resource_type, stored.id, scope)
 
     def read(self, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
         stored = self.current(conn, guard, req)

@@ -121,6 +121,14 @@ def read_current(conn: Connection, resource_type: str, rid: str, *, scope: Crite
     return _visible_row(row, scope) if row else None
 
 
+def is_visible(conn: Connection, resource_type: str, rid: str, scope: Criterion) -> bool:
+    """Whether the current row is within `scope`: the policy's verdict alone, without fetching the content
+    again (a document read once may weigh megabytes)."""
+    query = select(compile_criterion(scope)).select_from(resource).where(
+        resource.c.resource_type == resource_type, resource.c.id == rid)
+    return bool(conn.execute(query).scalar())
+
+
 def read_version(conn: Connection, resource_type: str, rid: str, version_id: int, *,
                  scope: Criterion | None = None) -> Stored | None:
     """One version; its visibility is the resource's current one (masking a document hides its past too)."""
