@@ -14,8 +14,9 @@ from fhir_dmp.config import project_dir
 from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.services.identity import mint_token
 from fhir_dmp.storage.tables import resource_version
+from fhir_dmp.terminology.classes import TRE_A03
 from fhir_dmp.terminology.store import load as load_conformance
-from fhir_dmp.validation.documents import TRE_A03, class_of_types, digest
+from fhir_dmp.validation.documents import class_of_types, digest
 
 SYSTEM = {"actor": "system", "sub": "test-suite"}
 CONFIDENTIALITY = "https://mos.esante.gouv.fr/NOS/TRE_A08-HL7Confidentiality/FHIR/TRE-A08-HL7Confidentiality"

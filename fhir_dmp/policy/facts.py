@@ -14,6 +14,7 @@ from fhir_dmp.policy import labels
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.habilitation import LOINC, TRE_A05, DocumentType
 from fhir_dmp.storage.criteria import AccessFacts
+from fhir_dmp.terminology.classes import codings, declared_classes
 
 VSM_TYPE = "60591-5"  # LOINC synthèse médicale: the VSM (dmp-reference.md 8)
 # The patient summary's entry types, stored as VSM section entries: each is seen as a VSM is (type 60591-5).
@@ -21,7 +22,6 @@ SUMMARY_TYPES = frozenset({"Condition", "AllergyIntolerance", "MedicationStateme
                            "DeviceUseStatement", "Immunization", "Observation"})
 # Types governed as documents: the habilitation matrix and the visibility labels apply to them.
 DOCUMENT_TYPES = frozenset({"DocumentReference", "Composition", "Binary", *SUMMARY_TYPES})
-TRE_A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 
 
 def owner_key(caller: Caller) -> str:
@@ -65,25 +65,13 @@ def governing_reference(binary: dict) -> str:
 def _document_type(resource: dict, types: Mapping[str, DocumentType]) -> str:
     """The first LOINC or TRE_A05 type code; '' (seen by no professional but its depositor) when it is not
     a DMP type or the document's class (TRE_A03) contradicts its type's (ASS_X16)."""
-    code = next((c["code"] for c in _codings(resource.get("type"))
+    code = next((c["code"] for c in codings(resource.get("type"))
                  if c.get("system") in (LOINC, TRE_A05) and isinstance(c.get("code"), str)), "")
     known = types.get(code)
     if known is None:  # not a DMP type: no row of the matrix can allow it
         return ""
-    declared = classes(resource)
+    declared = declared_classes(resource)
     return "" if declared and known.doc_class not in declared else code
-
-
-def classes(document: dict) -> set[str]:
-    """The TRE_A03 class codes a DocumentReference declares in `category`."""
-    categories = document.get("category") if isinstance(document.get("category"), list) else []
-    return {c.get("code") for concept in categories for c in _codings(concept) if c.get("system") == TRE_A03}
-
-
-def _codings(concept: object) -> list[dict]:
-    if not isinstance(concept, dict) or not isinstance(concept.get("coding"), list):
-        return []
-    return [c for c in concept["coding"] if isinstance(c, dict)]
 
 
 def _instant(value: object) -> datetime | None:

@@ -12,8 +12,9 @@ from fhir_dmp.policy import documents, lifecycle
 from fhir_dmp.policy.access import PUBLIC_TYPES, Access
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp, terms_of
-from fhir_dmp.policy.facts import DOCUMENT_TYPES, SUMMARY_TYPES, VSM_TYPE, classes, owner_key
+from fhir_dmp.policy.facts import DOCUMENT_TYPES, SUMMARY_TYPES, VSM_TYPE, owner_key
 from fhir_dmp.policy.habilitation import LOINC
+from fhir_dmp.terminology.classes import codings, declared_classes
 
 SERVER_ONLY = frozenset({"AuditEvent", "Communication"})  # traces and notifications are the server's
 PATIENT_CLASS = "90"  # documents a patient files: class 90, déposé par le patient
@@ -26,9 +27,8 @@ def is_vsm_part(resource_type: str, body: dict) -> bool:
     DocumentReference of type 60591-5 (the VSM filed as a document, by the server or in another form)."""
     if resource_type in VSM_PARTS:
         return True
-    codings = body.get("type", {}).get("coding") if isinstance(body.get("type"), dict) else None
-    return resource_type == "DocumentReference" and isinstance(codings, list) and any(
-        isinstance(c, dict) and c.get("system") == LOINC and c.get("code") == VSM_TYPE for c in codings)
+    return resource_type == "DocumentReference" and any(
+        c.get("system") == LOINC and c.get("code") == VSM_TYPE for c in codings(body.get("type")))
 
 
 def vsm_author_refusal(caller: Caller, resource_type: str, body: dict) -> FhirError | None:
@@ -63,7 +63,7 @@ def create_refusal(caller: Caller, resource_type: str, body: dict, dmp: Dmp | No
         return None
     if resource_type == "Consent":
         return consent_refusal(caller, body, dmp)
-    if patientish and resource_type == "DocumentReference" and PATIENT_CLASS not in classes(body):
+    if patientish and resource_type == "DocumentReference" and PATIENT_CLASS not in declared_classes(body):
         return forbidden("A patient or representative files documents of class 90 (déposé par le patient) only")
     return None
 

@@ -18,6 +18,7 @@ from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, not_found, operation_outcome
 from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
+from fhir_dmp.terminology.classes import codings
 from fhir_dmp.terminology.store import Conformance
 from fhir_dmp.validation import documents
 from fhir_dmp.validation.profile import validate_profile
@@ -118,13 +119,8 @@ def bundle_issues(conf: Conformance, bundle: object) -> list[Issue]:
 def _is_iti65(bundle: dict) -> bool:
     entries = bundle.get("entry") if isinstance(bundle.get("entry"), list) else []
     resources = [e.get("resource") for e in entries if isinstance(e, dict)]
-    return any(isinstance(r, dict) and r.get("resourceType") == "List" and "submissionset" in _codes_of(r.get("code"))
-               for r in resources)
-
-
-def _codes_of(concept: object) -> set[str]:
-    codings = concept.get("coding") if isinstance(concept, dict) else None
-    return {c.get("code") for c in codings if isinstance(c, dict)} if isinstance(codings, list) else set()
+    return any(isinstance(r, dict) and r.get("resourceType") == "List"
+               and any(c.get("code") == "submissionset" for c in codings(r.get("code"))) for r in resources)
 
 
 def default_profiles(conf: Conformance, rtype: str) -> list[dict]:

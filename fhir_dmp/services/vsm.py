@@ -43,7 +43,8 @@ from fhir_dmp.storage import criteria as c
 from fhir_dmp.storage import repository as repo
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.repository import Stored
-from fhir_dmp.validation.documents import TRE_A03, digest
+from fhir_dmp.terminology.classes import TRE_A03
+from fhir_dmp.validation.documents import digest
 
 if TYPE_CHECKING:
     from fhir_dmp.services.interactions import FhirService

@@ -15,10 +15,10 @@ import hashlib
 from collections.abc import Callable
 
 from fhir_dmp.errors import Issue
+from fhir_dmp.terminology.classes import TRE_A03, codings, declared_classes
 from fhir_dmp.terminology.store import Conformance
 
 ASS_X16 = "https://mos.esante.gouv.fr/NOS/ASS_X16-CorrespondanceType-Classe-DMP/FHIR/ASS-X16-CorrespondanceType-Classe-DMP"
-TRE_A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 
 BytesOf = Callable[[str], "bytes | None"]
 
@@ -54,7 +54,7 @@ def _classes(conf: Conformance) -> dict[tuple[str, str], str]:
 def class_issues(conf: Conformance, document: dict, rtype: str = "DocumentReference") -> list[Issue]:
     """Type/class consistency of a DocumentReference (ASS_X16)."""
     known = class_of_types(conf)
-    typed = [(c.get("system"), c.get("code")) for c in _codings(document.get("type"))]
+    typed = [(c.get("system"), c.get("code")) for c in codings(document.get("type"))]
     mapped = [(t, known[t]) for t in typed if t in known]
     if not typed:
         return []  # the profile says the type is missing
@@ -62,8 +62,7 @@ def class_issues(conf: Conformance, document: dict, rtype: str = "DocumentRefere
         shown = ", ".join(f"{s}|{c}" for s, c in typed)
         return [Issue("code-invalid", f"The document type {shown} is not a DMP document type: ASS_X16 gives it "
                       "no class", (f"{rtype}.type",))]
-    declared = {c.get("code") for concept in _list(document.get("category")) for c in _codings(concept)
-                if c.get("system") == TRE_A03}
+    declared = declared_classes(document)
     expected = {cls for _, cls in mapped}
     if declared and not declared & expected:
         (system, code), cls = mapped[0]
@@ -127,9 +126,3 @@ def _matching(attachment: dict, raw: bytes, where: str) -> list[Issue]:
 
 def _list(value: object) -> list:
     return value if isinstance(value, list) else []
-
-
-def _codings(concept: object) -> list[dict]:
-    if not isinstance(concept, dict):
-        return []
-    return [c for c in _list(concept.get("coding")) if isinstance(c, dict)]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_dmp.policy.consents import IDNATPS
-from fhir_dmp.validation.documents import TRE_A03
+from fhir_dmp.terminology.classes import TRE_A03
 
 LOINC = "http://loinc.org"
 REQUIRED = (("11450-4", "Problèmes"), ("48765-2", "Allergies"), ("10160-0", "Traitements"),
