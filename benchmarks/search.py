@@ -5,7 +5,7 @@ then the p50/p95/p99 latency of ten ITI-67 queries, and the database size.
         --patients 100000 --documents 1000000
     python benchmarks/search.py --patients 10000 --documents 100000     # SQLite file in benchmarks/out/
 
-Loading: transaction Bundles of `--bundle` documents posted through `FhirService.handle` (validation,
+Loading: transaction Bundles of `--bundle` documents posted through `Pipeline.handle` (validation,
 index extraction, storage: everything a client's POST pays) from `--processes` processes. Queries go
 through the Flask app in-process (routing, parsing, SQL, JSON), without a network hop.
 """
@@ -31,7 +31,7 @@ from fhir_dmp.config import Settings  # noqa: E402
 from fhir_dmp.http.app import create_app  # noqa: E402
 from fhir_dmp.policy.caller import Caller  # noqa: E402
 from fhir_dmp.services.identity import mint_token  # noqa: E402
-from fhir_dmp.services.interactions import FhirService  # noqa: E402
+from fhir_dmp.services.pipeline import Pipeline  # noqa: E402
 from fhir_dmp.services.requests import parse_url  # noqa: E402
 from fhir_dmp.storage.db import Database  # noqa: E402
 from fhir_dmp.storage.migrate import upgrade  # noqa: E402
@@ -113,7 +113,7 @@ def _worker(args: tuple) -> int:
     url, first, count, docs, practitioners, seed, per_bundle = args
     rng = random.Random(seed)
     db = Database(url)
-    service = FhirService(db, Settings(database_url=url))
+    service = Pipeline.load(db, Settings(database_url=url))
     types = load_types()
     written = 0
     for start in range(first, first + count, per_bundle):
@@ -129,7 +129,7 @@ def _worker(args: tuple) -> int:
 def load(url: str, patients: int, documents: int, processes: int, per_bundle: int) -> list[str]:
     db = Database(url)
     upgrade(db)
-    service = FhirService(db, Settings(database_url=url))
+    service = Pipeline.load(db, Settings(database_url=url))
     n_pract = max(10, patients // 20)
     result = service.handle(SYSTEM, parse_url("POST", "", body=practitioner_bundle(0, n_pract), base_url=BASE))
     practitioners = [e["response"]["location"].split("/")[-3] for e in result.body["entry"]]

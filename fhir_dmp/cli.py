@@ -11,8 +11,7 @@ from pathlib import Path
 import click
 
 from fhir_dmp.config import Settings
-from fhir_dmp.storage.db import Database
-from fhir_dmp.storage.migrate import upgrade
+from fhir_dmp.services.admin import Database, upgrade
 
 DEV_SECRET = "fhir-dmp-development-secret-change-me"
 
@@ -117,7 +116,7 @@ def db_upgrade(database_url: str) -> None:
     """Apply the schema migrations (Alembic) up to the latest."""
     database = Database(database_url)
     upgrade(database)
-    from fhir_dmp.storage.migrate import current_revision
+    from fhir_dmp.services.admin import current_revision
 
     click.echo(json.dumps({"database": database.url.split("@")[-1], "revision": current_revision(database)}))
 

@@ -439,7 +439,7 @@ def _core(package: Path) -> Core:
 
 @cache
 def version() -> str:
-    text = (ROOT / "fhir_dmp" / "__init__.py").read_text(encoding="utf-8")
+    text = (ROOT / "fhir_dmp" / "version.py").read_text(encoding="utf-8")
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
 
 

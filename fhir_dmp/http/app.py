@@ -12,10 +12,10 @@ from fhir_dmp.errors import FhirError
 from fhir_dmp.http.negotiate import JSON, response_format
 from fhir_dmp.http.render import error_response
 from fhir_dmp.http.routes import bp
+from fhir_dmp.services.admin import Database
 from fhir_dmp.services.capability import CapabilityBuilder
 from fhir_dmp.services.identity import TokenKeys
-from fhir_dmp.services.interactions import FhirService
-from fhir_dmp.storage.db import Database
+from fhir_dmp.services.pipeline import Pipeline
 
 log = logging.getLogger("fhir_dmp")
 
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.extensions["fhir_dmp"] = {
         "settings": settings,
         "db": db,
-        "service": FhirService(db, settings),
+        "pipeline": Pipeline.load(db, settings),
         "keys": TokenKeys(settings.jwt_secret, settings.jwt_public_key),
         "capability": CapabilityBuilder(settings.home),
     }

@@ -14,7 +14,7 @@ from fhir_dmp.http import binary, fhirxml
 from fhir_dmp.http.negotiate import JSON, body_kind, parse_media_type, response_format
 from fhir_dmp.http.render import respond
 from fhir_dmp.services.identity import caller_from_header
-from fhir_dmp.services.requests import FhirResponse, parse_url
+from fhir_dmp.services.requests import FhirResponse, head_of, parse_url
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 _ALL = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
@@ -48,7 +48,8 @@ def fhir(path: str = "") -> Response:
     caller = caller_from_header(request.headers.get("Authorization"), ext["keys"])
     method = "GET" if request.method == "HEAD" else request.method
     url = f"{path}?{request.query_string.decode('utf-8', 'replace')}" if request.query_string else path
-    ext["service"].admit_traced(caller, method, url, base_url())  # refused: 403 before the body is read
+    pipeline = ext["pipeline"]
+    pipeline.admit(caller, head_of(method, url, base_url()))  # refused: 403 before the body is read
     body, content_type, query = _read_body(method)
     prefer = _prefer()
     req = parse_url(
@@ -58,7 +59,7 @@ def fhir(path: str = "") -> Response:
     )
     if query:
         req = replace(req, query=req.query + tuple(query))
-    result = ext["service"].handle(caller, req)
+    result = pipeline.handle(caller, req)
     if native and result.status == 200 and isinstance(result.body, dict):
         fmt = binary.representation(accept, str(result.body.get("contentType") or ""))
         if fmt == binary.NATIVE:

@@ -117,6 +117,12 @@ def feeding_refusal(caller: Caller, dmp: Dmp) -> FhirError | None:
 def scope(caller: Caller, access: Access | None, matrix: HabilitationMatrix, now: datetime) -> c.Criterion:
     """Everything `caller` may see: rows outside any DMP that are public or theirs, their own traces, and
     inside the DMP of `access` (if open) what 6.3 to 6.8 let them see."""
+    return scope_many(caller, [access] if access is not None else [], matrix, now)
+
+
+def scope_many(caller: Caller, accesses: list[Access], matrix: HabilitationMatrix, now: datetime) -> c.Criterion:
+    """`scope` over several DMPs at once (a conditional operation naming no patient may match in any DMP the
+    caller opens): each DMP's rows as that DMP's standing lets the caller see them, nothing of the others."""
     if caller.is_system:
         return SYSTEM_SCOPE
     mine = c.OwnerIs(owner_key(caller))
@@ -124,10 +130,11 @@ def scope(caller: Caller, access: Access | None, matrix: HabilitationMatrix, now
         c.AllOf((c.PatientIs(""), c.AnyOf((c.TypeIs(PUBLIC_TYPES), mine)))),
         c.AllOf((c.TypeIs(("AuditEvent",)), mine)),
     ]
-    if access is not None and access.dmp is not None:
-        inside = _inside(caller, access, matrix, now, mine)
-        if inside is not None:
-            parts.append(c.AllOf((c.PatientIs(access.dmp), inside)))
+    for access in accesses:
+        if access.dmp is not None:
+            inside = _inside(caller, access, matrix, now, mine)
+            if inside is not None:
+                parts.append(c.AllOf((c.PatientIs(access.dmp), inside)))
     return c.AnyOf(tuple(parts))
 
 

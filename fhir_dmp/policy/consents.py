@@ -12,6 +12,7 @@ top-level provision is read. Its meaning:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,10 @@ PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 IDNATPS = "urn:oid:1.2.250.1.71.4.2.1"
 EMERGENCY = frozenset({"ETREAT", "BTG"})
 MASQUE_PS = "MASQUE_PS"
+INS_SYSTEMS = frozenset({  # the INS (NIR, NIA and their test ranges): a patient's identity in their DMP
+    "urn:oid:1.2.250.1.213.1.4.8", "urn:oid:1.2.250.1.213.1.4.9",
+    "urn:oid:1.2.250.1.213.1.4.10", "urn:oid:1.2.250.1.213.1.4.11",
+})
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,31 @@ def dmp_of(patient: dict, consents: Iterable[dict], now: datetime) -> Dmp:
     terms = tuple(t for t in (terms_of(c, now) for c in consents) if t is not None)
     return Dmp(str(patient.get("id")), patient.get("active") is not False, frozenset(_ins(patient)),
                frozenset(_treating(patient)), terms)
+
+
+def facts_of(patient: dict, consents: Iterable[dict]) -> str:
+    """The DMP's access facts as stored (storage `dmp_facts`): what `dmp_of` reads of the Patient and the
+    Consents, each Consent's provision with its period, so that a read decides at its own `now`."""
+    terms = []
+    for consent in consents:
+        found = terms_of(consent, None)
+        if found is None:
+            continue
+        period = consent["provision"].get("period") if isinstance(consent["provision"].get("period"), dict) else {}
+        terms.append({"permit": found.permit, "actors": sorted(found.actors), "purposes": sorted(found.purposes),
+                      "actions": sorted(found.actions), "labels": sorted(found.labels),
+                      "period": {k: v for k, v in period.items() if k in ("start", "end")}})
+    return json.dumps({"id": str(patient.get("id")), "active": patient.get("active") is not False,
+                       "ins": sorted(set(_ins(patient))), "treating": sorted(set(_treating(patient))),
+                       "terms": terms}, separators=(",", ":"), sort_keys=True)
+
+
+def dmp_from_facts(facts: str, now: datetime) -> Dmp:
+    """The policy's view of a DMP from its stored facts (`facts_of`), the Consents in force at `now`."""
+    data = json.loads(facts)
+    terms = tuple(Terms(t["permit"], frozenset(t["actors"]), frozenset(t["purposes"]), frozenset(t["actions"]),
+                        frozenset(t["labels"])) for t in data["terms"] if _in_period(t["period"], now))
+    return Dmp(data["id"], data["active"], frozenset(data["ins"]), frozenset(data["treating"]), terms)
 
 
 def terms_of(consent: dict, now: datetime | None) -> Terms | None:

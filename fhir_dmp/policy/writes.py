@@ -8,7 +8,7 @@ rule of the DMP (422: blocking the médecin traitant).
 from __future__ import annotations
 
 from fhir_dmp.errors import FhirError, forbidden, unprocessable
-from fhir_dmp.policy import documents, lifecycle
+from fhir_dmp.policy import documents, labels, lifecycle
 from fhir_dmp.policy.access import PUBLIC_TYPES, Access
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp, terms_of
@@ -20,6 +20,18 @@ SERVER_ONLY = frozenset({"AuditEvent", "Communication"})  # traces and notificat
 PATIENT_CLASS = "90"  # documents a patient files: class 90, déposé par le patient
 MEDECIN = "10"  # TRE_G15: the VSM's only authors, with system feeds (dmp-reference.md 8)
 VSM_PARTS = frozenset({"Composition", *SUMMARY_TYPES})  # the VSM and its section entries
+
+
+def as_deposited(caller: Caller, resource_type: str, body: dict) -> dict:
+    """6.7: what a minor writes over a secret connection is invisible to their legal representatives."""
+    if caller.secret and resource_type in DOCUMENT_TYPES:
+        return labels.add_label(resource_type, body, "INVISIBLE_REPRESENTANTS_LEGAUX")
+    return body
+
+
+def authorised_by_creating(caller: Caller, resource_type: str) -> bool:
+    """6.3: the professional who creates a DMP (with the patient's agreement) is thereby authorised on it."""
+    return resource_type == "Patient" and caller.actor == "professional"
 
 
 def is_vsm_part(resource_type: str, body: dict) -> bool:

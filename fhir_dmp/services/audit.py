@@ -3,18 +3,16 @@
 Each DMP has its own chain (events tied to no DMP go on the server's chain, key ''): an event carries the
 sequence number and the SHA-256 of the previous event's stored JSON, and the chain head (`audit_chain`)
 the hash of the last one. Altering, removing or reordering any stored event breaks a link that
-`verify` reports. Writers lock only the chain rows of the DMPs they touched, in key order.
+`verify` reports. The events of a unit of work are written in its own transaction, chained by storage
+(`storage/traces.py`: one statement on PostgreSQL, the heads locked in key order).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-from sqlalchemy import Connection
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError
@@ -23,11 +21,12 @@ from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content
-from fhir_dmp.services.guard import Guard, Touched
 from fhir_dmp.services.requests import FhirRequest
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.services.unit import Touched, Unit
+from fhir_dmp.storage import traces
 from fhir_dmp.storage.criteria import AccessFacts
-from fhir_dmp.storage.db import Database
+from fhir_dmp.storage.db import Database, Tx
+from fhir_dmp.storage.records import GENESIS, NewResource
 
 CHAIN_URL = "https://fhir-dmp.example.org/StructureDefinition/audit-chain"
 TRE_G15 = "https://mos.esante.gouv.fr/NOS/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
@@ -35,44 +34,36 @@ _ACTIONS = {"create": "C", "read": "R", "vread": "R", "history-instance": "R", "
             "history-system": "R", "update": "U", "patch": "U", "delete": "D"}
 
 
-def record(conn: Connection, guard: Guard, req: FhirRequest, status: int, error: FhirError | None,
-           base_url: str) -> None:
-    """Write this interaction's AuditEvents (one per DMP it touched) in the caller's transaction."""
-    touched: dict[str, Touched] = guard.touched or {"": Touched()}
-    events = []
-    for key in sorted(touched):
-        body = _event(guard.caller, req, status, error, key, touched[key], guard)
-        events.append((key, body))
-    append(conn, events, guard.owner, base_url)
+def record(u: Unit, status: int, error: FhirError | None, accessed: Sequence[str] = ()) -> set[str]:
+    """Write this interaction's AuditEvents (one per DMP it touched) in the unit's transaction, and note that the
+    caller opened the DMPs `accessed`; returns those they opened for the first time."""
+    touched: dict[str, Touched] = u.touched or {"": Touched()}
+    events = [(key, _event(u.caller, u.req, status, error, key, touched[key], u)) for key in sorted(touched)]
+    return append(u.tx, events, u.owner, u.req.base_url, accessed=accessed, when=u.now)
 
 
-def append(conn: Connection, events: list[tuple[str, dict]], owner: str, base_url: str) -> None:
-    """Chain and store AuditEvents (patient key, body); keys in sorted order, so writers never deadlock."""
-    if not events:
-        return
-    heads = repo.lock_chains(conn, [key for key, _ in events])
-    news = []
-    for key, body in sorted(events, key=lambda e: e[0]):
-        seq, head = heads[key]
+def append(tx: Tx, events: list[tuple[str, dict]], owner: str, base_url: str, *, accessed: Sequence[str] = (),
+           when: object = None) -> set[str]:
+    """Chain and store AuditEvents (patient key, body), one per chain."""
+    chained = []
+    for key, body in events:
+        seq_mark, prev_mark = f"@@seq-{uuid.uuid4().hex}@@", f"@@prev-{uuid.uuid4().hex}@@"
         body["extension"] = [{"url": CHAIN_URL, "extension": [
-            {"url": "sequence", "valueInteger": seq + 1}, {"url": "previous", "valueString": head}]}]
-        rid = str(uuid.uuid4())
-        when = now_utc()
-        stamped = content.stamp(body, rid, 1, when)
-        text = fhirjson.dumps(stamped)
-        heads[key] = (seq + 1, digest(text))
-        news.append(repo.NewResource("AuditEvent", rid, key, text, when, index_rows("AuditEvent", stamped, base_url),
-                                     facts=AccessFacts(owner=owner)))
-    repo.advance_chains(conn, {key: heads[key] for key, _ in events})
-    repo.insert_resources(conn, news)
+            {"url": "sequence", "valueInteger": seq_mark}, {"url": "previous", "valueString": prev_mark}]}]
+        rid, at = str(uuid.uuid4()), now_utc()
+        stamped = content.stamp(body, rid, 1, at)
+        new = NewResource("AuditEvent", rid, key, fhirjson.dumps(stamped), at,
+                          index_rows("AuditEvent", stamped, base_url), facts=AccessFacts(owner=owner))
+        chained.append(traces.Event(new, f'"{seq_mark}"', prev_mark))
+    return traces.append(tx, chained, accessor=owner, accessed=accessed, when=when or now_utc())
 
 
 def digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return traces.digest(text)
 
 
 def _event(caller: Caller, req: FhirRequest, status: int, error: FhirError | None, key: str, touched: Touched,
-           guard: Guard) -> dict:
+           u: Unit) -> dict:
     interaction = req.interaction
     agent: dict = {
         "type": {"text": caller.actor},
@@ -93,7 +84,7 @@ def _event(caller: Caller, req: FhirRequest, status: int, error: FhirError | Non
                  "display": "RESTful Operation"},
         "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": _subtype(interaction, req)}],
         "action": _ACTIONS.get(interaction, "E"),
-        "recorded": instant(guard.now),
+        "recorded": instant(u.now),
         "outcome": "0" if status < 400 else ("4" if status < 500 else "8"),
         "agent": [agent],
         "source": {"observer": {"display": "fhir-dmp"},
@@ -143,16 +134,16 @@ def verify(db: Database) -> Iterator[tuple[str, int, Broken | None]]:
     events out of the check). Each chain's head and events are read from one snapshot (REPEATABLE READ on
     PostgreSQL; a SQLite transaction is one snapshot), so writers appending meanwhile are not reported."""
     with db.transaction() as conn:
-        keys = repo.audit_chains(conn)
+        keys = traces.audit_chains(conn)
     for key in sorted(keys):
         with db.snapshot() as conn:
-            head = repo.chain_head(conn, key)
-            rows = repo.audit_contents(conn, key)
+            head = traces.chain_head(conn, key)
+            rows = traces.audit_contents(conn, key)
         yield key, len(rows), _first_break(key, rows, head)
 
 
 def _first_break(key: str, rows: list[tuple[str, str | None]], head: tuple[int, str] | None) -> Broken | None:
-    previous, expected_seq, previous_id = repo.GENESIS, 1, ""
+    previous, expected_seq, previous_id = GENESIS, 1, ""
     for rid, text in rows:
         try:
             body = fhirjson.loads(text or "")

@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
-
-from sqlalchemy import Connection
+from typing import Any
+from urllib.parse import urlsplit
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, precondition_failed
+from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
-from fhir_dmp.search.parse import parse_criteria
-from fhir_dmp.services import content, validating
-from fhir_dmp.services.guard import Guard
+from fhir_dmp.services import conditions, content, interactions, reads, routes, validating, writes
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.services.runtime import Runtime
+from fhir_dmp.services.unit import Unit
+from fhir_dmp.storage.records import NewResource
 from fhir_dmp.validation import documents
 from fhir_dmp.validation.structure import validate_structure
 
-if TYPE_CHECKING:
-    from fhir_dmp.services.interactions import FhirService
-
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_RETRIES = 5
+Run = Callable[[Caller, FhirRequest, Callable[[Unit], FhirResponse]], FhirResponse]
 
 
-def process_bundle(service: FhirService, guard: Guard, req: FhirRequest) -> FhirResponse:
+def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, rt: Runtime) -> FhirResponse:
+    """A batch (each entry in a unit of work of its own, traced on its own) or a transaction (one unit of work,
+    traced as one interaction: an AuditEvent per DMP it touched)."""
     bundle = req.body
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise bad_request("POST to the base URL takes a Bundle of type batch or transaction", "Bundle")
@@ -42,17 +41,15 @@ def process_bundle(service: FhirService, guard: Guard, req: FhirRequest) -> Fhir
         raise bad_request(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
     entries = bundle.get("entry") or []
     if kind == "batch":  # each entry judged on its own (_batch_entry)
-        return FhirResponse(200, _bundle("batch-response", [_batch_entry(service, guard, req, e, i)
+        return FhirResponse(200, _bundle("batch-response", [_batch_entry(run, caller, req, e, i)
                                                             for i, e in enumerate(entries)]))
-    issues = validate_structure(bundle)  # all or nothing: every issue of every entry, in one answer, first
-    if issues:
-        error = FhirError(400, issues)
-        service.trace_refusal(guard, req, error)
-        raise error
-    # One unit of work, retried on deadlocks with transactions locking in another order; traced as one
-    # interaction (an AuditEvent per DMP it touched).
-    return service.unit(guard, req, lambda conn: FhirResponse(200, _bundle(
-        "transaction-response", _transaction(service, conn, guard, req, entries))), write=True)
+
+    def transaction(u: Unit) -> FhirResponse:
+        issues = validate_structure(bundle)  # all or nothing: every issue of every entry, in one answer, first
+        if issues:
+            raise FhirError(400, issues)
+        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, enforce_profiles)))
+    return run(caller, req, transaction)
 
 
 def _bundle(kind: str, entries: list[dict]) -> dict:
@@ -113,29 +110,27 @@ def _error_entry(error: FhirError) -> dict:
     return {"response": {"status": content.status_line(error.status), "outcome": error.outcome()}}
 
 
-def _batch_entry(service: FhirService, guard: Guard, parent: FhirRequest, entry: Any, index: int) -> dict:
+def _batch_entry(run: Run, caller: Caller, parent: FhirRequest, entry: Any, index: int) -> dict:
     try:
         req = _entry_request(parent, entry, index)  # 400 unless the entry has a usable request object
         issues = validate_structure(entry["resource"]) if isinstance(
             entry.get("resource"), dict) and req.method != "PATCH" else []
         if issues:
             raise FhirError(400, issues)
-        return _response_entry(service.run(service.guard(guard.caller), req))  # each entry traced on its own
+        return _response_entry(run(caller, req, lambda u: routes.route(req)(u, req)))  # traced on its own
     except FhirError as error:
         return _error_entry(error)
 
 
-def _transaction(service: FhirService, conn: Connection, guard: Guard, parent: FhirRequest,
-                 entries: list) -> list[dict]:
+def _transaction(u: Unit, parent: FhirRequest, entries: list, enforce_profiles: bool) -> list[dict]:
     requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
     changed = _check_distinct(requests)
-    if service.settings.enforce_profiles:
-        _check_conformity(service, conn, guard, parent, entries, requests)
+    if enforce_profiles:
+        _check_conformity(u, parent, entries, requests)
     # DELETEs first (R4), before the ifNoneExist conditions below are evaluated.
     deletes = sorted((i for i, req in enumerate(requests) if req.method == "DELETE"),
                      key=lambda k: _lock_order(requests[k]))
-    responses: dict[int, FhirResponse] = {i: _dispatch_entry(service, conn, guard, requests[i], i)
-                                          for i in deletes}
+    responses: dict[int, FhirResponse] = {i: _dispatch_entry(u, requests[i], i) for i in deletes}
     ids: dict[str, str] = {}  # fullUrl -> "Type/id"
     # ifNoneExist conditions are locked in one order, so that concurrent transactions never deadlock.
     for i in sorted(range(len(requests)), key=lambda k: (requests[k].resource_type or "",
@@ -147,21 +142,20 @@ def _transaction(service: FhirService, conn: Connection, guard: Guard, parent: F
         rid = str(uuid.uuid4())
         if req.if_none_exist:
             try:
-                found = service.existing(conn, guard, req.resource_type or "", req.if_none_exist, "ifNoneExist")
+                found = interactions.existing_match(u, req.resource_type or "", req.if_none_exist, "ifNoneExist")
             except FhirError as error:
                 error.issues[:] = [_located(issue, i) for issue in error.issues]
                 raise
             if found is not None:
                 rid = found.id
-                responses[i] = FhirResponse(200, service.shown(conn, guard, found),
+                responses[i] = FhirResponse(200, reads.shown(u, found),
                                             content.version_headers(found, parent.base_url, location=True))
         requests[i] = replace(req, if_none_exist=None, assigned_id=rid)
         if isinstance(full_url, str):
             ids[full_url] = f"{req.resource_type}/{rid}"
-    resolved = [_resolve_references(service, conn, guard, r, ids, parent.base_url, i)
-                for i, r in enumerate(requests)]
+    resolved = [_resolve_references(u, r, ids, i) for i, r in enumerate(requests)]
     pending: dict[tuple[str, str], str] = {}  # created in this transaction, not yet written
-    batch: list[repo.NewResource] = []
+    batch: list[NewResource] = []
     # Patients first among creates (the DMP others point to, whatever the entry order: R4 says the order
     # of entries does not matter), Binaries last: their securityContext may name a DocumentReference.
     # Updates in one global order of their ids, so that concurrent transactions never deadlock.
@@ -174,10 +168,10 @@ def _transaction(service: FhirService, conn: Connection, guard: Guard, parent: F
         req = resolved[i]
         if req.interaction == "create":
             # Creates are prepared one by one (validated, stamped, indexed) and written together.
-            responses[i] = _prepare_create(service, conn, guard, req, i, pending, batch)
+            responses[i] = _prepare_create(u, req, i, pending, batch)
             continue
-        _flush(service, conn, batch)
-        responses[i] = _dispatch_entry(service, conn, guard, req, i)
+        _flush(u, batch)
+        responses[i] = _dispatch_entry(u, req, i)
         body = responses[i].body
         if req.method in ("PUT", "PATCH") and req.id is None and isinstance(body, dict):
             # A conditional update/patch resolved to an identity: it must not overlap another change (R4).
@@ -185,12 +179,11 @@ def _transaction(service: FhirService, conn: Connection, guard: Guard, parent: F
             if key in changed:
                 raise bad_request(f"Bundle.entry[{i}]: the transaction changes {key} more than once")
             changed.add(key)
-    _flush(service, conn, batch)
+    _flush(u, batch)
     return [_response_entry(responses[i]) for i in range(len(resolved))]
 
 
-def _check_conformity(service: FhirService, conn: Connection, guard: Guard, parent: FhirRequest, entries: list,
-                      requests: list[FhirRequest]) -> None:
+def _check_conformity(u: Unit, parent: FhirRequest, entries: list, requests: list[FhirRequest]) -> None:
     """Every entry's resource against its profiles and the document rules (an attachment may name a Binary of
     the Bundle by its fullUrl), and an ITI-65 Bundle against its own profile: one 422 with every error, before
     anything is written."""
@@ -202,15 +195,15 @@ def _check_conformity(service: FhirService, conn: Connection, guard: Guard, pare
         data = binaries.get(url)
         return documents.decoded(data) if isinstance(data, str) else (b"" if url in binaries else None)
 
-    bytes_of = service.bytes_of(conn, guard, parent.base_url, bundled)
+    bytes_of = writes.bytes_of(u, bundled)
     issues: list[Issue] = []
     for i, req in enumerate(requests):
         if req.method in ("POST", "PUT") and isinstance(req.body, dict) and req.resource_type == req.body.get(
                 "resourceType"):
             issues += [_located(issue, i)
-                       for issue in validating.conformity_issues(service.conformance, req.body, bytes_of)]
+                       for issue in validating.conformity_issues(u.rt.conformance, req.body, bytes_of)]
     seen = {(i.code, i.expression) for i in issues}
-    for issue in validating.bundle_issues(service.conformance, parent.body):
+    for issue in validating.bundle_issues(u.rt.conformance, parent.body):
         if (issue.code, issue.expression) not in seen:
             seen.add((issue.code, issue.expression))
             issues.append(issue)
@@ -218,12 +211,12 @@ def _check_conformity(service: FhirService, conn: Connection, guard: Guard, pare
         raise FhirError(422, issues)
 
 
-def _prepare_create(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest, index: int,
-                    pending: dict[tuple[str, str], str], batch: list[repo.NewResource]) -> FhirResponse:
+def _prepare_create(u: Unit, req: FhirRequest, index: int, pending: dict[tuple[str, str], str],
+                    batch: list[NewResource]) -> FhirResponse:
+    """A create entry, decided and indexed (its conformity and structure were checked with the Bundle's)."""
     try:
-        body = content.resource_body(req.body, req.resource_type or "", validated=True)
-        new, response = service.prepare_new(conn, guard, req, body, req.assigned_id or str(uuid.uuid4()), pending,
-                                            conformant=True)
+        body = content.as_resource(req.body, req.resource_type or "")
+        new, response = writes.prepare_new(u, req, body, req.assigned_id or str(uuid.uuid4()), pending)
     except FhirError as error:
         error.issues[:] = [_located(issue, index) for issue in error.issues]
         raise
@@ -232,22 +225,21 @@ def _prepare_create(service: FhirService, conn: Connection, guard: Guard, req: F
     return response
 
 
-def _flush(service: FhirService, conn: Connection, batch: list[repo.NewResource]) -> None:
-    service.insert(conn, batch)
+def _flush(u: Unit, batch: list[NewResource]) -> None:
+    writes.insert(u, batch)
     batch.clear()
 
 
 def _lock_order(req: FhirRequest) -> tuple[str, str]:
-    """Writers lock their resource (FhirService.lock_for_write) or condition: take the locks in one order."""
+    """Writers lock their resource (`writes.lock_for_write`) or condition: take the locks in one order."""
     if req.method in ("PUT", "PATCH", "DELETE"):  # a conditional one locks its condition first
         return req.resource_type or "", req.id or "?" + "&".join(f"{k}={v}" for k, v in sorted(req.query))
     return "", ""
 
 
-def _dispatch_entry(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest,
-                    index: int) -> FhirResponse:
+def _dispatch_entry(u: Unit, req: FhirRequest, index: int) -> FhirResponse:
     try:
-        return service.dispatch(conn, guard, req)
+        return routes.route(req)(u, req)
     except FhirError as error:
         error.issues[:] = [_located(issue, index) for issue in error.issues]
         raise
@@ -272,8 +264,7 @@ def _check_distinct(requests: list[FhirRequest]) -> set[str]:
     return seen
 
 
-def _resolve_references(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest, ids: dict[str, str],
-                        base: str, index: int) -> FhirRequest:
+def _resolve_references(u: Unit, req: FhirRequest, ids: dict[str, str], index: int) -> FhirRequest:
     """Replace fullUrls by the ids they got, and `Type?search` references by the one match."""
     if not isinstance(req.body, dict):
         return req
@@ -283,7 +274,7 @@ def _resolve_references(service: FhirService, conn: Connection, guard: Guard, re
             out = {}
             for key, value in node.items():
                 if key == "reference" and isinstance(value, str) and "?" in value and value not in ids:
-                    out[key] = _conditional_reference(service, conn, guard, value, index)
+                    out[key] = _conditional_reference(u, value, index)
                 else:
                     out[key] = walk(value)
             return out
@@ -296,22 +287,20 @@ def _resolve_references(service: FhirService, conn: Connection, guard: Guard, re
     return req.with_body(walk(req.body))
 
 
-def _conditional_reference(service: FhirService, conn: Connection, guard: Guard, value: str, index: int) -> str:
+def _conditional_reference(u: Unit, value: str, index: int) -> str:
+    """`Type?search`: the one match among what the caller may see (`conditions.match`: the scope in the SQL)."""
     rtype, _, query = value.partition("?")
-    pairs = parse_qsl(query, keep_blank_values=True)
     try:
         parse_url("GET", rtype)
-        criteria = parse_criteria(rtype, pairs)
+        found = conditions.match(u, rtype, query, f"conditional reference {value!r}")
     except FhirError as error:
+        if error.status == 412:
+            raise precondition_failed(f"Bundle.entry[{index}]: conditional reference {value!r} matches more than "
+                                      f"one {rtype}") from None
+        if error.status not in (400, 404):
+            raise
         raise bad_request(f"Bundle.entry[{index}]: conditional reference {value!r}: "
                           f"{error.issues[0].diagnostics}") from None
-    found = repo.find(conn, rtype, criteria, limit=2, scope=repo.SYSTEM_SCOPE)
-    if rtype != "Patient":  # a DMP is found by its INS by anyone who may feed it; other matches must be seen
-        found = [s for s in found if service.sees(conn, guard, s)]
-    if len(found) != 1:
-        raise precondition_failed(f"Bundle.entry[{index}]: conditional reference {value!r} matches "
-                                  f"{'no' if not found else 'more than one'} {rtype}")
-    return f"{rtype}/{found[0].id}"
-
-
-__all__ = ["process_bundle"]
+    if found is None:
+        raise precondition_failed(f"Bundle.entry[{index}]: conditional reference {value!r} matches no {rtype}")
+    return f"{rtype}/{found.id}"

@@ -7,13 +7,13 @@ import copy
 import json
 from pathlib import Path
 
-from fhir_dmp import __version__
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import indexed_params
-from fhir_dmp.services import dmp_operations, validating
 from fhir_dmp.services.conformance import capability_entry, supported_profiles
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
+from fhir_dmp.services.routes import operations_of
 from fhir_dmp.terminology.store import load as load_conformance
+from fhir_dmp.version import __version__
 
 _RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (paging)."
 
@@ -60,6 +60,5 @@ def _resource(definition: ResourceDef, profiles: list[str]) -> dict:
         {"name": p.code, "definition": p.url, "type": p.type, "documentation": p.description}
         for p in indexed_params(definition.name).values()
     ]
-    out["operation"] = [{"name": "validate", "definition": validating.DEFINITION},
-                        *dmp_operations.listed(definition.name)]
+    out["operation"] = operations_of(definition.name)
     return out

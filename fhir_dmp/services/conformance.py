@@ -3,8 +3,8 @@
 
 Why apart from the store's interactions: these are public reference data (ANS and HL7 code lists, our
 profiles), versioned with the code, the same for every caller. Any admitted caller may read them (refused
-actors were turned away by `FhirService.admit`); they touch no DMP, so their AuditEvent goes on the server's
-chain like every other request's (`FhirService.unit`). Writes, history and vread are 405: nothing changes
+actors were turned away by `Pipeline.admit`); they touch no DMP, so their AuditEvent goes on the server's
+chain like every other request's (`Pipeline.run`). Writes, history and vread are 405: nothing changes
 them but a new release.
 
 Search: `_id`, `version`, `status` (token, exact), `url` (uri: exact, `:below`, `:above`), `name` (string:
@@ -20,16 +20,15 @@ import copy
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, Issue, bad_request, not_found, operation_outcome
 from fhir_dmp.search import shape
 from fhir_dmp.search.dates import now_utc, parse_date_range, shift
 from fhir_dmp.search.parse import PREFIXES, split_or
 from fhir_dmp.search.values import normalise
 from fhir_dmp.services import operations, results
-from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.registry import RESOURCES, ResourceDef
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
+from fhir_dmp.services.unit import Unit
 from fhir_dmp.terminology.store import Conformance
 
 # code -> (type, official definition, documentation); every one applies to the four types
@@ -47,14 +46,14 @@ _IGNORED = ("_format", "_pretty")
 Test = Callable[[dict], bool]
 
 
-def handle(conf: Conformance, guard: Guard, req: FhirRequest, settings: Settings) -> FhirResponse:
+def handle(u: Unit, req: FhirRequest) -> FhirResponse:
     interaction = req.interaction
     if interaction == "operation":
-        return operations.run(conf, guard, req, settings)
+        return operations.run(u, req)
     if interaction == "read":
-        return read(conf, guard, req)
+        return read(u, req)
     if interaction == "search-type":
-        return search(conf, guard, req, settings)
+        return search(u, req)
     raise method_not_allowed(req)
 
 
@@ -65,18 +64,20 @@ def found(conf: Conformance, rtype: str, rid: str) -> dict:
     return resource
 
 
-def read(conf: Conformance, guard: Guard, req: FhirRequest) -> FhirResponse:
+def read(u: Unit, req: FhirRequest) -> FhirResponse:
+    conf = u.rt.conformance
     assert req.resource_type and req.id
     resource = found(conf, req.resource_type, req.id)
-    guard.touch("", f"{req.resource_type}/{req.id}")
+    u.touch("", f"{req.resource_type}/{req.id}")
     summary, elements = shape.requested(req.query)
     return FhirResponse(200, shape.subset(copy.deepcopy(resource), summary, elements))
 
 
-def search(conf: Conformance, guard: Guard, req: FhirRequest, settings: Settings) -> FhirResponse:
+def search(u: Unit, req: FhirRequest) -> FhirResponse:
+    conf, settings = u.rt.conformance, u.rt.settings
     assert req.resource_type
     rtype = req.resource_type
-    guard.touch("", query="&".join(f"{k}={v}" for k, v in req.query))
+    u.touch("", query="&".join(f"{k}={v}" for k, v in req.query))
     tests: list[Test] = []
     ignored: list[str] = []
     count, offset, summary, elements, sort = settings.default_count, 0, None, (), [("_id", False)]

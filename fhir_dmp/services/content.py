@@ -8,7 +8,7 @@ from email.utils import format_datetime
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request
 from fhir_dmp.search.dates import instant
-from fhir_dmp.storage.repository import Stored
+from fhir_dmp.storage.records import Stored
 from fhir_dmp.validation.structure import validate_structure
 
 _STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
@@ -56,11 +56,18 @@ def parse_etag(value: str, header: str = "If-Match") -> int:
     return int(text)
 
 
-def resource_body(body: object, resource_type: str, *, validated: bool = False) -> dict:
-    """The request body as a resource of the expected type, structurally valid R4 (400 otherwise).
+def resource_body(body: object, resource_type: str) -> dict:
+    """The request body as a resource of the expected type, structurally valid R4 (400 otherwise)."""
+    resource = as_resource(body, resource_type)
+    issues = validate_structure(resource)
+    if issues:
+        raise FhirError(400, issues)
+    return resource
 
-    `validated`: the structure was already checked (a transaction validates its whole Bundle first).
-    """
+
+def as_resource(body: object, resource_type: str) -> dict:
+    """The body as a resource of the expected type (its structure checked elsewhere: a transaction checks its
+    whole Bundle first)."""
     if not isinstance(body, dict):
         raise bad_request("The request body must be a FHIR resource (a JSON object)", code="structure")
     found = body.get("resourceType")
@@ -68,9 +75,6 @@ def resource_body(body: object, resource_type: str, *, validated: bool = False) 
         raise bad_request("The resource has no resourceType", "resourceType", code="structure")
     if found != resource_type:
         raise bad_request(f"The body is a {found}, but the URL is for {resource_type}", "resourceType")
-    issues = [] if validated else validate_structure(body)
-    if issues:
-        raise FhirError(400, issues)
     return body
 
 

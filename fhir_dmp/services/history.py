@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sqlalchemy import Connection
-
 from fhir_dmp.errors import bad_request
 from fhir_dmp.search.dates import parse_date_range
-from fhir_dmp.services import results
-from fhir_dmp.services.guard import Guard
+from fhir_dmp.services import reads, results
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
-from fhir_dmp.storage import repository as repo
-
-if TYPE_CHECKING:
-    from fhir_dmp.services.interactions import FhirService
+from fhir_dmp.storage import queries
 
 _PARAMS = ("_count", "_since", "_cursor", "_format", "_pretty")
 
 
-def history(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
-    settings = service.settings
+def history(u: Unit, req: FhirRequest) -> FhirResponse:
+    settings = u.rt.settings
     count, since, cursor = settings.default_count, None, None
     for name, value in req.query:
         if name == "_count":
@@ -37,21 +30,21 @@ def history(service: FhirService, conn: Connection, guard: Guard, req: FhirReque
     count = min(count, settings.max_count)
     own = None
     if req.id:  # 404 when the resource never existed or is hidden from the caller, 403 for a closed DMP
-        stored = service.current(conn, guard, req)
-        scope = guard.scope(guard.access(conn, stored.patient_key))
+        stored = reads.current(u, req)
+        scope = u.scope(u.access(stored.patient_key))
     else:  # a patient's own DMP; professionals name no DMP here, so they see their own rows only
-        own = guard.own_dmp(conn) if guard.caller.actor in ("patient", "representative") else None
-        scope = guard.scope(guard.access(conn, own) if own else None)
-        guard.touch(own or "")
+        own = u.own_dmp() if u.caller.actor in ("patient", "representative") else None
+        scope = u.scope(u.access(own) if own else None)
+        u.touch(own or "")
         if not req.resource_type:  # the traces are read as AuditEvents; each history read would add to them
             scope = c.AllOf((scope, c.Not(c.TypeIs(("AuditEvent",)))))
-    rows = repo.history(conn, req.resource_type, req.id, since=since, before_pk=cursor, limit=count + 1, scope=scope)
+    rows = queries.history(u.tx, req.resource_type, req.id, since=since, before_pk=cursor, limit=count + 1, scope=scope)
     page, more = rows[:count], len(rows) > count
-    total = repo.history_count(conn, req.resource_type, req.id, since, scope=scope)
+    total = queries.history_count(u.tx, req.resource_type, req.id, since, scope=scope)
     path = "/".join(p for p in (req.resource_type, req.id, "_history") if p)
     links = results.page_links(req.base_url, path, list(req.query), page[-1].pk if more and page else None)
     if not req.id and own is None:  # read across DMPs: each DMP's trail gets the access
-        guard.touch_rows(page)
+        u.touch_rows(page)
     entries = [results.history_entry(req.base_url, s) for s in page]
     return FhirResponse(200, results.bundle("history", entries, links, total))
 

@@ -1,13 +1,10 @@
-"""The DMP's life (dmp-reference.md 4 and 9): one DMP per INS, `Patient/[id]/$close` and `$reopen`, the purge of
-DMPs closed for more than ten years, and `Patient/[id]/$everything`.
+"""The DMP's life (dmp-reference.md 4 and 9): `Patient/[id]/$close` and `$reopen`, the purge of DMPs closed for
+more than ten years, and `Patient/[id]/$everything` (one DMP per INS is `ins.py`'s).
 
-One DMP per INS: every write of a Patient (create, conditional or not, in a transaction or not; an update that
-changes its INS) takes a lock per INS value (PostgreSQL advisory lock; SQLite writers are serialised already)
-before looking for another DMP with that INS, so two concurrent creates cannot both miss each other. A plain
-create (no If-None-Exist) whose INS has a DMP is refused 409 `duplicate`, naming it: R4 gives a plain create no
-matching semantics, and answering the existing DMP would silently drop the body the client sent; the conditional
-create (If-None-Exist, or `POST Patient?identifier=...`) is how a client asks for "this INS's DMP, created if
-need be".
+A plain create (no If-None-Exist) whose INS has a DMP is refused 409 `duplicate`, naming it: R4 gives a plain
+create no matching semantics, and answering the existing DMP would silently drop the body the client sent; the
+conditional create (If-None-Exist, or `POST Patient?identifier=...`) is how a client asks for "this INS's DMP,
+created if need be".
 
 The rules (who may close, reopen, export) are `policy/lifecycle.py`'s; this module reads, writes and traces.
 """
@@ -16,10 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
-
-from sqlalchemy import Connection
 
 from fhir_dmp.errors import FhirError, Issue, bad_request, operation_outcome
 from fhir_dmp.policy import lifecycle as policy
@@ -27,19 +20,13 @@ from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.facts import moment, owner_key
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.parse import parse_criteria
-from fhir_dmp.services import audit, content, results
-from fhir_dmp.services.dmp_operations import operation
-from fhir_dmp.services.guard import Guard
-from fhir_dmp.services.references import INS_SYSTEMS
+from fhir_dmp.services import audit, content, reads, results, writes
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
-from fhir_dmp.storage import criteria as c
-from fhir_dmp.storage import paging
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.services.unit import Unit
+from fhir_dmp.storage import dmps, paging, queries, resources, traces
 from fhir_dmp.storage.db import Database
-
-if TYPE_CHECKING:
-    from fhir_dmp.services.interactions import FhirService
+from fhir_dmp.storage.records import GENESIS, SYSTEM_SCOPE
 
 CLOSE_URL = "https://fhir-dmp.example.org/OperationDefinition/Patient-close"
 REOPEN_URL = "https://fhir-dmp.example.org/OperationDefinition/Patient-reopen"
@@ -49,73 +36,19 @@ EVERYTHING_TYPES = tuple(sorted(n for n, d in RESOURCES.items() if not d.shipped
 PURGER = Caller("system", "fhir-dmp purge")
 
 
-# -- one DMP per INS ------------------------------------------------------------------------------------------
-def ins_values(patient: dict) -> list[str]:
-    """The INS values a Patient carries (any of the INS systems), sorted."""
-    idents = patient.get("identifier") if isinstance(patient.get("identifier"), list) else []
-    return sorted({i["value"] for i in idents if isinstance(i, dict) and i.get("system") in INS_SYSTEMS
-                   and isinstance(i.get("value"), str) and i["value"]})
-
-
-def lock_ins(db: Database, conn: Connection, values: list[str]) -> None:
-    """Queue the writers of the DMPs of these INS (in one order: no deadlock between two of them)."""
-    for value in sorted(set(values)):
-        db.lock(conn, f"INS|{value}")
-
-
-def lock_condition_ins(db: Database, conn: Connection, condition: str) -> None:
-    """A conditional create of a Patient takes its condition's INS locks before matching, so that it and a plain
-    create of the same INS (or one with a differently written condition) see each other."""
-    values = []
-    for name, value in parse_qsl(condition.lstrip("?"), keep_blank_values=True):
-        if name == "identifier":
-            values += [part.rsplit("|", 1)[-1] for part in value.split(",") if part.rsplit("|", 1)[-1]]
-    lock_ins(db, conn, values)
-
-
-def claim_ins(db: Database, conn: Connection, guard: Guard, patient: dict, rid: str,
-              before: dict | None = None) -> None:
-    """Refuse (409) a Patient `rid` whose INS already names another DMP, stored or opened earlier in this
-    transaction; `before`: the stored version of an update (unchanged INS are not checked again)."""
-    values = ins_values(patient)
-    if not values or (before is not None and ins_values(before) == values):
-        return
-    lock_ins(db, conn, values)
-    for value in values:
-        other = guard.pending_ins.get(value)
-        if other is not None and other != rid:
-            raise _duplicate(value, other)
-    token = c.AnyOf(tuple(c.Token("identifier", system, value) for system in sorted(INS_SYSTEMS) for value in values))
-    found = [s for s in repo.find(conn, "Patient", token, limit=3, scope=repo.SYSTEM_SCOPE) if s.id != rid]
-    if found:
-        guard.touch(found[0].patient_key, f"Patient/{found[0].id}")  # its patient sees the attempt in their trail
-        shared = sorted(set(values) & set(ins_values(content.resource_of(found[0]))))
-        raise _duplicate(shared[0] if shared else values[0], found[0].id)
-    for value in values:
-        guard.pending_ins[value] = rid
-
-
-def _duplicate(ins: str, existing: str) -> FhirError:
-    return FhirError.of(409, "duplicate", f"A DMP already exists for INS {ins} (Patient/{existing}): one DMP per "
-                        "INS. To get it, or create it if absent, use a conditional create (If-None-Exist: "
-                        "identifier=<INS system>|<INS>)", "Patient.identifier")
-
-
 # -- $close and $reopen -------------------------------------------------------------------------------------
-@operation("Patient", "$close", CLOSE_URL)
-def close(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
+def close(u: Unit, req: FhirRequest) -> FhirResponse:
     """Close the DMP: `active` false and the closure (now, `reason`); answers the updated Patient."""
     _instance_post(req)
     reason = _reason(req.body)
-    return _change(service, conn, guard, req, reason)
+    return _change(u, req, reason)
 
 
-@operation("Patient", "$reopen", REOPEN_URL)
-def reopen(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
+def reopen(u: Unit, req: FhirRequest) -> FhirResponse:
     """Reopen the DMP: `active` true, the closure removed (the closed versions stay in the history)."""
     _instance_post(req)
     _parameters(req.body, "$reopen", allowed=())
-    return _change(service, conn, guard, req, None)
+    return _change(u, req, None)
 
 
 def _instance_post(req: FhirRequest) -> None:
@@ -155,23 +88,24 @@ def _reason(body: object) -> str:
     return value.strip()
 
 
-def _change(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest,
-            reason: str | None) -> FhirResponse:
+def _change(u: Unit, req: FhirRequest, reason: str | None) -> FhirResponse:
     """Close (`reason` given) or reopen the URL's DMP: a new version of its Patient, through the same write path
     as an update (If-Match, profile, index, traces), once the lifecycle rules allow it."""
     closing = reason is not None
-    service.lock_for_write(conn, req)  # one state change at a time (and not while the purge removes it)
-    stored = service.current(conn, guard, req)  # 404 absent or unseen, 403 a DMP closed to the caller
+    writes.lock_for_write(u, req)  # one state change at a time (and not while the purge removes it)
+    stored = reads.current(u, req)  # 404 absent or unseen, 403 a DMP closed to the caller
     if stored.deleted:
         raise FhirError.of(410, "deleted", f"Patient/{stored.id} was deleted")
-    access = guard.access(conn, stored.patient_key)
-    refusal = (policy.close_refusal if closing else policy.reopen_refusal)(guard.caller, access)
+    access = u.access(stored.patient_key)
+    refusal = (policy.close_refusal if closing else policy.reopen_refusal)(u.caller, access)
     before = content.resource_of(stored)
     refusal = refusal or policy.state_refusal(before, closing)
     if refusal is not None:
         raise refusal
-    after = policy.closed(before, instant(guard.now), reason) if reason is not None else policy.reopened(before)
-    return service.store_version(conn, guard, req, stored, after, "PUT", judged=True)
+    after = policy.closed(before, instant(u.now), reason) if reason is not None else policy.reopened(before)
+    writes.check_if_match(req, stored)
+    writes.conform(u, after)  # decided by the lifecycle rules above, not by an update's
+    return writes.store_version(u, req, stored, after, "PUT")
 
 
 # -- $everything --------------------------------------------------------------------------------------------
@@ -188,8 +122,7 @@ class _Everything:
     ignored: tuple[str, ...]
 
 
-@operation("Patient", "$everything", EVERYTHING_URL)
-def everything(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
+def everything(u: Unit, req: FhirRequest) -> FhirResponse:
     """The DMP as the caller may see it, a searchset Bundle paged by keyset cursors (`_count`, `_since`, `_type`),
     the access scope inside each statement."""
     if req.method not in ("GET", "POST"):
@@ -197,22 +130,23 @@ def everything(service: FhirService, conn: Connection, guard: Guard, req: FhirRe
     if req.id is None:
         raise bad_request("$everything applies to one DMP here: GET Patient/[id]/$everything")
     pairs = list(req.query) + _body_pairs(req.body) if req.method == "POST" else list(req.query)
-    asked = _everything_args(pairs, req.strict, service.settings.default_count, service.settings.max_count)
-    stored = service.current(conn, guard, req)
+    settings = u.rt.settings
+    asked = _everything_args(pairs, req.strict, settings.default_count, settings.max_count)
+    stored = reads.current(u, req)
     if stored.deleted:
         raise FhirError.of(410, "deleted", f"Patient/{stored.id} was deleted")
     key = stored.patient_key
-    guard.touch(key, query="&".join(f"{k}={v}" for k, v in pairs))
-    access = guard.access(conn, key)
-    refusal = policy.everything_refusal(guard.caller, access)
+    u.touch(key, query="&".join(f"{k}={v}" for k, v in pairs))
+    access = u.access(key)
+    refusal = policy.everything_refusal(u.caller, access)
     if refusal is not None:
         raise refusal
-    scope = guard.scope(access)
-    rows = repo.dmp_page(conn, key, asked.types, since=asked.since, scope=scope, after_pk=asked.after_pk,
+    scope = u.scope(access)
+    rows = queries.dmp_page(u.tx, key, asked.types, since=asked.since, scope=scope, after_pk=asked.after_pk,
                          limit=asked.count + 1) if asked.count else []
     page = rows[:asked.count]
     next_cursor = paging.encode(paging.Cursor(True, (), page[-1].pk), ()) if len(rows) > asked.count else None
-    total = repo.dmp_count(conn, key, asked.types, since=asked.since, scope=scope)
+    total = queries.dmp_count(u.tx, key, asked.types, since=asked.since, scope=scope)
     entries = [results.match_entry(req.base_url, s) for s in page]
     if asked.ignored:
         entries.append({"resource": operation_outcome([
@@ -278,7 +212,7 @@ def purge_candidates(db: Database, before: datetime) -> list[str]:
     cursor = None
     with db.transaction() as conn:
         while True:
-            rows = repo.find(conn, "Patient", closed, limit=500, scope=repo.SYSTEM_SCOPE, cursor=cursor)
+            rows = queries.find(conn, "Patient", closed, limit=500, scope=SYSTEM_SCOPE, cursor=cursor)
             found += [r.id for r in rows if policy.purgeable(content.resource_of(r), before)]
             if len(rows) < 500:
                 return found
@@ -293,8 +227,8 @@ def purge(db: Database, before: datetime, base_url: str) -> list[dict]:
     for pid in purge_candidates(db, before):
         with db.transaction(write=True) as conn:
             db.lock(conn, f"Patient/{pid}")  # the key `$reopen` and updates lock
-            repo.lock_chains(conn, [pid])  # traces being appended to its chain finish first, and are purged too
-            stored = repo.read_current(conn, "Patient", pid)
+            head = traces.lock_chain(conn, pid)  # traces appended to its chain finish first, and are purged too
+            stored = resources.read_current(conn, "Patient", pid)
             if stored is None or stored.content is None:
                 continue
             patient = content.resource_of(stored)
@@ -302,8 +236,7 @@ def purge(db: Database, before: datetime, base_url: str) -> list[dict]:
                 continue
             closure = policy.closure_of(patient)
             assert closure is not None and closure.date is not None
-            head = repo.chain_head(conn, pid)
-            removed = repo.purge_patient(conn, pid)
+            removed = dmps.purge_patient(conn, pid)
             audit.append(conn, [("", _purge_event(pid, closure.date, head, removed))], owner_key(PURGER), base_url)
         done.append({"purged": f"Patient/{pid}", "closed": instant(closure.date), "removed": removed})
     return done
@@ -312,7 +245,7 @@ def purge(db: Database, before: datetime, base_url: str) -> list[dict]:
 def _purge_event(pid: str, closed_on: datetime, head: tuple[int, str] | None, removed: dict[str, int]) -> dict:
     """The AuditEvent of one DMP's purge (dmp-auditevent profile): who (this command), what (the Patient), when it
     was closed, and the last link of the trace chain removed with it, so that its removal is itself attested."""
-    seq, digest = head or (0, repo.GENESIS)
+    seq, digest = head or (0, GENESIS)
     return {
         "resourceType": "AuditEvent",
         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",

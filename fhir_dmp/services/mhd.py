@@ -8,21 +8,14 @@ finds the documents they are about and writes the versions.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
-
-from sqlalchemy import Connection
 
 from fhir_dmp.errors import FhirError, bad_request, unprocessable
 from fhir_dmp.policy import documents
-from fhir_dmp.services import content, references
-from fhir_dmp.services.guard import Guard
-from fhir_dmp.services.requests import FhirRequest
-from fhir_dmp.storage import repository as repo
-from fhir_dmp.storage.repository import Stored
-
-if TYPE_CHECKING:
-    from fhir_dmp.services.interactions import FhirService
+from fhir_dmp.services import conditions, content, reads, references
+from fhir_dmp.services.unit import Unit
+from fhir_dmp.storage.records import Stored
 
 # PDSm's JSON Patch paths name an extension by its url: `/extension[url:'https://...']/valueBoolean`
 # (TD3.3d; flux 03 writes the quotes as ” too). Not RFC 6901: translated to the extension's index first.
@@ -67,27 +60,26 @@ def check_metadata_update(before: dict, after: dict) -> None:
         raise FhirError(422, issues)
 
 
-def supersede_replaced(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest, document: dict,
-                       patient: str) -> None:
-    """A new DocumentReference that `replaces` others marks each `superseded`, in the same unit of work: a new
-    version of the target, written by the server under the caller's rights to change it (policy/documents.py).
-    A target that is missing or that the caller may not see is one answer (422): no oracle."""
+def replaced(u: Unit, document: dict, patient: str) -> list[tuple[Stored, dict]]:
+    """The documents a new DocumentReference `replaces`, each with its content, to be marked `superseded` in the
+    same unit of work under the caller's rights to change them (policy/documents.py). A target that is missing
+    or that the caller may not see is one answer (422): no oracle."""
+    out = []
     relations = document.get("relatesTo") if isinstance(document.get("relatesTo"), list) else []
     for index, relation in enumerate(relations):
         if not isinstance(relation, dict) or relation.get("code") != "replaces":
             continue
         where = f"DocumentReference.relatesTo[{index}].target"
-        target = _target(service, conn, guard, req, relation.get("target"), where)
+        target = _target(u, relation.get("target"), where)
         before = content.resource_of(target)
         refusal = documents.replacement_refusal(before, target.patient_key == patient)
         if refusal is not None:
             raise refusal
-        change = FhirRequest("PATCH", "DocumentReference", target.id, base_url=req.base_url)
-        service.store_version(conn, guard, change, target, {**before, "status": "superseded"}, "PATCH")
+        out.append((target, before))
+    return out
 
 
-def _target(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest, target: object,
-            where: str) -> Stored:
+def _target(u: Unit, target: object, where: str) -> Stored:
     missing = unprocessable(f"{where} names no DocumentReference of this DMP that you may see: only an existing "
                             "document can be replaced", where, code="not-found")
     if not isinstance(target, dict):
@@ -98,22 +90,29 @@ def _target(service: FhirService, conn: Connection, guard: Guard, req: FhirReque
         rtype, _, query = reference.partition("?")
         if rtype.rsplit("/", 1)[-1] != "DocumentReference":
             raise missing
-        stored = service.match_condition(conn, guard, "DocumentReference", query, "relatesTo.target")
+        stored = conditions.match(u, "DocumentReference", query, "relatesTo.target")
     elif isinstance(reference, str):
-        rid = references.local_id(reference, "DocumentReference", req.base_url)
+        rid = references.local_id(reference, "DocumentReference", u.req.base_url)
         if rid is None:
             raise missing
-        service.db.lock(conn, f"DocumentReference/{rid}")  # concurrent replacers of one document queue here
-        stored = repo.read_current(conn, "DocumentReference", rid)
+        u.lock(f"DocumentReference/{rid}")  # concurrent replacers of one document queue here
+        stored = _visible(u, rid)
     elif isinstance(target.get("identifier"), dict):
         ident = target["identifier"]
         token = f"{ident.get('system') or ''}|{ident.get('value') or ''}" if ident.get("system") else \
             str(ident.get("value") or "")
-        stored = service.match_condition(conn, guard, "DocumentReference", urlencode({"identifier": token}),
-                                         "relatesTo.target")
-    if stored is None or stored.deleted or not service.sees(conn, guard, stored):
+        stored = conditions.match(u, "DocumentReference", urlencode({"identifier": token}), "relatesTo.target")
+    if stored is None or stored.deleted:
         raise missing
     if "?" in (reference or "") or reference is None:
-        service.db.lock(conn, f"DocumentReference/{stored.id}")
-        stored = repo.read_current(conn, "DocumentReference", stored.id) or stored
+        u.lock(f"DocumentReference/{stored.id}")
+        stored = _visible(u, stored.id) or stored
     return stored
+
+
+def _visible(u: Unit, rid: str) -> Stored | None:
+    """A replaced document as the caller may see it; a DMP closed to them hides it like an absent one (422)."""
+    try:
+        return reads.visible(u, "DocumentReference", rid)
+    except FhirError:
+        return None

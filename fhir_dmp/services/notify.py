@@ -1,6 +1,6 @@
 """Notifications (dmp-reference.md 7): a professional's first access to a DMP and every emergency access
 become a Communication to the patient (emergencies also to the médecin traitant), written in the unit of
-work that caused them, then POSTed to `FHIR_DMP_NOTIFY_URL` when it is set.
+work that caused them, then POSTed to `FHIR_DMP_NOTIFY_URL` when it is set (an after-commit hook).
 
 The webhook runs after the commit on a small thread pool, retried with back-off; it never delays nor fails
 the request (the Communication is stored either way, so nothing is lost if the hook is down).
@@ -15,18 +15,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import requests
-from sqlalchemy import Connection
 
 from fhir_dmp import fhirjson
-from fhir_dmp.policy.access import Access
 from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content
-from fhir_dmp.services.guard import Guard
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.services.unit import Unit
+from fhir_dmp.storage import resources
 from fhir_dmp.storage.criteria import AccessFacts
+from fhir_dmp.storage.records import NewResource
 
 log = logging.getLogger(__name__)
 CATEGORY = {"system": "http://terminology.hl7.org/CodeSystem/communication-category", "code": "notification"}
@@ -34,41 +33,47 @@ _MODES = {"ETREAT": "accès en urgence (régulation, centre 15)", "BTG": "accès
 _pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fhir-dmp-notify")
 
 
-def notifications(conn: Connection, guard: Guard, base_url: str) -> list[dict]:
-    """Write the Communications this unit of work calls for; returns them, for the webhook."""
-    caller = guard.caller
-    if caller.actor != "professional":
+def accessed(u: Unit) -> list[str]:
+    """The DMPs a professional opened in this unit (their first opening is notified)."""
+    if u.caller.actor != "professional":
         return []
+    return [k for k in sorted(u.touched) if k and (a := u.access(k)) is not None and a.refusal is None]
+
+
+def notifications(u: Unit, first: set[str]) -> None:
+    """Write the Communications this unit of work calls for (a first access, any emergency access), and hand them
+    to the webhook once the unit has committed."""
     sent: list[tuple[str, dict, str]] = []
-    for key in sorted(k for k in guard.touched if k):
-        access: Access | None = guard.access(conn, key)
-        if access is None or access.refusal is not None:
+    for key in accessed(u):
+        access = u.access(key)
+        emergency = access is not None and access.kind == "emergency"
+        if not (key in first or emergency):
             continue
-        first = repo.note_access(conn, key, guard.owner, guard.now)
-        emergency = access.kind == "emergency"
-        if not (first or emergency):
-            continue
-        dmp = guard.dmp(conn, key)
+        dmp = u.dmp(key)
         treating = sorted(dmp.treating) if dmp is not None and emergency else []
-        sent.append((key, *_communication(guard, key, treating, first)))
+        sent.append((key, *_communication(u, key, treating, key in first)))
+    if not sent:
+        return
     news, bodies = [], []
     for key, body, recipient in sent:
         rid, when = str(uuid.uuid4()), now_utc()
         stamped = content.stamp(body, rid, 1, when)
         bodies.append(stamped)
-        news.append(repo.NewResource("Communication", rid, key, fhirjson.dumps(stamped), when,
-                                     index_rows("Communication", stamped, base_url),
-                                     facts=AccessFacts(owner=recipient)))
-    repo.insert_resources(conn, news)
-    return bodies
+        news.append(NewResource("Communication", rid, key, fhirjson.dumps(stamped), when,
+                                index_rows("Communication", stamped, u.req.base_url),
+                                facts=AccessFacts(owner=recipient)))
+    resources.insert_resources(u.tx, news)
+    url = u.rt.settings.notify_url
+    if url:
+        u.after_commit.append(lambda: post(url, bodies))
 
 
-def _communication(guard: Guard, key: str, treating: list[str], first: bool) -> tuple[dict, str]:
+def _communication(u: Unit, key: str, treating: list[str], first: bool) -> tuple[dict, str]:
     """The notice, and the row owner: the médecin traitant reads the emergency notices addressed to them."""
-    caller = guard.caller
+    caller = u.caller
     mode = _MODES.get(caller.purpose_of_use, "accès")
     who = f"Le professionnel {caller.sub}" + (f" (profession {caller.profession})" if caller.profession else "")
-    text = f"{who} a consulté votre DMP le {instant(guard.now)} ({mode}"
+    text = f"{who} a consulté votre DMP le {instant(u.now)} ({mode}"
     text += f", motif : {caller.access_reason})" if caller.access_reason else ")"
     if first:
         text += " : c'est son premier accès à votre DMP."
@@ -80,7 +85,7 @@ def _communication(guard: Guard, key: str, treating: list[str], first: bool) -> 
         "category": [{"coding": [CATEGORY]}],
         "subject": {"reference": f"Patient/{key}"},
         "recipient": recipients,
-        "sent": instant(guard.now),
+        "sent": instant(u.now),
         "payload": [{"contentString": text}],
     }, (owner_key(replace(caller, sub=treating[0])) if treating else "")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request, not_found
-from fhir_dmp.services.guard import Guard
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
+from fhir_dmp.services.unit import Unit
 from fhir_dmp.terminology.expansion import expand, not_supported, validate_code
 from fhir_dmp.terminology.store import Conformance
 
@@ -38,7 +38,8 @@ class Operation:
     repeats: frozenset[str] = frozenset()
 
 
-def run(conf: Conformance, guard: Guard, req: FhirRequest, settings: Settings) -> FhirResponse:
+def run(u: Unit, req: FhirRequest) -> FhirResponse:
+    conf, settings = u.rt.conformance, u.rt.settings
     rtype = req.resource_type or ""
     op = OPERATIONS.get((rtype, req.operation or ""))
     if op is None:
@@ -48,10 +49,10 @@ def run(conf: Conformance, guard: Guard, req: FhirRequest, settings: Settings) -
     if req.method not in ("GET", "POST"):
         raise method_not_allowed(req)
     if req.id:
-        guard.touch("", f"{rtype}/{req.id}")
+        u.touch("", f"{rtype}/{req.id}")
         _instance(conf, rtype, req.id)
     else:
-        guard.touch("", query="&".join(f"{k}={v}" for k, v in req.query))
+        u.touch("", query="&".join(f"{k}={v}" for k, v in req.query))
     return FhirResponse(200, op.answer(conf, req, _arguments(req, op), settings))
 
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Connection
-
 from fhir_dmp.errors import unprocessable
+from fhir_dmp.policy.consents import INS_SYSTEMS
 from fhir_dmp.services.registry import RESOURCES
+from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage import queries, resources
+from fhir_dmp.storage.records import SYSTEM_SCOPE
 
-INS_SYSTEMS = frozenset({
-    "urn:oid:1.2.250.1.213.1.4.8", "urn:oid:1.2.250.1.213.1.4.9",
-    "urn:oid:1.2.250.1.213.1.4.10", "urn:oid:1.2.250.1.213.1.4.11",
-})
+__all__ = ["INS_SYSTEMS", "local_id", "patient_key"]
 
 
 def local_id(reference: str, resource_type: str, base_url: str) -> str | None:
@@ -29,45 +27,46 @@ def local_id(reference: str, resource_type: str, base_url: str) -> str | None:
     return None
 
 
-def patient_key(conn: Connection, resource_type: str, resource: dict, rid: str, base_url: str,
+def patient_key(u: Unit, resource_type: str, resource: dict, rid: str,
                 pending: Mapping[tuple[str, str], str]) -> str:
-    """The Patient id of the DMP this resource belongs to ('' if none); 422 on a dangling patient.
+    """The Patient id of the DMP this resource belongs to ('' if none); 422 on a dangling patient. The DMP's
+    facts come with it (one statement), for the decision that follows.
 
     `pending`: resources created earlier in the same transaction, not yet written ((type, id) -> patient key).
     """
     if resource_type == "Patient":
         return rid
     if resource_type == "Binary":
-        return _binary_patient(conn, resource, base_url, pending)
+        return _binary_patient(u, resource, pending)
     definition = RESOURCES.get(resource_type)
     for path in definition.patient_paths if definition else ():
         ref = resource.get(path)
         if isinstance(ref, dict):
-            found = _resolve_patient(conn, ref, f"{resource_type}.{path}", base_url, pending)
+            found = _resolve_patient(u, ref, f"{resource_type}.{path}", pending)
             if found is not None:
                 return found
     return ""
 
 
-def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str,
-                     pending: Mapping[tuple[str, str], str]) -> str | None:
+def _resolve_patient(u: Unit, ref: dict, expression: str, pending: Mapping[tuple[str, str], str]) -> str | None:
     literal = ref.get("reference")
     if isinstance(literal, str):
-        pid = local_id(literal, "Patient", base_url)
+        pid = local_id(literal, "Patient", u.req.base_url)
         if pid is None:
             if literal.startswith("Patient/") or "/Patient/" in literal or ref.get("type") == "Patient":
                 raise unprocessable(f"Reference {literal!r} does not name a DMP on this server", expression)
             return None  # not a patient reference (e.g. a Group or a Device)
         if ("Patient", pid) in pending:
             return pid
-        stored = repo.read_current(conn, "Patient", pid)
-        if stored is None or stored.deleted:
+        located = resources.locate(u.tx, "Patient", pid)
+        if located is None or located.deleted:
             raise unprocessable(f"Reference {literal!r}: no such DMP (Patient) on this server", expression)
+        u.know_facts(pid, located.dmp_facts)
         return pid
     ident = ref.get("identifier")
     if isinstance(ident, dict) and ident.get("system") in INS_SYSTEMS and isinstance(ident.get("value"), str):
         token = c.Token("identifier", ident["system"], ident["value"])
-        matches = repo.find(conn, "Patient", token, limit=2, scope=repo.SYSTEM_SCOPE)
+        matches = queries.find(u.tx, "Patient", token, limit=2, scope=SYSTEM_SCOPE)
         if len(matches) != 1:
             raise unprocessable(f"No single DMP has the INS {ident['system']}|{ident['value']}", expression)
         return matches[0].id
@@ -76,13 +75,16 @@ def _resolve_patient(conn: Connection, ref: dict, expression: str, base_url: str
     return None
 
 
-def _binary_patient(conn: Connection, resource: dict, base_url: str, pending: Mapping[tuple[str, str], str]) -> str:
+def _binary_patient(u: Unit, resource: dict, pending: Mapping[tuple[str, str], str]) -> str:
     ctx = resource.get("securityContext")
     literal = ctx.get("reference") if isinstance(ctx, dict) else None
     if not isinstance(literal, str):
         return ""
-    doc_id = local_id(literal, "DocumentReference", base_url)
+    doc_id = local_id(literal, "DocumentReference", u.req.base_url)
     if doc_id and ("DocumentReference", doc_id) in pending:
         return pending[("DocumentReference", doc_id)]
-    stored = repo.read_current(conn, "DocumentReference", doc_id) if doc_id else None
-    return stored.patient_key if stored else ""
+    located = resources.locate(u.tx, "DocumentReference", doc_id) if doc_id else None
+    if located is None:
+        return ""
+    u.know_facts(located.patient_key, located.dmp_facts)
+    return located.patient_key

@@ -79,6 +79,15 @@ def parse_url(method: str, url: str, **fields: Any) -> FhirRequest:
                        query=query, **fields)
 
 
+def head_of(method: str, url: str, base_url: str) -> FhirRequest:
+    """What a request is about before its body is read (for admission and its trace); a URL that does not
+    parse is still a request of that method."""
+    try:
+        return parse_url(method, url, base_url=base_url)
+    except FhirError:
+        return FhirRequest(method, base_url=base_url)
+
+
 def interaction_of(req: FhirRequest) -> str:
     """The R4 interaction code of a request (used for the 405 check and the traces)."""
     m, t, i, op = req.method, req.resource_type, req.id, req.operation

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.services import content
-from fhir_dmp.storage.repository import Stored
+from fhir_dmp.storage.records import Stored
 
 
 def page_links(base: str, path: str, query: list[tuple[str, str]], next_cursor: int | str | None,

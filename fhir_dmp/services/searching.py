@@ -8,46 +8,34 @@ its WHERE, so that an access policy narrows the query itself and never filters r
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
-
-from sqlalchemy import Connection
 
 from fhir_dmp.errors import bad_request, operation_outcome
-from fhir_dmp.policy.access import IDENTITY_ELEMENTS, Access, confine, identity_only, narrow
+from fhir_dmp.policy.access import IDENTITY_ELEMENTS
 from fhir_dmp.search import shape
 from fhir_dmp.search.parse import SearchQuery, parse_query
-from fhir_dmp.services import results
-from fhir_dmp.services.guard import Guard
+from fhir_dmp.services import lookups, results
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
-from fhir_dmp.storage import paging
-from fhir_dmp.storage import repository as repo
-from fhir_dmp.storage.repository import Stored
-
-if TYPE_CHECKING:
-    from fhir_dmp.services.interactions import FhirService
+from fhir_dmp.storage import paging, queries
+from fhir_dmp.storage.db import Tx
+from fhir_dmp.storage.records import Stored
 
 MAX_INCLUDE_LEVELS = 3  # the page's own includes, then up to two more :iterate rounds
 
 
-def search(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
+def search(u: Unit, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
-    settings = service.settings
+    settings = u.rt.settings
     query = parse_query(req.resource_type, list(req.query), strict=req.strict,
                         default_count=settings.default_count, max_count=settings.max_count, base_url=req.base_url)
-    key = guard.search_dmp(conn, req.resource_type, query.criteria)
-    guard.touch(key or "", query="&".join(f"{k}={v}" for k, v in req.query))
-    access = guard.access(conn, key) if key else None
-    identity = False
-    if access is not None and access.refusal is not None:
-        if not (access.may_check_existence and guard.caller.actor == "professional"
-                and req.resource_type == "Patient" and identity_only(query.criteria)):
-            raise access.refusal
-        access, identity = Access("identity", key), True  # 6.3: a professional asks whether a DMP exists
-    scope = guard.scope(access)  # for includes, of any type
-    query = replace(query, criteria=confine(query.criteria, scope))
-    own_scope = narrow(scope, req.resource_type)  # for the page and the count
-    if identity:
+    lookup = lookups.for_search(u, req.resource_type, query.criteria)
+    key = lookup.key
+    u.touch(key or "", query="&".join(f"{k}={v}" for k, v in req.query))
+    scope = lookup.scope  # for includes, of any type
+    query = replace(query, criteria=lookup.criteria)
+    own_scope = lookup.own_scope(req.resource_type)  # for the page and the count
+    if lookup.identity:
         # identity only: no includes either (an included Practitioner would tell the médecin traitant)
         query = replace(query, elements=IDENTITY_ELEMENTS, summary=None if query.summary != "count" else "count",
                         includes=(), revincludes=())
@@ -55,7 +43,7 @@ def search(service: FhirService, conn: Connection, guard: Guard, req: FhirReques
     page: list[Stored] = []
     next_cursor = previous_cursor = None
     if query.count > 0 and query.summary != "count":
-        rows = repo.find(conn, req.resource_type, query.criteria, scope=own_scope, sort=query.sort, cursor=cursor,
+        rows = queries.find(u.tx, req.resource_type, query.criteria, scope=own_scope, sort=query.sort, cursor=cursor,
                          limit=query.count + 1)
         more = len(rows) > query.count
         backwards = cursor is not None and not cursor.forward
@@ -66,10 +54,10 @@ def search(service: FhirService, conn: Connection, guard: Guard, req: FhirReques
             previous_cursor = _encode(query, page[0], forward=False)
     total = None
     if query.total != "none" or query.count == 0 or query.summary == "count":
-        total = repo.count(conn, req.resource_type, query.criteria, scope=own_scope)
-    included = _included(conn, query, page, scope)
+        total = queries.count(u.tx, req.resource_type, query.criteria, scope=own_scope)
+    included = _included(u.tx, query, page, scope)
     if key is None:  # a search spanning DMPs (a system's): each DMP it read from gets its own trace
-        guard.touch_rows(page + included)
+        u.touch_rows(page + included)
     entries = [_entry(req.base_url, s, "match", query, query.elements) for s in page]
     entries += [_entry(req.base_url, s, "include", query, ()) for s in included]
     warnings = query.warnings()
@@ -92,7 +80,7 @@ def _encode(query: SearchQuery, row: Stored, *, forward: bool) -> str:
     return paging.encode(paging.Cursor(forward, row.sort_key, row.pk), query.sort)
 
 
-def _included(conn: Connection, query: SearchQuery, page: list[Stored], scope: c.Criterion) -> list[Stored]:
+def _included(tx: Tx, query: SearchQuery, page: list[Stored], scope: c.Criterion) -> list[Stored]:
     """`_include`/`_revinclude` of the page, then `:iterate` ones of what was just included, each resource once."""
     seen = {s.pk for s in page}
     found: list[Stored] = []
@@ -103,8 +91,8 @@ def _included(conn: Connection, query: SearchQuery, page: list[Stored], scope: c
         if not sources or not (includes or revincludes):
             break
         new: list[Stored] = []
-        for stored in (repo.included(conn, sources, includes, scope=scope)
-                       + repo.revincluded(conn, sources, revincludes, scope=scope)):
+        for stored in (queries.included(tx, sources, includes, scope=scope)
+                       + queries.revincluded(tx, sources, revincludes, scope=scope)):
             if stored.pk not in seen:
                 seen.add(stored.pk)
                 new.append(stored)

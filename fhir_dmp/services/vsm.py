@@ -22,9 +22,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import Connection
+from typing import Any
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, unprocessable
@@ -34,20 +32,16 @@ from fhir_dmp.policy.facts import SUMMARY_TYPES, VSM_TYPE, access_facts, governe
 from fhir_dmp.policy.habilitation import LOINC
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
-from fhir_dmp.services import content, references, validating
-from fhir_dmp.services.dmp_operations import operation
-from fhir_dmp.services.guard import Guard
+from fhir_dmp.services import content, reads, references, validating
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage import dmps, queries, resources
 from fhir_dmp.storage.criteria import AccessFacts
-from fhir_dmp.storage.repository import Stored
+from fhir_dmp.storage.records import SYSTEM_SCOPE, NewResource, Stored
 from fhir_dmp.terminology.classes import TRE_A03
 from fhir_dmp.validation.documents import digest
-
-if TYPE_CHECKING:
-    from fhir_dmp.services.interactions import FhirService
 
 DOCUMENT_DEFINITION = "http://hl7.org/fhir/OperationDefinition/Composition-document"
 STATUS_DEFINITION = "https://fhir-dmp.example.org/OperationDefinition/Patient-vsm-status"
@@ -115,14 +109,14 @@ def _list(value: Any) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def assemble(conn: Connection, stored: Stored, base_url: str, visible: Callable[[Stored], bool],
-             ) -> tuple[dict, list[Stored]]:
+def assemble(u: Unit, stored: Stored, visible: Callable[[Stored], bool]) -> tuple[dict, list[Stored]]:
     """The document Bundle of a Composition version (R4 documents: type document, identifier, timestamp, the
     Composition first, fullUrls) with the referenced resources `visible` lets in, and those resources."""
     composition = content.resource_of(stored)
+    base_url = u.req.base_url
     found: list[Stored] = []
     for rtype, rid in referenced(composition, base_url):
-        row = repo.read_current(conn, rtype, rid)
+        row = resources.read_current(u.tx, rtype, rid)
         if (row is None or row.deleted or row.patient_key not in ("", stored.patient_key)
                 or (rtype, rid) == ("Composition", stored.id) or not visible(row)):
             continue
@@ -134,19 +128,18 @@ def assemble(conn: Connection, stored: Stored, base_url: str, visible: Callable[
     return bundle, found
 
 
-@operation("Composition", "$document", DOCUMENT_DEFINITION)
-def document(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
+def document(u: Unit, req: FhirRequest) -> FhirResponse:
     if req.method not in ("GET", "POST"):
         raise FhirError.of(405, "not-supported", f"$document takes GET or POST, not {req.method}")
     if not req.id:
         raise bad_request("$document runs on one Composition: Composition/{id}/$document")
     _document_arguments(req)
-    stored = service.current(conn, guard, req)  # 404 when absent or hidden, 403 for a DMP closed to the caller
+    stored = reads.current(u, req)  # 404 when absent or hidden, 403 for a DMP closed to the caller
     if stored.deleted:
         raise FhirError.of(410, "deleted", f"Composition/{req.id} was deleted")
-    bundle, found = assemble(conn, stored, req.base_url, lambda row: service.sees(conn, guard, row))
+    bundle, found = assemble(u, stored, lambda row: reads.sees(u, row))
     for row in found:
-        guard.touch(row.patient_key or stored.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}")
+        u.touch(row.patient_key or stored.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}")
     return FhirResponse(200, bundle, content.version_headers(stored, req.base_url))
 
 
@@ -177,67 +170,66 @@ def _document_arguments(req: FhirRequest) -> None:
 
 
 # -- filing the VSM's DocumentReference ----------------------------------------------------------------------
-def file_saved(service: FhirService, conn: Connection, guard: Guard, base_url: str) -> None:
+def file_saved(u: Unit) -> None:
     """Each VSM created or updated in this unit of work files its DocumentReference (called before the unit of
     work commits, so the VSM and its DocumentReference are written together or not at all)."""
     done: set[str] = set()
-    for rtype, rid in list(guard.saved):
+    for rtype, rid in list(u.saved):
         if rtype != "Composition" or rid in done:
             continue
         done.add(rid)
-        stored = repo.read_current(conn, "Composition", rid)
+        stored = resources.read_current(u.tx, "Composition", rid)
         if stored is None or stored.deleted or not stored.patient_key:
             continue
         composition = content.resource_of(stored)
         if is_vsm(composition):
-            _file(service, conn, guard, stored, composition, base_url)
+            _file(u, stored, composition)
 
 
-def _file(service: FhirService, conn: Connection, guard: Guard, stored: Stored, composition: dict,
-          base_url: str) -> None:
-    key = stored.patient_key
-    service.db.lock(conn, f"vsm/{key}")  # one current VSM per DMP, even when two are saved at once
-    current = repo.find(conn, "DocumentReference", c.AllOf((
+def _file(u: Unit, stored: Stored, composition: dict) -> None:
+    key, base_url = stored.patient_key, u.req.base_url
+    u.lock(f"vsm/{key}")  # one current VSM per DMP, even when two are saved at once
+    current = queries.find(u.tx, "DocumentReference", c.AllOf((
         c.PatientIs(key), c.DocTypeIn((VSM_TYPE,)), c.Token("status", None, "current"))),
-        limit=1000, scope=repo.SYSTEM_SCOPE)
+        limit=1000, scope=SYSTEM_SCOPE)
     for rtype, rid in referenced(composition, base_url):  # a VSM sums up one DMP: never another's resources
-        row = repo.read_current(conn, rtype, rid)
+        row = resources.read_current(u.tx, rtype, rid)
         if row is not None and row.patient_key not in ("", key):
             raise unprocessable(f"The VSM references {rtype}/{rid}, which belongs to another DMP", "Composition")
-    bundle, found = assemble(conn, stored, base_url, lambda row: True)
+    bundle, found = assemble(u, stored, lambda row: True)
     raw = fhirjson.dumps(bundle).encode()
     entries = [row for row in found if row.resource_type in SUMMARY_TYPES and row.patient_key == key]
     carried = _carried_labels(current, stored.id, base_url)
     doc_id, binary_id, when = str(uuid.uuid4()), str(uuid.uuid4()), now_utc()
-    docref = _document_reference(guard, stored, composition, entries, current, carried, doc_id, binary_id, raw)
-    if service.settings.enforce_profiles:
-        issues = validating.conformity_issues(service.conformance, docref,
+    docref = _document_reference(u, stored, composition, entries, current, carried, doc_id, binary_id, raw)
+    if u.rt.settings.enforce_profiles:
+        issues = validating.conformity_issues(u.rt.conformance, docref,
                                               lambda url: raw if url == f"Binary/{binary_id}" else None)
         if issues:  # a VSM that conforms but cannot be filed as a DMP document: say what it lacks
             raise FhirError(422, [Issue(i.code, f"The VSM's DocumentReference, filed from this Composition, "
                                                 f"would not conform: {i.diagnostics}", (), i.severity)
                                   for i in issues])
-    types = service.matrix.codes.types
+    types = u.rt.matrix.codes.types
     docref = content.stamp(docref, doc_id, 1, when)
     binary = content.stamp({"resourceType": "Binary", "contentType": "application/fhir+json",
                             "securityContext": {"reference": f"DocumentReference/{doc_id}"},
                             "data": base64.b64encode(raw).decode("ascii")}, binary_id, 1, when)
     owner = stored.facts.owner  # the VSM's depositor deposited its DocumentReference
     facts = access_facts("DocumentReference", docref, owner, when, types)
-    repo.insert_resources(conn, [
-        repo.NewResource("DocumentReference", doc_id, key, fhirjson.dumps(docref), when,
-                         index_rows("DocumentReference", docref, base_url), facts=facts),
-        repo.NewResource("Binary", binary_id, key, fhirjson.dumps(binary), when, index_rows("Binary", binary, base_url),
+    resources.insert_resources(u.tx, [
+        NewResource("DocumentReference", doc_id, key, fhirjson.dumps(docref), when,
+                    index_rows("DocumentReference", docref, base_url), facts=facts),
+        NewResource("Binary", binary_id, key, fhirjson.dumps(binary), when, index_rows("Binary", binary, base_url),
                          facts=access_facts("Binary", binary, owner, when, types, facts))])
-    guard.touch(key, f"DocumentReference/{doc_id}/_history/1")
-    guard.touch(key, f"Binary/{binary_id}/_history/1")
+    u.touch(key, f"DocumentReference/{doc_id}/_history/1")
+    u.touch(key, f"Binary/{binary_id}/_history/1")
     for old in current:
-        _supersede(conn, guard, old, base_url, types)
-    repo.govern(conn, [("Composition", stored.id), *((r.resource_type, r.id) for r in entries)],
+        _supersede(u, old, types)
+    dmps.govern(u.tx, [("Composition", stored.id), *((r.resource_type, r.id) for r in entries)],
                 f"DocumentReference/{doc_id}", facts)
 
 
-def _document_reference(guard: Guard, stored: Stored, composition: dict, entries: list[Stored], current: list[Stored],
+def _document_reference(u: Unit, stored: Stored, composition: dict, entries: list[Stored], current: list[Stored],
                         carried: list[dict], doc_id: str, binary_id: str, raw: bytes) -> dict:
     """The DocumentReference (dmp-documentreference) of a VSM version."""
     title = composition.get("title") if isinstance(composition.get("title"), str) else "Volet de synthèse médicale"
@@ -262,7 +254,7 @@ def _document_reference(guard: Guard, stored: Stored, composition: dict, entries
         "subject": {"reference": f"Patient/{stored.patient_key}"},
         "date": _instant_or(composition.get("date"), stored),
         "author": composition.get("author"),
-        "custodian": composition.get("custodian") or _custodian(guard),
+        "custodian": composition.get("custodian") or _custodian(u),
         "description": title,
         "securityLabel": [{"coding": [{"system": TRE_A08, "code": confidentiality}]},
                           *({"coding": [x]} for x in sorted(unique.values(), key=lambda x: x["code"]))],
@@ -284,9 +276,9 @@ def _instant_or(value: Any, stored: Stored) -> str:
     return instant(stored.last_updated)
 
 
-def _custodian(guard: Guard) -> dict | None:
+def _custodian(u: Unit) -> dict | None:
     """A VSM naming no custodian: the caller's structure (the token's `organization`), if any."""
-    org = guard.caller.organization
+    org = u.caller.organization
     return {"type": "Organization", "identifier": {"system": STRUCTURE_ID, "value": org}} if org else None
 
 
@@ -312,48 +304,47 @@ def _carried_labels(current: list[Stored], composition_id: str, base_url: str) -
     return out
 
 
-def _supersede(conn: Connection, guard: Guard, old: Stored, base_url: str, types: Any) -> None:
+def _supersede(u: Unit, old: Stored, types: Any) -> None:
     body = {**content.resource_of(old), "status": "superseded"}
     when = now_utc()
     stamped = content.stamp(body, old.id, old.version_id + 1, when)
     facts = access_facts("DocumentReference", stamped, old.facts.owner, when, types)
-    repo.write_version(conn, old, content=fhirjson.dumps(stamped), patient_key=old.patient_key, last_updated=when,
-                       method="PUT", index=index_rows("DocumentReference", stamped, base_url), facts=facts)
-    repo.update_governed(conn, f"DocumentReference/{old.id}", facts)
-    guard.touch(old.patient_key, f"DocumentReference/{old.id}/_history/{old.version_id + 1}")
+    index = index_rows("DocumentReference", stamped, u.req.base_url)
+    resources.write_version(u.tx, old, content=fhirjson.dumps(stamped), patient_key=old.patient_key,
+                            last_updated=when, method="PUT", index=index, facts=facts)
+    u.touch(old.patient_key, f"DocumentReference/{old.id}/_history/{old.version_id + 1}")
 
 
-def still_governed(conn: Connection, facts: AccessFacts, governed_by: str) -> AccessFacts:
+def still_governed(u: Unit, facts: AccessFacts, governed_by: str) -> AccessFacts:
     """A new version of a governed VSM part keeps following its DocumentReference (when it still exists)."""
-    doc = repo.read_current(conn, "DocumentReference", governed_by.split("/", 1)[1])
+    doc = resources.read_current(u.tx, "DocumentReference", governed_by.split("/", 1)[1])
     return facts if doc is None else governed(facts, doc.facts, governed_by)
 
 
 # -- the médecin traitant's worklist ---------------------------------------------------------------------------
-@operation("Patient", "$vsm-status", STATUS_DEFINITION)
-def vsm_status(service: FhirService, conn: Connection, guard: Guard, req: FhirRequest) -> FhirResponse:
+def vsm_status(u: Unit, req: FhirRequest) -> FhirResponse:
     """Parameters: one `patient` per DMP (the Patient, `lastVsmDate` and `lastVsm` when it has a VSM), in DMP
     creation order; none when the caller is nobody's médecin traitant."""
     if req.method != "GET":
         raise FhirError.of(405, "not-supported", f"Patient/$vsm-status takes GET, not {req.method}")
     if req.id:
         raise bad_request("$vsm-status runs on the Patient type: Patient/$vsm-status?older-than=6mo")
-    refusal = vsm_policy.status_refusal(guard.caller)
+    refusal = vsm_policy.status_refusal(u.caller)
     if refusal is not None:
         raise refusal
     values = [v for k, v in req.query if k == "older-than"]
     if len(values) != 1:
         raise bad_request("$vsm-status needs one older-than: a number and a unit, d, wk, mo or a (e.g. 6mo)",
                           "older-than")
-    cutoff = _before(guard.now, values[0])
+    cutoff = _before(u.now, values[0])
     for name, _ in req.query:
         if req.strict and name not in ("older-than", "_format", "_pretty"):
             raise bad_request(f"$vsm-status has no parameter '{name}'", name, code="not-supported")
-    guard.touch("", query=f"older-than={values[0]}")
+    u.touch("", query=f"older-than={values[0]}")
     parameters: list[dict] = [{"name": "olderThan", "valueString": values[0]},
                               {"name": "cutoff", "valueDateTime": instant(cutoff)}]
-    for patient, newest, newest_id in repo.stale_documents(conn, guard.caller.sub, VSM_TYPE, cutoff):
-        guard.touch(patient.id, f"Patient/{patient.id}/_history/{patient.version_id}")
+    for patient, newest, newest_id in dmps.stale_documents(u.tx, u.caller.sub, VSM_TYPE, cutoff):
+        u.touch(patient.id, f"Patient/{patient.id}/_history/{patient.version_id}")
         part: list[dict] = [{"name": "patient", "resource": content.resource_of(patient)}]
         if newest is not None:
             part += [{"name": "lastVsmDate", "valueDateTime": instant(newest)},

@@ -13,14 +13,22 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 # PostgreSQL rolled the unit of work back to break a deadlock (or a serialization conflict).
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
 
+Tx = Connection  # an open unit of work, as the layers above storage hold it: they pass it back, never use it
+
+
 class TransientConflict(Exception):
     """The database aborted this unit of work because of concurrent writers; running it again is safe."""
+
+
+class Unavailable(Exception):
+    """The database cannot be reached (restarting, connection lost, locked beyond the busy timeout): nothing of
+    the unit of work was committed; running it again later is safe."""
 
 
 def _normalise_url(url: str) -> str:
@@ -44,22 +52,26 @@ class Database:
         else:
             # No server-side prepared statements: after five runs PostgreSQL may switch a prepared search to
             # a generic plan that cannot see how selective a patient key is (measured: 10 ms -> 500 ms).
-            self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20,
+            # No pre-ping either (a round trip per transaction): a connection found dead fails its unit of work,
+            # which `Unavailable` lets the caller run again on a fresh one.
+            self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=20,
                                         connect_args={"prepare_threshold": None})
 
     @contextmanager
     def transaction(self, *, write: bool = False) -> Iterator[Connection]:
         """A unit of work: commits when the block ends, rolls back everything on any exception."""
-        with self.engine.connect() as conn:
-            if write and self.is_sqlite:
-                conn = conn.execution_options(sqlite_write=True)
-            try:
+        try:
+            with self.engine.connect() as conn:
+                if write and self.is_sqlite:
+                    conn = conn.execution_options(sqlite_write=True)
                 with conn.begin():
                     yield conn
-            except DBAPIError as exc:
-                if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-                    raise TransientConflict(str(exc.orig)) from exc
-                raise
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+                raise TransientConflict(str(exc.orig)) from exc
+            if exc.connection_invalidated or isinstance(exc, OperationalError):
+                raise Unavailable(str(exc.orig)) from exc
+            raise
 
     @contextmanager
     def snapshot(self) -> Iterator[Connection]:

@@ -72,6 +72,16 @@ dmp_accessor = Table(
     Column("first_access", DateTime(), nullable=False),
 )
 
+# Each DMP's access facts (its INS, whether it is open, its médecin traitant, the patient's choices with their
+# periods), recomputed from its Patient and Consents by the unit of work that changes them: a read decides access
+# from this one row instead of parsing the Patient and every Consent.
+dmp_facts = Table(
+    "dmp_facts",
+    metadata,
+    Column("patient_key", String(64), primary_key=True),
+    Column("facts", Text, nullable=False),
+)
+
 resource_version = Table(
     "resource_version",
     metadata,

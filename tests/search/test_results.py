@@ -24,7 +24,7 @@ from sqlalchemy import insert
 from fhir_dmp.search.parse import SortKey
 from fhir_dmp.storage import criteria as c
 from fhir_dmp.storage import paging
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage import queries as repo
 from fhir_dmp.storage.tables import INDEX_TABLES, resource, resource_version
 from tests.conftest import SECRET
 from tests.fhirclient import FhirTestClient, json_of, patient

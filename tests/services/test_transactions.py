@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fhir_dmp.storage import repository as repo
+from fhir_dmp.storage import resources as repo
 from tests.fhirclient import document, json_of, linked, patient, written
 
 BASE = "http://localhost/fhir"

@@ -1,0 +1,82 @@
+"""Reading one resource: its DMP's facts and its row in two statements, the caller's scope in the second's WHERE
+clause, so that a resource hidden from the caller is absent for them (6.8) with no second look."""
+
+from __future__ import annotations
+
+from fhir_dmp.errors import FhirError, not_found
+from fhir_dmp.policy.access import IDENTITY_ELEMENTS, narrow
+from fhir_dmp.search import shape
+from fhir_dmp.services import content
+from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.unit import Unit
+from fhir_dmp.storage import resources
+from fhir_dmp.storage.records import SYSTEM_SCOPE, Stored
+
+
+def visible(u: Unit, resource_type: str, rid: str) -> Stored | None:
+    """The current row as the caller may see it: None when it is absent or hidden from them (one answer);
+    403 when its whole DMP is closed to them."""
+    located = resources.locate(u.tx, resource_type, rid)
+    if located is None:
+        return None
+    u.know_facts(located.patient_key, located.dmp_facts)
+    u.touch(located.patient_key, f"{resource_type}/{rid}")
+    scope = narrow(u.scope(u.require(located.patient_key)), resource_type)
+    return resources.read_current(u.tx, resource_type, rid, scope=None if scope == SYSTEM_SCOPE else scope)
+
+
+def current(u: Unit, req: FhirRequest) -> Stored:
+    """The URL's resource as the caller may see it: 404 when absent or hidden, 403 for a DMP closed to them."""
+    assert req.resource_type and req.id
+    stored = visible(u, req.resource_type, req.id)
+    if stored is None:
+        raise not_found(f"{req.resource_type}/{req.id} does not exist")
+    return stored
+
+
+def sees(u: Unit, stored: Stored) -> bool:
+    """Whether the caller may see a row the server read for its own purposes (judged in SQL by the scope)."""
+    access = u.access(stored.patient_key)
+    if access is not None and access.refusal is not None:
+        return False
+    scope = narrow(u.scope(access), stored.resource_type)
+    return scope == SYSTEM_SCOPE or resources.is_visible(u.tx, stored.resource_type, stored.id, scope)
+
+
+def shown(u: Unit, stored: Stored) -> dict:
+    """A matched resource as the caller may see it: a Patient found by the existence check, by identity only."""
+    resource = content.resource_of(stored)
+    if stored.resource_type == "Patient":
+        access = u.access(stored.patient_key)
+        if access is not None and not access.is_open:
+            return shape.subset(resource, None, IDENTITY_ELEMENTS)
+    return resource
+
+
+def read(u: Unit, req: FhirRequest) -> FhirResponse:
+    stored = current(u, req)
+    if stored.deleted:
+        raise FhirError.of(410, "deleted", f"{req.resource_type}/{req.id} was deleted",
+                           headers={"ETag": f'W/"{stored.version_id}"'})
+    headers = content.version_headers(stored, req.base_url)
+    if req.if_none_match and _etag_matches(req.if_none_match, stored.version_id):
+        return FhirResponse(304, None, headers)
+    summary, elements = shape.requested(req.query)
+    return FhirResponse(200, shape.subset(content.resource_of(stored), summary, elements), headers)
+
+
+def vread(u: Unit, req: FhirRequest) -> FhirResponse:
+    assert req.resource_type and req.id and req.version_id
+    current(u, req)
+    stored = resources.read_version(u.tx, req.resource_type, req.id, int(req.version_id))
+    if stored is None:
+        raise not_found(f"{req.resource_type}/{req.id} has no version {req.version_id}")
+    if stored.deleted:
+        raise FhirError.of(410, "deleted", f"Version {req.version_id} of {req.resource_type}/{req.id} is a deletion")
+    return FhirResponse(200, content.resource_of(stored), content.version_headers(stored, req.base_url))
+
+
+def _etag_matches(header: str, version_id: int) -> bool:
+    if header.strip() == "*":  # RFC 9110 13.1.2: any current representation matches
+        return True
+    return any(content.parse_etag(v, "If-None-Match") == version_id for v in header.split(",") if v.strip())

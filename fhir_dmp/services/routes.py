@@ -1,0 +1,86 @@
+"""The route table: which handler answers which interaction, and the one registry of operations.
+
+A handler takes the unit of work and the request and returns the response; it runs inside the unit's
+transaction (`pipeline.py`), which traces it. A new interaction, operation or shipped type is one line here;
+the CapabilityStatement lists exactly what this table holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fhir_dmp.services import (
+    conformance,
+    history,
+    interactions,
+    lifecycle,
+    operations,
+    reads,
+    searching,
+    validate_operation,
+    vsm,
+)
+from fhir_dmp.services.registry import RESOURCES
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
+from fhir_dmp.services.unit import Unit
+
+Handler = Callable[[Unit, FhirRequest], FhirResponse]
+
+INTERACTIONS: dict[str, Handler] = {
+    "read": reads.read,
+    "vread": reads.vread,
+    "create": interactions.create,
+    "update": interactions.update,
+    "patch": interactions.patch,
+    "delete": interactions.delete,
+    "search-type": searching.search,
+    "history-instance": history.history,
+    "history-type": history.history,
+    "history-system": history.history,
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    resource_type: str  # "*": every stored type
+    name: str  # with its "$"
+    definition: str  # the canonical of its OperationDefinition (R4's, or this server's own)
+    handler: Handler
+
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("*", "$validate", validate_operation.DEFINITION, validate_operation.validate),
+    Operation("Patient", "$close", lifecycle.CLOSE_URL, lifecycle.close),
+    Operation("Patient", "$reopen", lifecycle.REOPEN_URL, lifecycle.reopen),
+    Operation("Patient", "$everything", lifecycle.EVERYTHING_URL, lifecycle.everything),
+    Operation("Patient", "$vsm-status", vsm.STATUS_DEFINITION, vsm.vsm_status),
+    Operation("Composition", "$document", vsm.DOCUMENT_DEFINITION, vsm.document),
+    # the terminology operations of the shipped types
+    *(Operation(rtype, name, op.definition, conformance.handle) for (rtype, name), op in operations.OPERATIONS.items()),
+)
+_BY_NAME = {(op.resource_type, op.name): op for op in OPERATIONS}
+
+
+def operations_of(resource_type: str) -> list[dict]:
+    """The CapabilityStatement's `operation` entries of a type."""
+    generic = [op for op in OPERATIONS if op.resource_type == "*" and not RESOURCES[resource_type].shipped]
+    own = sorted((op for op in OPERATIONS if op.resource_type == resource_type), key=lambda op: op.name)
+    return [{"name": op.name.lstrip("$"), "definition": op.definition} for op in generic + own]
+
+
+def route(req: FhirRequest) -> Handler:
+    """The handler of a request (405 for an interaction the type does not support)."""
+    interaction = req.interaction
+    if interaction == "history-system":
+        return history.history
+    definition = RESOURCES.get(req.resource_type or "")
+    if definition is not None and definition.shipped:
+        return conformance.handle  # read, search and the terminology operations, from the shipped files
+    if interaction == "operation" and definition is not None:
+        op = _BY_NAME.get((req.resource_type or "", req.operation or "")) or _BY_NAME.get(("*", req.operation or ""))
+        if op is not None:
+            return op.handler
+    if definition is None or not definition.allows(interaction):
+        raise method_not_allowed(req)
+    return INTERACTIONS[interaction]

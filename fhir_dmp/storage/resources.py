@@ -1,0 +1,130 @@
+"""Reads and writes of resources and their versions.
+
+Optimistic concurrency: a new version is inserted under a unique (type, id, version) key and the current row is
+moved with `WHERE version_id = <expected>`; a concurrent writer makes one of the two fail with `StaleVersion`
+and nothing of it is kept, so no update is ever silently lost. On PostgreSQL a write (its versions, current rows,
+index rows and the facts of the resources it governs) is one statement (`storage/bulk.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from fhir_dmp.storage import bulk
+from fhir_dmp.storage.compile import compile_criterion
+from fhir_dmp.storage.criteria import AccessFacts, Criterion
+from fhir_dmp.storage.records import IndexRows, Located, NewResource, StaleVersion, Stored, row_to_stored
+from fhir_dmp.storage.tables import dmp_facts, resource, resource_version
+
+_FACTS = (resource.c.doc_type, resource.c.labels, resource.c.doc_date, resource.c.owner, resource.c.governed_by)
+
+CURRENT = (
+    select(resource.c.resource_type, resource.c.id, resource.c.version_id, resource.c.last_updated,
+           resource.c.deleted, resource.c.patient_key, resource_version.c.content, resource_version.c.method,
+           resource.c.pk, *_FACTS)
+    .select_from(resource)
+    .join(resource_version, resource_version.c.pk == resource.c.version_pk)
+)
+VERSION_ROWS = resource_version.join(resource, and_(resource.c.resource_type == resource_version.c.resource_type,
+                                                    resource.c.id == resource_version.c.id))
+VERSIONS = select(
+    resource_version.c.resource_type, resource_version.c.id, resource_version.c.version_id,
+    resource_version.c.last_updated, resource_version.c.deleted, resource_version.c.patient_key,
+    resource_version.c.content, resource_version.c.method, resource_version.c.pk, *_FACTS,
+).select_from(VERSION_ROWS)
+
+
+def locate(conn: Connection, resource_type: str, rid: str) -> Located | None:
+    """The DMP a resource is filed in, with that DMP's access facts row: what the policy needs to decide a
+    read before the row itself is read (one statement; None when no such resource exists)."""
+    query = (select(resource.c.patient_key, dmp_facts.c.facts, resource.c.deleted)
+             .select_from(resource.outerjoin(dmp_facts, dmp_facts.c.patient_key == resource.c.patient_key))
+             .where(resource.c.resource_type == resource_type, resource.c.id == rid))
+    row = conn.execute(query).first()
+    return None if row is None else Located(row.patient_key, row.facts, bool(row.deleted))
+
+
+def read_current(conn: Connection, resource_type: str, rid: str, *, scope: Criterion | None = None) -> Stored | None:
+    """The current version; with a `scope`, only if the row is within it (judged in the WHERE clause)."""
+    query = CURRENT.where(resource.c.resource_type == resource_type, resource.c.id == rid)
+    if scope is not None:
+        query = query.where(compile_criterion(scope))
+    row = conn.execute(query).first()
+    return row_to_stored(row) if row else None
+
+
+def is_visible(conn: Connection, resource_type: str, rid: str, scope: Criterion) -> bool:
+    """Whether the current row is within `scope`: the policy's verdict alone, without fetching the content
+    again (a document read once may weigh megabytes)."""
+    query = select(compile_criterion(scope)).select_from(resource).where(
+        resource.c.resource_type == resource_type, resource.c.id == rid)
+    return bool(conn.execute(query).scalar())
+
+
+def read_version(conn: Connection, resource_type: str, rid: str, version_id: int, *,
+                 scope: Criterion | None = None) -> Stored | None:
+    """One version, if the resource's current row is within `scope` (masking a document hides its past too)."""
+    query = VERSIONS.where(resource_version.c.resource_type == resource_type, resource_version.c.id == rid,
+                           resource_version.c.version_id == version_id)
+    if scope is not None:
+        query = query.where(compile_criterion(scope))
+    row = conn.execute(query).first()
+    return row_to_stored(row) if row else None
+
+
+def insert_resources(conn: Connection, items: list[NewResource]) -> list[Stored]:
+    """Create resources: versions, current rows and index rows; the resources whose access follows a new
+    DocumentReference (Binaries stored before it) take its facts."""
+    if not items:
+        return []
+    pks = bulk.insert_resources(conn, items)
+    return [Stored(n.resource_type, n.id, 1, n.last_updated, False, n.patient_key, n.content, n.method, pk,
+                   facts=n.facts) for n, pk in zip(items, pks, strict=True)]
+
+
+def write_version(conn: Connection, current: Stored, *, content: str | None, patient_key: str,
+                  last_updated: datetime, method: str, index: IndexRows | None = None,
+                  facts: AccessFacts | None = None) -> Stored:
+    """Append the next version (a deletion when `content` is None) and make it current; `facts` None keeps
+    the current access facts (a deletion)."""
+    facts = current.facts if facts is None else facts
+    new = Stored(current.resource_type, current.id, current.version_id + 1, last_updated, content is None,
+                 patient_key, content, method, current.pk, facts=facts)
+    try:
+        moved = bulk.write_version(conn, current, new, index or {})
+    except IntegrityError as exc:
+        raise StaleVersion(f"{current.resource_type}/{current.id} version {new.version_id} already exists") from exc
+    if not moved:
+        raise StaleVersion(f"{current.resource_type}/{current.id} changed concurrently")
+    return new
+
+
+def update_governed(conn: Connection, governed_by: str, facts: AccessFacts) -> None:
+    """Resources whose access follows another's (a Binary, its DocumentReference) take its new facts."""
+    conn.execute(update(resource).where(resource.c.governed_by == governed_by)
+                 .values(doc_type=facts.doc_type, labels=facts.labels, doc_date=facts.doc_date))
+
+
+def replace_index(conn: Connection, stored: Stored, rows: IndexRows, facts: AccessFacts) -> None:
+    """Recompute a resource's index rows and access facts in place (the version itself is unchanged)."""
+    bulk.replace_index(conn, stored.pk, stored.resource_type, stored.patient_key, rows)
+    conn.execute(update(resource).where(resource.c.pk == stored.pk).values(**bulk.fact_values(facts)))
+
+
+def current_of_patient(conn: Connection, patient_key: str, types: Sequence[str]) -> list[Stored]:
+    """The current, non-deleted resources of `types` filed in one DMP (its Patient and Consents)."""
+    query = CURRENT.where(resource.c.patient_key == patient_key, resource.c.resource_type.in_(types),
+                          resource.c.deleted.is_(False))
+    return [row_to_stored(r) for r in conn.execute(query.order_by(resource.c.pk))]
+
+
+def current_batch(conn: Connection, after_pk: int, limit: int, resource_type: str | None = None) -> list[Stored]:
+    """Current, non-deleted resources in key order from `after_pk` (the reindex walk)."""
+    query = CURRENT.where(resource.c.deleted.is_(False), resource.c.pk > after_pk)
+    if resource_type:
+        query = query.where(resource.c.resource_type == resource_type)
+    return [row_to_stored(r) for r in conn.execute(query.order_by(resource.c.pk).limit(limit))]
