@@ -5,17 +5,20 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    FHIR_DMP_HOME=/app \
     FHIR_DMP_DATABASE_URL=sqlite:////data/fhir-dmp.db
 
-WORKDIR /app
-COPY setup.cfg pyproject.toml README.md ./
+# The wheel ships terminologies/, profiles/, capability/ and examples/ as package data (setup.py); set
+# FHIR_DMP_HOME only to serve a directory of your own instead.
+WORKDIR /tmp/src
+COPY setup.py setup.cfg pyproject.toml MANIFEST.in README.md ./
 COPY fhir_dmp ./fhir_dmp
-RUN pip install .
 COPY capability ./capability
 COPY terminologies ./terminologies
 COPY profiles ./profiles
 COPY examples ./examples
+RUN pip install . && rm -rf /tmp/src
+
+WORKDIR /app
 
 RUN useradd --system --home /app fhirdmp && mkdir -p /data && chown fhirdmp /data
 USER fhirdmp

@@ -46,7 +46,8 @@ A07 = "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-
 SYSTEM = Caller(actor="system", sub="benchmark")
 BASE = "http://bench/fhir"
 SECRET = "benchmark-secret-at-least-thirty-two-bytes"
-TYPES_CSV = Path(__file__).resolve().parents[2] / "shared" / "reference" / "terminologies" / "loinc-dmp-types.csv"
+# The DMP document types (ASS_X16's type -> class map), as the server ships them
+TYPES_CSV = Path(__file__).resolve().parents[1] / "terminologies" / "dmp-document-types.csv"
 # Frequent types get most of the documents, as in a real DMP.
 FREQUENT = ["11488-4", "34112-3", "11490-0", "11502-2", "18748-4", "57833-6", "56445-0", "60591-5"]
 

@@ -6,12 +6,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fhir_dmp._home import find_home
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def project_dir() -> Path:
-    """Where `terminologies/`, `capability/`, `profiles/` and `examples/` live (repo root, or FHIR_DMP_HOME)."""
-    return Path(os.environ.get("FHIR_DMP_HOME") or PACKAGE_DIR.parent)
+    """The one directory holding `terminologies/`, `capability/`, `profiles/` and `examples/`: FHIR_DMP_HOME if
+    set, else the copy shipped in the installed package, else the source tree's top level (fhir_dmp/_home.py)."""
+    return find_home()
 
 
 @dataclass(frozen=True)

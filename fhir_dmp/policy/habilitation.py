@@ -50,7 +50,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 @cache
 def load_code_lists(directory: Path) -> CodeLists:
-    """The compact code lists of terminologies/ (built by fhir_dmp/data/build_dmp_code_lists.py)."""
+    """The compact code lists of terminologies/ (built by tools/build_dmp_code_lists.py)."""
     types: dict[str, DocumentType] = {}
     for row in _rows(directory / "dmp-document-types.csv"):
         if row["code"] in types:  # `allows` names a type by code alone, so codes must not repeat across systems

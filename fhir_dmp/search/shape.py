@@ -1,7 +1,7 @@
 """`_summary` and `_elements`: the top-level subset of a resource a client asked for (pure, no IO per call).
 
 What each mode keeps comes from the R4 StructureDefinitions (data/r4-summary.json, built by
-data/build_r4_summary.py): `true` keeps the elements marked isSummary, `text` keeps id, meta and text,
+tools/build_r4_summary.py): `true` keeps the elements marked isSummary, `text` keeps id, meta and text,
 `data` drops text, `_elements` keeps the listed elements; all keep resourceType and the mandatory
 (min >= 1) elements, so a subset is still a valid resource. A subset is tagged SUBSETTED (R4 search.html
 3.1.1.5.8) so that nobody mistakes it for the whole resource and writes it back.

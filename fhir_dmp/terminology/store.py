@@ -1,7 +1,7 @@
 """The conformance resources the server ships, loaded once and indexed by type, id and canonical url.
 
 Sources, under FHIR_DMP_HOME: `terminologies/fhir/*.json` (CodeSystems, ValueSets, ConceptMaps built by
-`fhir_dmp/data/build_terminologies.py`) and `profiles/*.json` (StructureDefinitions, and any other of the four
+`tools/build_terminologies.py`) and `profiles/*.json` (StructureDefinitions, and any other of the four
 types found there). They are files, not rows: reference data published by ANS and HL7 (and our profiles),
 versioned with the code that relies on them, never written through the API.
 

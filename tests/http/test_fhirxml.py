@@ -19,13 +19,12 @@ from fhir_dmp.http import fhirxml
 from fhir_dmp.http.fhirxml import json_to_xml, xml_to_json
 from fhir_dmp.http.fhirxml_types import ELEMENTS_FILE
 
-REF = Path(__file__).resolve().parents[3] / "shared" / "reference"
+REF = Path(__file__).resolve().parents[1] / "data" / "reference"  # in-repo copies (tests/data/reference/SOURCES.md)
 R4_EXAMPLES = REF / "fhir-r4" / "examples"
 PDSM_EXAMPLES = REF / "ig" / "pdsm" / "examples"
 NS = 'xmlns="http://hl7.org/fhir"'
 XHTML = "http://www.w3.org/1999/xhtml"
 
-pytestmark = pytest.mark.skipif(not R4_EXAMPLES.is_dir(), reason="shared FHIR reference data not present")
 
 
 def _files(folder: Path, pattern: str) -> list[Path]:

@@ -2,22 +2,19 @@
 
 - every file is a structurally valid R4 StructureDefinition, and keeps the R4 rules of StructureDefinition
   and ElementDefinition (sdf-*, eld-*, evaluated with fhirpathpy);
-- `fhir_dmp/data/build_profiles.py` regenerates them byte for byte, twice the same;
 - each differential element is in the snapshot with its constraint applied; snapshot ids are unique and
   follow the base definitions' order (children after their parent, slices after the unsliced element);
 - the slices the DMP relies on are there; every invariant parses as FHIRPath, holds on what the server and
-  its examples write, and fails on the counter-examples it is meant to catch;
-- the generator's snapshot logic on synthetic differentials (choice types, type slices, contentReference,
-  refusals).
+  its examples write, and fails on the counter-examples it is meant to catch.
+
+The generator (`tools/build_profiles.py`, which reads ../shared) is tested apart: tools/tests/test_generators.py.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -39,8 +36,8 @@ needs_fhirpath = pytest.mark.skipif(fhirpathpy is None, reason="fhirpathpy is no
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "profiles"
-REF = REPO.parent / "shared" / "reference"
-PACKAGE = REF / "fhir-r4" / "hl7.fhir.r4.core-4.0.1.tgz"
+REF = REPO / "tests" / "data" / "reference"  # copies of the few reference files read here (SOURCES.md there)
+BASE_DEFINITIONS = REF / "fhir-r4" / "package"  # StructureDefinitions of hl7.fhir.r4.core 4.0.1
 BASE = "https://fhir-dmp.example.org/StructureDefinition/"
 OFFICIAL = {
     "pdsm-ext-is-archived": "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived",
@@ -50,14 +47,6 @@ EXPECTED = {"dmp-patient", "dmp-documentreference", "dmp-submissionset", "dmp-it
             "dmp-auditevent", "dmp-vsm", "audit-chain", "dmp-closure"} | set(OFFICIAL)
 
 
-def _generator():
-    spec = importlib.util.spec_from_file_location("build_profiles", REPO / "fhir_dmp" / "data" / "build_profiles.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bp = _generator()
 SDS = {p.name.removeprefix("StructureDefinition-").removesuffix(".json"): json.loads(p.read_text(encoding="utf-8"))
        for p in sorted(PROFILES.glob("StructureDefinition-*.json"))}
 BY_URL = {sd["url"]: sd for sd in SDS.values()}
@@ -110,15 +99,6 @@ def test_canonicals_are_absolute_and_aliases_resolved(pid):
             assert not re.search(r"\$[A-Za-z]", value.replace("$this", "").replace("$index", "")), (key, value)
 
 
-def test_generator_is_deterministic_and_the_files_are_current(capsys):
-    first, second = bp.build_all(), bp.build_all()
-    assert first == second
-    assert sorted(first) == sorted(f"StructureDefinition-{pid}.json" for pid in EXPECTED)
-    for name, text in first.items():
-        assert (PROFILES / name).read_text(encoding="utf-8") == text, f"{name} is stale: run build_profiles.py"
-    assert bp.main(["build_profiles.py", "--check"]) == 0
-
-
 # -- differential and snapshot --------------------------------------------------------------------------
 @pytest.mark.parametrize("pid", sorted(EXPECTED))
 def test_every_differential_element_is_in_the_snapshot_with_its_constraint(pid):
@@ -148,11 +128,9 @@ class _BaseOrder:
 
     def __init__(self) -> None:
         self.sds: dict[str, dict] = {}
-        with tarfile.open(PACKAGE) as tar:
-            for member in tar:
-                if member.name.startswith("package/StructureDefinition-") and member.name.endswith(".json"):
-                    sd = json.load(tar.extractfile(member))
-                    self.sds[sd["id"]] = sd
+        for path in BASE_DEFINITIONS.glob("StructureDefinition-*.json"):  # the base types the profiles reach
+            sd = json.loads(path.read_text(encoding="utf-8"))
+            self.sds[sd["id"]] = sd
 
     def key(self, profile: dict, eid: str, ordinals: dict[str, int]) -> tuple:
         """(position among its siblings, slice ordinal) for each step of the id; raises if not in the base."""
@@ -352,8 +330,7 @@ def test_every_invariant_parses_as_fhirpath(pid):
 
 
 def _core_rules(type_name: str) -> list[tuple[str, dict]]:
-    with tarfile.open(PACKAGE) as tar:
-        sd = json.load(tar.extractfile(f"package/StructureDefinition-{type_name}.json"))
+    sd = json.loads((BASE_DEFINITIONS / f"StructureDefinition-{type_name}.json").read_text(encoding="utf-8"))
     return [(e["path"], c) for e in sd["snapshot"]["element"] for c in e.get("constraint", [])
             if c["key"].startswith(("sdf-", "eld-"))]
 
@@ -595,115 +572,6 @@ def test_audit_counter_examples():
     for key in ("dmp-audit-1", "dmp-audit-2", "dmp-chain-1", "dmp-chain-2"):
         assert any(key in p for p in found), key
     assert any("auditChain" in p for p in _broken("dmp-auditevent", {**event, "extension": []}))
-
-
-# -- the generator on synthetic differentials ----------------------------------------------------------------
-def _build(tmp_path: Path, differential: list[dict], rtype: str = "Observation", **meta) -> dict:
-    (tmp_path / "aliases.json").write_text("{}")
-    spec = {"id": "t", "name": "T", "title": "T", "description": "test", "type": rtype,
-            "differential": differential, **meta}
-    (tmp_path / "t.json").write_text(json.dumps(spec))
-    return json.loads(bp.build_all(tmp_path)["StructureDefinition-t.json"])
-
-
-def _ids(sd: dict) -> list[str]:
-    return [e["id"] for e in sd["snapshot"]["element"]]
-
-
-def test_children_of_a_choice_restricted_to_one_type(tmp_path):
-    sd = _build(tmp_path, [{"id": "Observation.value[x]", "type": [{"code": "Quantity"}]},
-                           {"id": "Observation.value[x].system", "min": 1, "fixedUri": "http://unitsofmeasure.org"}])
-    ids = _ids(sd)
-    at = ids.index("Observation.value[x]")
-    assert ids[at + 1:at + 8] == [f"Observation.value[x].{n}" for n in
-                                  ("id", "extension", "value", "comparator", "unit", "system", "code")]
-    system = next(e for e in sd["snapshot"]["element"] if e["id"] == "Observation.value[x].system")
-    assert system["base"]["path"] == "Quantity.system" and system["path"] == "Observation.value[x].system"
-    with pytest.raises(bp.ProfileError, match="one type"):
-        _build(tmp_path, [{"id": "Observation.effective[x].start", "min": 1}])
-
-
-def test_type_slices_of_a_choice(tmp_path):
-    sd = _build(tmp_path, [{"id": "Observation.value[x]:valueQuantity", "sliceName": "valueQuantity", "min": 1},
-                           {"id": "Observation.value[x]:valueQuantity.unit", "min": 1}])
-    choice = next(e for e in sd["snapshot"]["element"] if e["id"] == "Observation.value[x]")
-    assert choice["slicing"]["discriminator"] == [{"type": "type", "path": "$this"}]
-    sliced = next(e for e in sd["snapshot"]["element"] if e["id"] == "Observation.value[x]:valueQuantity")
-    assert sliced["type"] == [{"code": "Quantity"}] and sliced["min"] == 1
-    assert sd["differential"]["element"][0] == {"id": "Observation.value[x]", "path": "Observation.value[x]",
-                                                "slicing": choice["slicing"]}
-    with pytest.raises(bp.ProfileError, match="names no type"):
-        _build(tmp_path, [{"id": "Observation.value[x]:valueFoo", "sliceName": "valueFoo"}])
-
-
-def test_content_reference_children(tmp_path):
-    sd = _build(tmp_path, [{"id": "Composition.section.section.title", "min": 1}], rtype="Composition")
-    nested = next(e for e in sd["snapshot"]["element"] if e["id"] == "Composition.section.section")
-    assert "contentReference" not in nested and nested["type"] == [{"code": "BackboneElement"}]
-    title = next(e for e in sd["snapshot"]["element"] if e["id"] == "Composition.section.section.title")
-    assert title["min"] == 1 and title["base"]["path"] == "Composition.section.title"
-
-
-def test_slices_inherit_the_unsliced_constraints_and_children_of_slices(tmp_path):
-    sd = _build(tmp_path, [
-        {"id": "Observation.identifier", "slicing": {"discriminator": [{"type": "value", "path": "system"}],
-                                                     "rules": "open"}},
-        {"id": "Observation.identifier.value", "min": 1},
-        {"id": "Observation.identifier:a", "sliceName": "a", "max": "1"},
-        {"id": "Observation.identifier:a.system", "fixedUri": "urn:a"},
-        {"id": "Observation.identifier:b", "sliceName": "b"}])
-    ids = _ids(sd)
-    assert ids.index("Observation.identifier.assigner") < ids.index("Observation.identifier:a") < ids.index(
-        "Observation.identifier:a.system") < ids.index("Observation.identifier:b")
-    for eid in ("Observation.identifier:a.value", "Observation.identifier:b.value"):
-        assert next(e for e in sd["snapshot"]["element"] if e["id"] == eid)["min"] == 1
-    root = next(e for e in sd["snapshot"]["element"] if e["id"] == "Observation.identifier:a")
-    assert "slicing" not in root and root["sliceName"] == "a" and root["min"] == 0
-
-
-def test_a_profile_on_another_of_ours(tmp_path):
-    (tmp_path / "aliases.json").write_text("{}")
-    common = {"name": "T", "title": "T", "description": "test", "type": "Observation"}
-    first = {"id": "a", **common, "differential": [{"id": "Observation.identifier", "min": 1}]}
-    second = {"id": "b", **common, "baseDefinition": "$a", "differential": [
-        {"id": "Observation.identifier", "max": "1"}, {"id": "Observation.identifier.system", "min": 1}]}
-    for spec in (first, second):
-        (tmp_path / f"{spec['id']}.json").write_text(json.dumps(spec))
-    sd = json.loads(bp.build_all(tmp_path)["StructureDefinition-b.json"])
-    assert sd["baseDefinition"] == BASE + "a"
-    snapshot = {e["id"]: e for e in sd["snapshot"]["element"]}
-    assert (snapshot["Observation.identifier"]["min"], snapshot["Observation.identifier"]["max"]) == (1, "1")
-    assert snapshot["Observation.identifier.system"]["min"] == 1
-    second["differential"] = [{"id": "Observation.identifier", "min": 0}]
-    (tmp_path / "b.json").write_text(json.dumps(second))
-    with pytest.raises(bp.ProfileError, match="does not narrow"):
-        bp.build_all(tmp_path)
-
-
-@pytest.mark.parametrize(("differential", "message"), [
-    ([{"id": "Observation.status", "min": 0}], "does not narrow"),
-    ([{"id": "Observation.code", "max": "*"}], "does not narrow"),
-    ([{"id": "Observation.nothing", "min": 1}], "no such element"),
-    ([{"id": "Observation.identifier:x", "sliceName": "x"}], "declare its slicing"),
-    ([{"id": "Observation.identifier", "slicing": {"rules": "open", "description": "d"}},
-      {"id": "Observation.identifier:x.system", "min": 1}], "must be declared"),
-    ([{"id": "Observation.status", "binding": {"strength": "extensible", "valueSet": "http://x"}}], "weakened"),
-    ([{"id": "Observation.subject", "type": [{"code": "Reference", "targetProfile": [
-        "http://hl7.org/fhir/StructureDefinition/Organization"]}]}], "not allowed"),
-    ([{"id": "Observation.status", "fixedUri": "x"}], "does not match"),
-    ([{"id": "Observation.code", "min": 1}, {"id": "Observation.status", "min": 1}], "out of snapshot order"),
-    ([{"id": "Observation.status", "isModifier": False}], "cannot be set"),
-    ([{"id": "Observation.identifier", "slicing": {"rules": "open", "description": "d"}},
-      {"id": "Observation.identifier:a", "sliceName": "a"},
-      {"id": "Observation.identifier:a:b", "sliceName": "a:b"}], "re-slicing"),
-    ([{"id": "Observation.identifier", "slicing": {"rules": "open", "description": "d"}},
-      {"id": "Observation.identifier:a"}], "give its sliceName"),
-    ([{"id": "Observation.status", "constraint": [{"key": "x", "severity": "error", "human": "h",
-                                                    "expression": "$nope"}]}], "unknown alias"),
-])
-def test_the_generator_refuses_what_it_cannot_do_right(tmp_path, differential, message):
-    with pytest.raises(bp.ProfileError, match=message):
-        _build(tmp_path, differential)
 
 
 # -- documentation -------------------------------------------------------------------------------------------

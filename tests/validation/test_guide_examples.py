@@ -29,7 +29,7 @@ from fhir_dmp.services import validating
 from fhir_dmp.validation.profile import validate_profile
 from tests.validation.test_examples import CONF, ROOT, bundled_bytes, located, pairs, rule_errors, shown
 
-IG = ROOT.parent / "shared" / "reference" / "ig"
+IG = ROOT / "tests" / "data" / "reference" / "ig"  # in-repo copies (tests/data/reference/SOURCES.md)
 BASE = "https://fhir-dmp.example.org/StructureDefinition/"
 PROFILE_OF = {"DocumentReference": "dmp-documentreference", "Bundle": "dmp-iti65-bundle", "List": "dmp-submissionset"}
 

@@ -6,7 +6,7 @@ JSON names (`deceased[x]` -> deceasedBoolean, deceasedDateTime) and also listed 
 `_elements=deceased` can name them all.
 
 Output: {"source", "types": {T: {"summary": [...], "mandatory": [...], "choices": {base: [json names]}}}}.
-Run: python fhir_dmp/data/build_r4_summary.py (paths are relative to this file, not the cwd).
+Run: python tools/build_r4_summary.py (paths are relative to this file, not the cwd).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import json
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TGZ = ROOT.parent / "shared" / "reference" / "fhir-r4" / "hl7.fhir.r4.core-4.0.1.tgz"
-OUT = Path(__file__).with_name("r4-summary.json")
+OUT = ROOT / "fhir_dmp" / "data" / "r4-summary.json"
 SERVED = ("Patient", "DocumentReference", "Binary", "List", "Consent", "AuditEvent", "Composition",
           "Communication", "Practitioner", "PractitionerRole", "Organization",
           "Condition", "AllergyIntolerance", "MedicationStatement", "Procedure", "DeviceUseStatement",

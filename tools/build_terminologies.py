@@ -7,7 +7,7 @@ with `meta.source` added, naming where it was taken from; the generated `text` n
 dropped, as the ANS transcriptions in ../shared already omit theirs. The one project resource, the ValueSet
 of the DMP document types, is built from `terminologies/dmp-document-types.csv` and checked against ASS_X16.
 
-Run: `python fhir_dmp/data/build_terminologies.py [../shared/reference]` (paths relative to this file).
+Run: `python tools/build_terminologies.py [../shared/reference]` (paths relative to this file).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "terminologies" / "fhir"
 EXTRA = Path(__file__).with_name("sources")  # inputs ../shared does not hold (see its README.md)
 ANS = "https://github.com/ansforge/ig-terminlogie-de-sante/blob/{commit}/ig/main/{file}"
@@ -89,7 +89,7 @@ def document_types(x16: dict) -> dict:
         "description": (
             "The document types a DMP stores: every LOINC and TRE_A05 type code that the ConceptMap ASS_X16 "
             f"v{x16['version']} maps to a DMP class (TRE_A03), {len(rows)} codes; French labels from JDV_J66. "
-            "Built by fhir_dmp/data/build_terminologies.py from terminologies/dmp-document-types.csv; its version "
+            "Built by tools/build_terminologies.py from terminologies/dmp-document-types.csv; its version "
             "is the ASS_X16 version it derives from. JDV_J66 codes that ASS_X16 gives no class are not in it."),
         "jurisdiction": [{"coding": [{"system": "urn:iso:std:iso:3166", "code": "FR"}]}],
         "compose": {"include": [

@@ -30,7 +30,7 @@ Out of scope (errors, not silent output): re-slicing, slicing inside a contained
 Output is deterministic: keys in the R4 order of ElementDefinition and StructureDefinition, the
 differential in snapshot order, no timestamps.
 
-Run: `python fhir_dmp/data/build_profiles.py` (writes), `--check` (exit 1 if a file would change).
+Run: `python tools/build_profiles.py` (writes), `--check` (exit 1 if a file would change).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import tarfile
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SRC, OUT = ROOT / "profiles" / "src", ROOT / "profiles"
 PACKAGE = ROOT.parent / "shared" / "reference" / "fhir-r4" / "hl7.fhir.r4.core-4.0.1.tgz"
 BASE = "https://fhir-dmp.example.org"

@@ -8,7 +8,7 @@ terminologies/README.md):
 - `professions.csv`: TRE_G15 with each code's status;
 - `specialties.csv`: TRE_R38, each with the TRE_G15 profession its prefix (SM, SCD, SI, SP) belongs to.
 
-Run from the repository root: `python fhir_dmp/data/build_dmp_code_lists.py [../shared/reference]`.
+Run from the repository root: `python tools/build_dmp_code_lists.py [../shared/reference]`.
 """
 
 from __future__ import annotations
@@ -64,6 +64,6 @@ def main(terminologies: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     reference = Path(sys.argv[1]) if len(sys.argv) > 1 else root.parent / "shared" / "reference"
     main(reference / "terminologies", root / "terminologies")

