@@ -34,6 +34,7 @@ from fhir_dmp.storage import paging
 from fhir_dmp.storage.compile import compile_criterion
 from fhir_dmp.storage.criteria import NO_FACTS, AccessFacts, AllOf, Criterion
 from fhir_dmp.storage.paging import Cursor, SortSpec
+from fhir_dmp.storage.statements import note_statement
 from fhir_dmp.storage.tables import INDEX_TABLES, audit_chain, dmp_accessor, resource, resource_version
 
 # The server's own lookups (conditions, reference resolution): no access restriction, said explicitly.
@@ -207,6 +208,7 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         return
     names = [c.name for c in table.columns if c.name in rows[0]]
     raw = conn.connection.driver_connection
+    note_statement()  # COPY goes through the raw cursor, past SQLAlchemy's events
     with raw.cursor() as cursor, cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row.get(name) for name in names])
