@@ -64,6 +64,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str = ""
+    client_cpu: float = 0.0  # the load client's own CPU, in cores, over the scenario (it shares the machine)
 
     @property
     def rate(self) -> float:
@@ -177,10 +178,12 @@ def run_load(name: str, port: int, make: Callable[[random.Random], Request], exp
             result.latencies.extend(kept)
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    cpu = time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    result.client_cpu = (time.process_time() - cpu) / (time.perf_counter() - start)
     result.latencies.sort()
     return result
 
@@ -252,10 +255,10 @@ def urls(database_url: str, schema: str) -> tuple[str, str]:
 
 
 def report(results: dict[str, Result], counts: dict[str, list[str]]) -> None:
-    print(f"\n{'scenario':<34}{'requests':>9}{'errors':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}")
+    print(f"\n{'scenario':<26}{'requests':>9}{'errors':>7}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'client CPU':>11}")
     for r in results.values():
-        print(f"{r.name:<34}{len(r.latencies):>9}{r.errors:>7}{r.rate:>9.0f}{r.quantile(.5):>9.2f}"
-              f"{r.quantile(.95):>9.2f}")
+        print(f"{r.name:<26}{len(r.latencies):>9}{r.errors:>7}{r.rate:>9.0f}{r.quantile(.5):>9.2f}"
+              f"{r.quantile(.95):>9.2f}{r.client_cpu:>11.2f}")
         if r.errors:
             print(f"    first error: {r.first_error}")
     print("\nfhir-dmp / bare (rate ratio: share of the bare ceiling reached; p50 ratio: times slower)")
@@ -331,19 +334,19 @@ def main() -> None:
             return lambda rng: ("GET", path.format(rng.randrange(1, row)), None, {"Authorization": "Bearer x"})
 
         body = bare_app.payload().encode()
-        scenarios = [
+        scenarios = [  # each compared pair back to back, so that both see the same background load
             ("bare dict", bare_port, bare_get("/dict"), 200),
             ("bare read", bare_port, bare_get("/row/{}"), 200),
             ("bare read+audit INSERT", bare_port, bare_get("/row-audit/{}"), 200),
-            ("bare 2 KB INSERT", bare_port, lambda rng: ("POST", "/insert", body, {}), 201),
             ("fhir read", port, dmps.read, 200),
             ("fhir search", port, dmps.search, 200),
+            ("bare 2 KB INSERT", bare_port, lambda rng: ("POST", "/insert", body, {}), 201),
             ("fhir create", port, dmps.create, 201),
         ]
         results: dict[str, Result] = {}
         for name, at, make, expect in scenarios:
             results[name] = run_load(name, at, make, expect, args.clients, args.duration, args.warmup)
-            print(f"  {name}: {results[name].rate:.0f} req/s", flush=True)
+            print(f"  {name}: {results[name].rate:.0f} req/s (load average {os.getloadavg()[0]:.2f})", flush=True)
         report(results, counts)
         print("\nreproduce:")
         print(f"  {' '.join(map(shlex.quote, [sys.executable, *sys.argv]))}")
