@@ -287,6 +287,7 @@ def main() -> None:
             and 1 <= args.workers <= 16 and 1 <= args.threads <= 64 and args.dmps >= 1 and args.documents >= 1):
         parser.error("out of bounds: --duration 1-120, --warmup 0-30, --clients 1-64, --workers 1-16, --threads 1-64")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill runs the clean-up below, like Ctrl-C
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even when started in the background
     tag = os.getpid()
     bare_schema, fhir_schema = f"ceiling_bare_{tag}", f"ceiling_fhir_{tag}"
     libpq, fhir_url = urls(args.database_url, fhir_schema)
@@ -365,4 +366,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted: the servers started are stopped, the schemas dropped", file=sys.stderr)
+        sys.exit(130)
