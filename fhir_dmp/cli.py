@@ -26,8 +26,9 @@ def main() -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url, show_default=True)
 @click.option("--workers", default=2, show_default=True, type=int, help="gunicorn workers (0: Flask dev server)")
+@click.option("--threads", default=4, show_default=True, type=int, help="threads per gunicorn worker")
 @click.option("--dev-secret", is_flag=True, help=f"Use the development JWT secret {DEV_SECRET!r} if none is set")
-def serve(host: str, port: int, database_url: str, workers: int, dev_secret: bool) -> None:
+def serve(host: str, port: int, database_url: str, workers: int, threads: int, dev_secret: bool) -> None:
     """Bring the schema up to date, then serve the FHIR API at http://HOST:PORT/fhir."""
     os.environ["FHIR_DMP_DATABASE_URL"] = database_url
     if dev_secret:
@@ -44,7 +45,7 @@ def serve(host: str, port: int, database_url: str, workers: int, dev_secret: boo
         return
     from gunicorn.app.wsgiapp import run
 
-    sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
+    sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
                 "--access-logfile", "-", "fhir_dmp:create_app()"]
     run()
 

@@ -32,6 +32,9 @@ class Settings:
     # Every write of a profiled type conforms to its DMP profile (services/validating.py). Off only to load
     # data of generic FHIR shape (the search engine's own tests do).
     enforce_profiles: bool = True
+    # Debug: each response carries `X-Debug-SQL: statements=N; transactions=M`, what that request sent to the
+    # database (storage/statements.py). Off by default: the counting listeners are installed only when on.
+    debug_sql: bool = False
 
     def __post_init__(self) -> None:
         if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
@@ -51,6 +54,7 @@ class Settings:
             habilitation_matrix=Path(matrix) if (matrix := env.get("FHIR_DMP_HABILITATION_MATRIX")) else None,
             notify_url=env.get("FHIR_DMP_NOTIFY_URL") or None,
             enforce_profiles=env.get("FHIR_DMP_ENFORCE_PROFILES", "true").lower() not in ("false", "0", "no", "off"),
+            debug_sql=env.get("FHIR_DMP_DEBUG_SQL", "").lower() in ("1", "true", "yes", "on"),
         )
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from fhir_dmp.config import Settings
@@ -12,7 +12,7 @@ from fhir_dmp.errors import FhirError
 from fhir_dmp.http.negotiate import JSON, response_format
 from fhir_dmp.http.render import error_response
 from fhir_dmp.http.routes import bp
-from fhir_dmp.services.admin import Database
+from fhir_dmp.services.admin import Database, counting, watch
 from fhir_dmp.services.capability import CapabilityBuilder
 from fhir_dmp.services.identity import TokenKeys
 from fhir_dmp.services.pipeline import Pipeline
@@ -38,7 +38,30 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.register_error_handler(FhirError, _fhir_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    if settings.debug_sql:
+        _debug_sql(app, db)
     return app
+
+
+def _debug_sql(app: Flask, db: Database) -> None:
+    """FHIR_DMP_DEBUG_SQL: every response says how many statements and transactions its request sent."""
+    watch(db.engine)
+
+    @app.before_request
+    def _start() -> None:
+        g.debug_sql = counting()
+        g.debug_sql_counts = g.debug_sql.__enter__()
+
+    @app.after_request
+    def _report(response: Response) -> Response:
+        if "debug_sql_counts" in g:
+            response.headers["X-Debug-SQL"] = g.debug_sql_counts.header()
+        return response
+
+    @app.teardown_request
+    def _stop(_error: BaseException | None) -> None:
+        if "debug_sql" in g:
+            g.pop("debug_sql").__exit__(None, None, None)
 
 
 def _format() -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from fhir_dmp.storage.db import Database
 from fhir_dmp.storage.migrate import current_revision, upgrade
+from fhir_dmp.storage.statements import counting, watch
 
-__all__ = ["Database", "current_revision", "open_database", "upgrade"]
+__all__ = ["Database", "counting", "current_revision", "open_database", "upgrade", "watch"]
 
 
 def open_database(url: str) -> Database:

@@ -15,6 +15,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from fhir_dmp.storage.statements import watch
+
 # PostgreSQL rolled the unit of work back to break a deadlock (or a serialization conflict).
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 
@@ -42,7 +44,7 @@ def _normalise_url(url: str) -> str:
 class Database:
     """One engine per process; units of work are short transactions on pooled connections."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, count_statements: bool = False) -> None:
         self.url = _normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         if self.is_sqlite:
@@ -56,6 +58,8 @@ class Database:
             # which `Unavailable` lets the caller run again on a fresh one.
             self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=20,
                                         connect_args={"prepare_threshold": None})
+        if count_statements:  # statements.counting() blocks see this engine's statements and transactions
+            watch(self.engine)
 
     @contextmanager
     def transaction(self, *, write: bool = False) -> Iterator[Connection]:
