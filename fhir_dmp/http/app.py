@@ -12,6 +12,7 @@ from fhir_dmp.errors import FhirError
 from fhir_dmp.http.negotiate import JSON, response_format
 from fhir_dmp.http.render import error_response
 from fhir_dmp.http.routes import bp
+from fhir_dmp.policy.claims import load_claim_shapes
 from fhir_dmp.services.capability import CapabilityBuilder
 from fhir_dmp.services.identity import TokenKeys
 from fhir_dmp.services.interactions import FhirService
@@ -29,7 +30,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         "settings": settings,
         "db": db,
         "service": FhirService(db, settings),
-        "keys": TokenKeys(settings.jwt_secret, settings.jwt_public_key),
+        "keys": TokenKeys(settings.jwt_secret, settings.jwt_public_key,
+                          load_claim_shapes(settings.home / "terminologies")),
         "capability": CapabilityBuilder(settings.home),
     }
     if not settings.jwt_secret and not settings.jwt_public_key:
