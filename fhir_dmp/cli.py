@@ -64,6 +64,8 @@ def serve(host: str, port: int, database_url: str, workers: int, threads: int, d
 @click.option("--ttl", default=3600, show_default=True, type=int, help="seconds before it expires")
 def token(ttl: int, secret: bool, **claims: str | None) -> None:
     """Mint a development bearer token (HS256 with FHIR_DMP_JWT_SECRET, or RS256 with FHIR_DMP_JWT_PRIVATE_KEY)."""
+    from fhir_dmp.config import project_dir
+    from fhir_dmp.policy.claims import InvalidClaim, load_claim_shapes
     from fhir_dmp.services.identity import mint_token
 
     private_key = os.environ.get("FHIR_DMP_JWT_PRIVATE_KEY")
@@ -72,6 +74,10 @@ def token(ttl: int, secret: bool, **claims: str | None) -> None:
     body = {k: v for k, v in claims.items() if v}
     if secret:
         body["secret"] = True
+    try:  # a token the server would answer 401 helps nobody: say which claim is wrong now
+        load_claim_shapes(project_dir() / "terminologies").read(body)
+    except InvalidClaim as exc:
+        raise click.BadParameter(str(exc)) from None
     click.echo(mint_token(body, secret=os.environ.get("FHIR_DMP_JWT_SECRET", DEV_SECRET),
                           private_key=private_key, ttl_seconds=ttl))
 

@@ -65,6 +65,16 @@ def test_token_carries_the_claims_and_an_expiry():
     assert not {"organization", "patient", "purpose_of_use", "access_reason", "secret"} & set(claims)
 
 
+@pytest.mark.parametrize("args", [
+    ["--actor", "professional", "--sub", "810001234567", "--specialty", " SM25"],
+    ["--actor", "professional", "--sub", "x", "--profession", "10"],
+    ["--actor", "patient", "--sub", "1800175123456", "--patient", "1800175123456 "],
+])
+def test_token_refuses_claims_the_server_would_refuse(args):
+    result = run("token", *args)
+    assert result.exit_code != 0 and "claim" in result.output
+
+
 def test_token_signature_depends_on_the_secret():
     token = run("token", "--actor", "system", "--sub", "x").output.strip()
     with pytest.raises(jwt.InvalidSignatureError):

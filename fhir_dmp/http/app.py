@@ -14,7 +14,7 @@ from fhir_dmp.http.render import error_response
 from fhir_dmp.http.routes import bp
 from fhir_dmp.services.admin import Database, counting, watch
 from fhir_dmp.services.capability import CapabilityBuilder
-from fhir_dmp.services.identity import TokenKeys
+from fhir_dmp.services.identity import TokenKeys, load_claim_shapes
 from fhir_dmp.services.pipeline import Pipeline
 
 log = logging.getLogger("fhir_dmp")
@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         "settings": settings,
         "db": db,
         "pipeline": Pipeline.load(db, settings),
-        "keys": TokenKeys(settings.jwt_secret, settings.jwt_public_key),
+        "keys": TokenKeys(settings.jwt_secret, settings.jwt_public_key,
+                          load_claim_shapes(settings.home / "terminologies")),
         "capability": CapabilityBuilder(settings.home),
     }
     if not settings.jwt_secret and not settings.jwt_public_key:

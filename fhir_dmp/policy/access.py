@@ -94,7 +94,9 @@ def open_dmp(caller: Caller, dmp: Dmp) -> Access:
     if purpose in ("ETREAT", "BTG"):
         if dmp.opposes(purpose):
             return Access("none", dmp.key, refusal=forbidden(f"The patient opposed emergency access ({purpose})"))
-        return Access("emergency", dmp.key, sees_masked=dmp.emergency_sees_masked(purpose))
+        # 6.5: a personal MASQUE_PS grant belongs to the professional, whatever mode opened the DMP; the
+        # emergency permit (purpose ETREAT/BTG, MASQUE_PS) opens masked documents to anyone in that mode.
+        return Access("emergency", dmp.key, sees_masked=dmp.grants_masked(ps) or dmp.emergency_sees_masked(purpose))
     return Access("none", dmp.key, refusal=forbidden(
         "You are not authorised on this DMP: the patient must authorise you first (a Consent permit naming you)"))
 

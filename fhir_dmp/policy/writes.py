@@ -7,6 +7,9 @@ rule of the DMP (422: blocking the médecin traitant).
 
 from __future__ import annotations
 
+import json
+import unicodedata
+
 from fhir_dmp.errors import FhirError, forbidden, unprocessable
 from fhir_dmp.policy import documents, labels, lifecycle
 from fhir_dmp.policy.access import PUBLIC_TYPES, Access
@@ -20,6 +23,7 @@ SERVER_ONLY = frozenset({"AuditEvent", "Communication"})  # traces and notificat
 PATIENT_CLASS = "90"  # documents a patient files: class 90, déposé par le patient
 MEDECIN = "10"  # TRE_G15: the VSM's only authors, with system feeds (dmp-reference.md 8)
 VSM_PARTS = frozenset({"Composition", *SUMMARY_TYPES})  # the VSM and its section entries
+INS_PREFIX = "urn:oid:1.2.250.1.213.1.4."  # INS-NIR .8, INS-NIA .9, test .10, demo .11 (dmp-reference.md 3)
 
 
 def as_deposited(caller: Caller, resource_type: str, body: dict) -> dict:
@@ -112,7 +116,7 @@ def change_refusal(caller: Caller, access: Access | None, resource_type: str, ow
         if access.kind not in ("patient", "representative"):
             return forbidden("Patients change only their own DMP")
         if resource_type == "Patient" and after is not None:  # 9: closing and reopening are $close and $reopen
-            refusal = lifecycle.closure_edit_refusal(before, after)
+            refusal = ins_change_refusal(caller, before, after) or lifecycle.closure_edit_refusal(before, after)
             if refusal is not None:
                 return refusal
         if after is not None and resource_type in VSM_PARTS:
@@ -129,6 +133,9 @@ def change_refusal(caller: Caller, access: Access | None, resource_type: str, ow
     if resource_type == "Patient":
         if after is None:
             return forbidden("A DMP is closed, never deleted, and only at the patient's request")
+        refusal = ins_change_refusal(caller, before, after)
+        if refusal is not None:
+            return refusal
         for element in ("active", "generalPractitioner"):
             if before.get(element) != after.get(element):
                 return forbidden(f"Patient.{element} is the patient's choice: a professional may not change it")
@@ -151,4 +158,45 @@ def _ins_values(patient: dict) -> set[str]:
     idents = patient.get("identifier") if isinstance(patient.get("identifier"), list) else []
     return {i.get("value") for i in idents if isinstance(i, dict) and isinstance(i.get("value"), str)}
 
+
+def ins_change_refusal(caller: Caller, before: dict, after: dict) -> FhirError | None:
+    """4: the INS ties the DMP to its patient (their token's `patient` claim finds it, one DMP per INS), so it
+    changes only by the patient, their representative or a system, traced like every write. A professional's
+    update touching an INS identifier (adding, removing, or changing any element of one) is refused (403:
+    the change is one the patient could make, it is the caller's role that may not; as for `active`).
+    The patient or representative must leave the INS their token acts for on the DMP: removing it would hand
+    the DMP to whatever INS remains and lock them out (replacing their INS is the identity feed's: a system)."""
+    if caller.is_system or ins_identifiers(before) == ins_identifiers(after):
+        return None
+    if caller.actor in ("patient", "representative"):
+        kept = {i.get("value") for i in _identifiers(after) if _system(i).startswith(INS_PREFIX)}  # as Dmp.ins
+        if caller.patient in kept:
+            return None
+        return unprocessable("The DMP must keep the INS your token acts for; a new INS replacing it is recorded "
+                             "by the identity feed (a system caller)", "Patient.identifier")
+    return forbidden("The INS (Patient.identifier, systems urn:oid:1.2.250.1.213.1.4.*) ties the DMP to its patient: "
+                     "only the patient, their representative or a system may change it, not a professional")
+
+
+def ins_identifiers(patient: dict) -> list[str]:
+    """The Patient's INS identifiers, whole and in a canonical order (any element of one counts: `use` old
+    deactivates an INS, `period` ends it), so that reordering them is no change and anything else is."""
+    return sorted(json.dumps(i, sort_keys=True, ensure_ascii=True) for i in _identifiers(patient) if _is_ins(i))
+
+
+def _identifiers(patient: dict) -> list[dict]:
+    idents = patient.get("identifier")
+    return [i for i in idents if isinstance(i, dict)] if isinstance(idents, list) else []
+
+
+def _system(identifier: dict) -> str:
+    system = identifier.get("system")
+    return system if isinstance(system, str) else ""
+
+
+def _is_ins(identifier: dict) -> bool:
+    """An INS system, also under a spelling a lax reader would take for one (case, spaces, look-alike digits):
+    the wider reading only widens what a professional may not touch."""
+    folded = unicodedata.normalize("NFKC", _system(identifier)).casefold().strip()
+    return folded.startswith(INS_PREFIX)
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import jwt
 
+from fhir_dmp.config import project_dir
 from fhir_dmp.errors import FhirError, Issue
 from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.claims import ClaimShapes, InvalidClaim, load_claim_shapes
 
 _CHALLENGE = 'Bearer realm="fhir-dmp"'
 
@@ -20,8 +22,12 @@ def unauthorized(diagnostics: str, error: str = "invalid_token") -> FhirError:
 
 @dataclass(frozen=True)
 class TokenKeys:
+    """What a token must be to be accepted: signed with one of these keys, its claims of these shapes
+    (None: the shapes of the code lists under `project_dir()`)."""
+
     secret: str | None
     public_key: str | None
+    shapes: ClaimShapes | None = None
 
     def algorithms_and_key(self, header_alg: str) -> tuple[list[str], str]:
         if header_alg == "RS256" and self.public_key:
@@ -50,31 +56,17 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
         raise unauthorized("The bearer token has expired") from exc
     except jwt.InvalidTokenError as exc:
         raise unauthorized(f"The bearer token is not valid: {exc}") from exc
-    return caller_from_claims(claims)
+    return caller_from_claims(claims, keys.shapes)
 
 
-def caller_from_claims(claims: dict) -> Caller:
-    actor = claims.get("actor")
-    if not isinstance(actor, str) or not actor:
-        raise unauthorized("The bearer token has no 'actor' claim")
-    purpose = str(claims.get("purpose_of_use") or "TREAT")  # checked after the refused-actor rule
-    secret = claims.get("secret", False)
-    return Caller(
-        actor=actor,
-        sub=str(claims["sub"]),
-        profession=_opt(claims, "profession"),
-        specialty=_opt(claims, "specialty"),
-        organization=_opt(claims, "organization"),
-        patient=_opt(claims, "patient"),
-        purpose_of_use=purpose,
-        access_reason=_opt(claims, "access_reason"),
-        secret=secret is True or secret == "true",
-    )
-
-
-def _opt(claims: dict, name: str) -> str | None:
-    value = claims.get(name)
-    return None if value in (None, "") else str(value)
+def caller_from_claims(claims: dict, shapes: ClaimShapes | None = None) -> Caller:
+    """The canonical `Caller` of verified claims. A claim that is not exactly one value of its shape
+    (policy/claims.py) makes the token invalid: 401, never a reading of it that some later rule would miss
+    (" SM25" is not SM25 to the refused-actor rule, so it must not be a médecin either)."""
+    try:
+        return (shapes or load_claim_shapes(project_dir() / "terminologies")).read(claims)
+    except InvalidClaim as exc:
+        raise unauthorized(str(exc)) from None
 
 
 def mint_token(claims: dict, *, secret: str | None = None, private_key: str | None = None,

@@ -328,22 +328,27 @@ def test_missing_or_malformed_actor_claim_is_401(client, actor):
     assert "actor" in body["issue"][0]["diagnostics"]
 
 
-@pytest.mark.parametrize("purpose", ["HACK", "treat", "EMERGENCY", "TREAT ", "ALL", 1, ["TREAT"]])
-def test_unknown_purpose_of_use_is_400(client, app, purpose):
+@pytest.mark.parametrize("purpose", ["HACK", "treat", "EMERGENCY", "TREAT ", "ALL", 1, ["TREAT"], None, ""])
+def test_unknown_purpose_of_use_is_401(client, app, purpose):
+    """A purpose that is not exactly TREAT, ETREAT or BTG makes the token invalid (dmp-reference.md 2)."""
     before = _versions(app)
     token = _hs256(_claims(purpose_of_use=purpose))
-    body = _assert_outcome(_get(client, "Patient", f"Bearer {token}"), 400, "value")
+    body = _assert_401(_get(client, "Patient", f"Bearer {token}"))
     assert "purpose_of_use" in body["issue"][0]["diagnostics"]
-    created = client.post("Patient", patient(), auth=False, headers={"Authorization": f"Bearer {token}"})
-    _assert_outcome(created, 400, "value")
+    _assert_401(client.post("Patient", patient(), auth=False, headers={"Authorization": f"Bearer {token}"}))
     assert _versions(app) == before
 
 
 @pytest.mark.parametrize("actor,specialty", [("insurer", None), ("employer", None), ("professional", "SM25")])
-def test_refused_actor_with_a_bad_purpose_is_still_403(client, app, actor, specialty):
-    """Refusal comes first: a refused caller learns nothing else about its request."""
+def test_refused_actor_with_a_bad_purpose_is_refused_before_its_request(client, app, actor, specialty):
+    """Refusal comes first: a refused caller learns nothing about its request. Its token is invalid (401, the
+    claims are checked before anything reads them); with a well-formed purpose, it is the refused actor's 403."""
     before = _versions(app)
-    token = _hs256(_claims(actor=actor, specialty=specialty, purpose_of_use="HACK"))
+    extra = {"specialty": specialty} if specialty else {}
+    sub = "810009999999" if actor == "professional" else "x"
+    token = _hs256(_claims(actor=actor, sub=sub, purpose_of_use="HACK", **extra))
+    _assert_401(_get(client, "Patient", f"Bearer {token}"))
+    token = _hs256(_claims(actor=actor, sub=sub, purpose_of_use="BTG", **extra))  # BTG without its reason
     _assert_outcome(_get(client, "Patient", f"Bearer {token}"), 403, "forbidden")
     assert _versions(app) == before
 
@@ -362,12 +367,19 @@ REFUSED = [
     pytest.param({"actor": "insurer", "sub": "CPAM-75"}, id="insurer"),
     pytest.param({"actor": "employer", "sub": "ACME"}, id="employer"),
     pytest.param({"actor": "occupational-physician", "sub": "810009999999"}, id="occupational-physician"),
-    pytest.param({"actor": "hacker", "sub": "x"}, id="unknown-actor"),
-    pytest.param({"actor": "Professional", "sub": "810001234567"}, id="actor-case-differs"),
-    pytest.param({"actor": "system ", "sub": "x"}, id="actor-trailing-space"),
     pytest.param({"actor": "professional", "sub": "810009999999", "profession": "10", "specialty": "SM25"},
                  id="occupational-medicine-SM25"),
     pytest.param({"actor": "system", "sub": "x", "specialty": "SM25"}, id="system-with-SM25"),
+]
+# Tokens whose claims are not of their shape (dmp-reference.md 2): invalid, 401, whatever they ask.
+MALFORMED = [
+    pytest.param({"actor": "hacker", "sub": "x"}, id="unknown-actor"),
+    pytest.param({"actor": "Professional", "sub": "810001234567"}, id="actor-case-differs"),
+    pytest.param({"actor": "system ", "sub": "x"}, id="actor-trailing-space"),
+    pytest.param({"actor": "professional", "sub": "810009999999", "profession": "10", "specialty": " SM25"},
+                 id="SM25-with-a-space"),
+    pytest.param({"actor": "professional", "sub": "810009999999", "profession": "10", "specialty": ["SM26", "SM25"]},
+                 id="SM25-in-a-list"),
 ]
 
 
@@ -387,8 +399,11 @@ def _transaction(pid: str) -> dict:
     ]}
 
 
-@pytest.mark.parametrize("claims", REFUSED)
-def test_refused_actor_is_403_on_every_interaction(client, app, seeded, claims):
+@pytest.mark.parametrize("claims,status", [*((p.values[0], 403) for p in REFUSED),
+                                           *((p.values[0], 401) for p in MALFORMED)],
+                         ids=[*(p.id for p in REFUSED), *(p.id for p in MALFORMED)])
+def test_refused_actor_is_403_on_every_interaction(client, app, seeded, claims, status):
+    """A refused actor is 403 everywhere, a malformed token 401 everywhere; neither writes anything."""
     refused = client.as_(**claims)
     before = _versions(app)
     attempts = {
@@ -409,7 +424,7 @@ def test_refused_actor_is_403_on_every_interaction(client, app, seeded, claims):
         "document-search": refused.get(f"DocumentReference?patient={seeded}"),
     }
     for name, response in attempts.items():
-        body = _assert_outcome(response, 403, "forbidden")
+        body = _assert_outcome(response, status, "forbidden" if status == 403 else "login")
         assert "Traceback" not in body["issue"][0]["diagnostics"], name
     assert _versions(app) == before
     # the DMP is untouched
@@ -417,16 +432,19 @@ def test_refused_actor_is_403_on_every_interaction(client, app, seeded, claims):
     assert current["meta"]["versionId"] == "1" and current["gender"] == "female"
 
 
-@pytest.mark.parametrize("claims", REFUSED)
-def test_refused_actor_is_403_whatever_it_asks(client, app, claims):
+@pytest.mark.parametrize("claims,status", [*((p.values[0], 403) for p in REFUSED),
+                                           *((p.values[0], 401) for p in MALFORMED)],
+                         ids=[*(p.id for p in REFUSED), *(p.id for p in MALFORMED)])
+def test_refused_actor_is_403_whatever_it_asks(client, app, claims, status):
     """'Never allowed in, whatever they ask': a malformed body or an unknown type does not change the answer."""
     refused = client.as_(**claims)
     before = _versions(app)
-    _assert_outcome(refused.get("NotAType/1"), 403, "forbidden")
-    _assert_outcome(refused.post("Patient", raw=b"{not json"), 403, "forbidden")
-    _assert_outcome(refused.post("Patient", {"resourceType": "Patient", "gender": "robot"}), 403, "forbidden")
+    code = "forbidden" if status == 403 else "login"
+    _assert_outcome(refused.get("NotAType/1"), status, code)
+    _assert_outcome(refused.post("Patient", raw=b"{not json"), status, code)
+    _assert_outcome(refused.post("Patient", {"resourceType": "Patient", "gender": "robot"}), status, code)
     _assert_outcome(refused.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "POST", "url": "Nope"}}]}), 403, "forbidden")
+        {"request": {"method": "POST", "url": "Nope"}}]}), status, code)
     assert _versions(app) == before
 
 

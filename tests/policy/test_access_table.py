@@ -92,6 +92,9 @@ ACTORS: dict[str, Actor] = {
     "infirmier": pro("810000000160", "60"),
     "unauthorised": pro("810000000104", "10"),  # no Consent anywhere
     "grant_only": pro("810000000105", "10"),  # granted MASQUE_PS in A, not authorised: a grant is no authorisation
+    # the same, in an emergency mode: the grant is theirs, whatever mode opened the DMP (6.5)
+    "grant_only_btg": pro("810000000105", "10", **BTG),
+    "grant_only_etreat": pro("810000000105", "10", purpose_of_use="ETREAT"),
     "blocked": pro("810000000106", "10"),  # authorised in A, then blocked there: the block wins
     "blocked_btg": pro("810000000106", "10", **BTG),  # blocks apply to emergencies too
     "occupational": pro("810000000107", "10", "SM25"),  # médecin du travail, even authorised in A
@@ -268,6 +271,8 @@ VISIBILITY_BY_DMP: dict[str, dict[str, frozenset[str] | int]] = {
         "pharmacien": frozenset({"bilan", "biology", "kine_lab"}),
         "infirmier": frozenset({"bilan", "biology", "hospital", "kine_lab", "secret"}) | A_FOLLOWUP,
         "btg_medecin": A_MEDECIN,  # emergency: as a médecin, no masked document (no permit in A)
+        "grant_only_btg": A_ALL - {"resid"},  # emergency, but granted MASQUE_PS in A: as the grantee
+        "grant_only_etreat": A_ALL - {"resid"},
         "etreat_medecin": A_MEDECIN,
         "btg_kine": A_FOLLOWUP,
         "patient@A": A_PATIENT,
@@ -287,6 +292,7 @@ VISIBILITY_BY_DMP: dict[str, dict[str, frozenset[str] | int]] = {
         "medecin_btg": frozenset({"followup"}),  # authorised: the opposition to BTG does not concern them
         "medecin_secret": frozenset({"followup"}),
         "etreat_medecin": frozenset({"followup", "masked"}),  # the patient let ETREAT see masked documents
+        "grant_only_etreat": frozenset({"followup", "masked"}),  # granted in A only: this DMP's own permit
     },
     "no_etreat": {
         "system": frozenset({"followup", "masked"}),
@@ -295,6 +301,7 @@ VISIBILITY_BY_DMP: dict[str, dict[str, frozenset[str] | int]] = {
         "medecin_secret": frozenset({"followup"}),
         "btg_medecin": frozenset({"followup", "masked"}),
         "btg_kine": frozenset({"followup", "masked"}),
+        "grant_only_btg": frozenset({"followup", "masked"}),
         "blocked_btg": frozenset({"followup", "masked"}),  # blocked in A only: an emergency elsewhere is one
     },
 }

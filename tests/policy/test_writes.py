@@ -52,13 +52,13 @@ def _refused(client, response, status: int = 403) -> None:  # type: ignore[no-un
 
 
 def test_a_professional_who_opens_a_dmp_is_authorised_on_it(client):
-    creator = _pro(client, _ins()[:12])
+    creator = _pro(client, "8" + _ins()[:11])
     created = creator.post("Patient", patient(_ins()))
     assert created.status_code == 201, created.data
     pid = json_of(created)["id"]
     assert creator.get(f"DocumentReference?patient={pid}").status_code == 200
     assert creator.get(f"Patient/{pid}").status_code == 200
-    assert _pro(client, _ins()[:12]).get(f"Patient/{pid}").status_code == 403  # nobody else
+    assert _pro(client, "8" + _ins()[:11]).get(f"Patient/{pid}").status_code == 403  # nobody else
 
 
 def test_a_professional_records_only_their_own_authorisation(client):

@@ -294,7 +294,7 @@ def test_a_transaction_cannot_create_one_and_a_batch_can_read_them(client, datab
 
 
 def test_any_admitted_caller_reads_them_refused_actors_do_not(client):
-    for claims in (PATIENT, DOCTOR, {"actor": "professional", "sub": "1", "profession": "91"}):
+    for claims in (PATIENT, DOCTOR, {"actor": "professional", "sub": "810000000091", "profession": "91"}):
         assert params(ok(client.as_(**claims).get(f"CodeSystem/$lookup?system={quote(G15)}&code=10")))["display"]
     outcome(client.as_(actor="insurer", sub="CPAM").get("CodeSystem/TRE-G15-ProfessionSante"), 403)
     outcome(client.as_(**{**DOCTOR, "specialty": "SM25"}).get("ValueSet"), 403)

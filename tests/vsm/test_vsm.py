@@ -178,7 +178,7 @@ WRITERS = [
 def test_only_medecins_and_systems_write_the_vsm_and_its_entries(client, who, claims, allowed, kind):
     pid, ins = _dmp(client)
     if claims["actor"] in ("patient", "representative"):
-        claims = {**claims, "patient": ins}
+        claims = {**claims, "patient": ins, **({"sub": ins} if claims["actor"] == "patient" else {})}
     bodies = {"Composition": vsm(pid), "Condition": condition(pid), "AllergyIntolerance": allergy(pid)}
     if kind == "DocumentReference":
         bodies[kind] = document(pid, type={"coding": [{"system": "http://loinc.org", "code": "60591-5"}]})
@@ -399,8 +399,8 @@ def test_vsm_status_refuses_a_bad_age(client, age):
     (TREATING, 200),
     (OTHER_DOCTOR, 200),  # a médecin who is nobody's médecin traitant: an empty list
     (NURSE, 403), (KINE, 403), (PHARMACIST, 403), (MIDWIFE, 403),
-    ({"actor": "patient", "sub": "x", "patient": "x"}, 403),
-    ({"actor": "representative", "sub": "y", "patient": "x"}, 403),
+    ({"actor": "patient", "sub": "1800175000000", "patient": "1800175000000"}, 403),
+    ({"actor": "representative", "sub": "y", "patient": "1800175000000"}, 403),
     ({"actor": "system", "sub": "s"}, 403),
 ], ids=["médecin traitant", "other médecin", "infirmier", "kinésithérapeute", "pharmacien", "sage-femme",
         "patient", "representative", "system"])
