@@ -34,15 +34,6 @@ def current(u: Unit, req: FhirRequest) -> Stored:
     return stored
 
 
-def sees(u: Unit, stored: Stored) -> bool:
-    """Whether the caller may see a row the server read for its own purposes (judged in SQL by the scope)."""
-    access = u.access(stored.patient_key)
-    if access is not None and access.refusal is not None:
-        return False
-    scope = narrow(u.scope(access), stored.resource_type)
-    return scope == SYSTEM_SCOPE or resources.is_visible(u.tx, stored.resource_type, stored.id, scope)
-
-
 def shown(u: Unit, stored: Stored) -> dict:
     """A matched resource as the caller may see it: a Patient found by the existence check, by identity only."""
     resource = content.resource_of(stored)

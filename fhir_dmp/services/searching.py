@@ -42,10 +42,12 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
     cursor = _cursor(query)
     page: list[Stored] = []
     next_cursor = previous_cursor = None
+    complete = False  # the page holds every match: its length is the total, no count statement needed
     if query.count > 0 and query.summary != "count":
         rows = queries.find(u.tx, req.resource_type, query.criteria, scope=own_scope, sort=query.sort, cursor=cursor,
                          limit=query.count + 1)
         more = len(rows) > query.count
+        complete = cursor is None and not more
         backwards = cursor is not None and not cursor.forward
         page = rows[len(rows) - query.count:] if backwards and more else rows[: query.count]
         if page and (backwards or more):
@@ -53,7 +55,9 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
         if page and (more if backwards else cursor is not None):
             previous_cursor = _encode(query, page[0], forward=False)
     total = None
-    if query.total != "none" or query.count == 0 or query.summary == "count":
+    if complete and query.total != "none":
+        total = len(page)
+    elif query.total != "none" or query.count == 0 or query.summary == "count":
         total = queries.count(u.tx, req.resource_type, query.criteria, scope=own_scope)
     included = _included(u.tx, query, page, scope)
     if key is None:  # a search spanning DMPs (a system's): each DMP it read from gets its own trace

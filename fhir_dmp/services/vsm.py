@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, unprocessable
 from fhir_dmp.policy import labels
 from fhir_dmp.policy import vsm as vsm_policy
+from fhir_dmp.policy.access import narrow
 from fhir_dmp.policy.facts import SUMMARY_TYPES, VSM_TYPE, access_facts, governed
 from fhir_dmp.policy.habilitation import LOINC
 from fhir_dmp.search.dates import instant, now_utc
@@ -109,16 +110,17 @@ def _list(value: Any) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def assemble(u: Unit, stored: Stored, visible: Callable[[Stored], bool]) -> tuple[dict, list[Stored]]:
+def assemble(u: Unit, stored: Stored, scope: c.Criterion) -> tuple[dict, list[Stored]]:
     """The document Bundle of a Composition version (R4 documents: type document, identifier, timestamp, the
-    Composition first, fullUrls) with the referenced resources `visible` lets in, and those resources."""
+    Composition first, fullUrls) with the referenced resources within `scope` (in the SQL), and those resources."""
     composition = content.resource_of(stored)
     base_url = u.req.base_url
     found: list[Stored] = []
     for rtype, rid in referenced(composition, base_url):
-        row = resources.read_current(u.tx, rtype, rid)
+        within = narrow(scope, rtype)
+        row = resources.read_current(u.tx, rtype, rid, scope=None if within == SYSTEM_SCOPE else within)
         if (row is None or row.deleted or row.patient_key not in ("", stored.patient_key)
-                or (rtype, rid) == ("Composition", stored.id) or not visible(row)):
+                or (rtype, rid) == ("Composition", stored.id)):
             continue
         found.append(row)
     entries = [{"fullUrl": f"{base_url}/Composition/{stored.id}", "resource": composition}]
@@ -137,7 +139,7 @@ def document(u: Unit, req: FhirRequest) -> FhirResponse:
     stored = reads.current(u, req)  # 404 when absent or hidden, 403 for a DMP closed to the caller
     if stored.deleted:
         raise FhirError.of(410, "deleted", f"Composition/{req.id} was deleted")
-    bundle, found = assemble(u, stored, lambda row: reads.sees(u, row))
+    bundle, found = assemble(u, stored, u.scope(u.access(stored.patient_key)))
     for row in found:
         u.touch(row.patient_key or stored.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}")
     return FhirResponse(200, bundle, content.version_headers(stored, req.base_url))
@@ -196,7 +198,7 @@ def _file(u: Unit, stored: Stored, composition: dict) -> None:
         row = resources.read_current(u.tx, rtype, rid)
         if row is not None and row.patient_key not in ("", key):
             raise unprocessable(f"The VSM references {rtype}/{rid}, which belongs to another DMP", "Composition")
-    bundle, found = assemble(u, stored, lambda row: True)
+    bundle, found = assemble(u, stored, SYSTEM_SCOPE)  # the VSM as saved: every referenced resource of the DMP
     raw = fhirjson.dumps(bundle).encode()
     entries = [row for row in found if row.resource_type in SUMMARY_TYPES and row.patient_key == key]
     carried = _carried_labels(current, stored.id, base_url)

@@ -19,7 +19,7 @@ from fhir_dmp.policy.facts import access_facts, governing_reference
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content, ins, mhd, references, validating, vsm
-from fhir_dmp.services.reads import sees
+from fhir_dmp.services.reads import visible
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
@@ -50,9 +50,13 @@ def bytes_of(u: Unit, bundled: BytesOf | None = None) -> BytesOf:
         rid = references.local_id(url, "Binary", u.req.base_url)
         if rid is None:
             return None
-        stored = resources.read_current(u.tx, "Binary", rid)
-        if stored is None or stored.deleted or stored.content is None or not sees(u, stored):
-            raise documents.Unresolvable(f"{url} names no Binary of this server that you may read")
+        unresolvable = documents.Unresolvable(f"{url} names no Binary of this server that you may read")
+        try:
+            stored = visible(u, "Binary", rid)  # the caller's scope in the read's SQL
+        except FhirError:  # in a DMP closed to the caller: as absent
+            raise unresolvable from None
+        if stored is None or stored.deleted or stored.content is None:
+            raise unresolvable
         data = fhirjson.loads(stored.content).get("data")
         return documents.decoded(data) if isinstance(data, str) else b""
     return resolve

@@ -115,7 +115,7 @@ def insert_resources(conn: Connection, items: list[NewResource]) -> list[int]:
         params: dict[str, Any] = {"items": to_json([_source_row(item, n) for n, item in enumerate(items)])}
         for kind in kinds:
             params[kind] = to_json([{"n": i, **row} for i, n in enumerate(items) for row in n.index.get(kind, ())])
-        by_n = dict(conn.execute(_pg_insert(kinds), params).tuples().all())
+        by_n = {n: pk for n, pk in conn.execute(_pg_insert(kinds), params)}
         return [by_n[i] for i in range(len(items))]
     version_pks = conn.execute(
         insert(resource_version).returning(resource_version.c.pk, sort_by_parameter_order=True),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 
 from sqlalchemy import ColumnElement, Table, and_, exists, false, literal, not_, or_, select, true
 from sqlalchemy.sql.selectable import FromClause
@@ -19,7 +20,23 @@ _SQL_ESCAPE = "\\"
 
 
 def compile_criterion(node: c.Criterion, row: FromClause = resource) -> ColumnElement[bool]:
-    """The WHERE clause for `node` on the resource row `row`."""
+    """The WHERE clause for `node` on the resource row `row`. On the resource table itself, the clause of a
+    criterion is built once and reused (criteria are immutable values; an access scope recurs on every request
+    of its caller, so the same clause, and SQLAlchemy's cached compilation of it, serve them all)."""
+    if row is resource:
+        try:
+            return _compiled(node)
+        except TypeError:  # a criterion holding an unhashable value: built afresh
+            return _compile(node, row)
+    return _compile(node, row)
+
+
+@lru_cache(maxsize=4096)
+def _compiled(node: c.Criterion) -> ColumnElement[bool]:
+    return _compile(node, resource)
+
+
+def _compile(node: c.Criterion, row: FromClause) -> ColumnElement[bool]:
     compiler = _COMPILERS.get(type(node))
     if compiler is None:
         raise TypeError(f"unknown criterion {node!r}")

@@ -99,7 +99,7 @@ def _pg_append(conn: Connection, events: Sequence[Event], accessor: str, accesse
                                      for row in e.resource.index.get(kind, ())])
     chained: set[str] = set()
     first: set[str] = set()
-    for kind, key in conn.execute(_pg_append_statement(kinds), params).tuples():
+    for kind, key in conn.execute(_pg_append_statement(kinds), params):
         (chained if kind == "chained" else first).add(key)
     return chained, first
 

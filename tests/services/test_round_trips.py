@@ -1,0 +1,68 @@
+"""What one request costs in SQL: statements and transactions of a read, a search and a create, counted as they are
+sent (storage/statements.py), so that a regression (a query per row, a second transaction, a re-read of the DMP)
+fails here rather than in production. PostgreSQL's figures are exact: each statement is a round trip there.
+SQLite runs in-process, where a round trip costs nothing and a write is a few plain statements: bounded only."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_dmp.storage.statements import counting, watch
+from tests.fhirclient import DOCTOR, document, json_of, patient
+
+
+@pytest.fixture
+def world(client, database):  # type: ignore[no-untyped-def]
+    doctor = client.as_(**DOCTOR)
+    response = doctor.post("Patient", patient("1800175123456"))  # the médecin who opens the DMP is authorised
+    assert response.status_code == 201, response.data
+    pid = json_of(response)["id"]
+    docs = [json_of(doctor.post("DocumentReference", document(pid)))["id"] for _ in range(3)]
+    doctor.get(f"DocumentReference/{docs[0]}")  # the first access (and its notice) is behind us
+    watch(database.engine)
+    return doctor, pid, docs
+
+
+# (statements on PostgreSQL, at most on SQLite): one transaction each, its trace included
+BUDGET = {"read": (3, 14), "search": (3, 14), "create": (3, 16)}  # a search whose page holds every match needs no count
+
+
+def _cost(database, send):  # type: ignore[no-untyped-def]
+    with counting() as counts:
+        response = send()
+    assert response.status_code < 300, response.data
+    return counts
+
+
+@pytest.mark.parametrize("interaction", sorted(BUDGET))
+def test_one_transaction_and_few_round_trips(world, database, interaction):  # type: ignore[no-untyped-def]
+    doctor, pid, docs = world
+    send = {
+        "read": lambda: doctor.get(f"DocumentReference/{docs[1]}"),
+        "search": lambda: doctor.get(f"DocumentReference?patient={pid}&status=current"),
+        "create": lambda: doctor.post("DocumentReference", document(pid)),
+    }[interaction]
+    counts = _cost(database, send)
+    exact, bound = BUDGET[interaction]
+    assert counts.transactions == 1
+    if database.is_sqlite:
+        assert counts.statements <= bound, counts
+    else:
+        assert counts.statements == exact, counts
+
+
+def test_a_read_does_not_reread_the_dmp(world, database):  # type: ignore[no-untyped-def]
+    """The DMP's access facts come with the row's key (one statement), not from its Patient and Consents."""
+    doctor, _pid, docs = world
+    statements: list[str] = []
+    from sqlalchemy import event
+
+    def note(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+    event.listen(database.engine, "before_cursor_execute", note)
+    try:
+        assert doctor.get(f"DocumentReference/{docs[2]}").status_code == 200
+    finally:
+        event.remove(database.engine, "before_cursor_execute", note)
+    assert not any("Consent" in s for s in statements), statements
+    assert sum("dmp_facts" in s for s in statements) == 1
