@@ -85,6 +85,7 @@ def moment(value: object) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if "T" in value else value + "T00:00:00")
-    except ValueError:
+        # year 1 east of UTC, year 9999 west of it: beyond `datetime` in UTC (OverflowError: a 500 on every read)
+        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    except (ValueError, OverflowError):
         return None
-    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed

@@ -258,12 +258,14 @@ def _number(code: str, value: str, name: str, *, quantity: bool) -> c.NumberRang
         number, system, unit = (text.split("|") + ["", ""])[:3]
     try:
         decimal = Decimal(number)
-    except InvalidOperation:
+        if not decimal.is_finite():  # NaN, sNaN, Infinity: no R4 decimal (and sNaN raises on any arithmetic)
+            raise InvalidOperation
+        low, high = precision_range(decimal)
+        if prefix == "ap":
+            slack = abs(decimal) * Decimal("0.1")
+            low, high = decimal - slack, decimal + slack
+    except InvalidOperation:  # also an exponent beyond the context's range (1e999999999)
         raise bad_request(f"{name}: {number!r} is not a number", name) from None
-    low, high = precision_range(decimal)
-    if prefix == "ap":
-        slack = abs(decimal) * Decimal("0.1")
-        low, high = decimal - slack, decimal + slack
     return c.NumberRange(code, prefix, decimal, low, high, quantity, system or None, unit or None)
 
 
@@ -326,7 +328,9 @@ def _result_param(resource_type: str, name: str, value: str, result: dict, max_c
     if base == "_count":
         if not (value.isascii() and value.isdigit()):
             raise bad_request(f"_count must be a non-negative integer, not {value!r}", "_count")
-        result["count"] = min(int(value), max_count)
+        # int() refuses more than 4,300 digits (ValueError: a 500): any count that long is beyond the bound
+        digits = value.lstrip("0")
+        result["count"] = max_count if len(digits) > len(str(max_count)) else min(int(value), max_count)
     elif base == "_cursor":
         result["cursor"] = value
     elif base == "_total":
