@@ -70,14 +70,15 @@ def claimed_profiles(conf: Conformance, resource: dict) -> list[dict]:
 
 def bundle_issues(conf: Conformance, bundle: object) -> list[Issue]:
     """A transaction against the profiles it claims, and an ITI-65 (it carries a SubmissionSet List) against
-    the DMP's ITI-65 profile: errors only."""
+    the DMP's ITI-65 profile: errors only. Its entries are each validated once, on their own
+    (`conformity_issues`): here only what the Bundle's profile says of the Bundle and its entries."""
     if not isinstance(bundle, dict):
         return []
     sds = claimed_profiles(conf, bundle)
     iti65 = conf.resolve("StructureDefinition", ITI65_PROFILE)
     if iti65 is not None and _is_iti65(bundle) and all(sd is not iti65 for sd in sds):
         sds.append(iti65)
-    issues = [i for sd in sds for i in validate_profile(conf, sd, bundle).issues]
+    issues = [i for sd in sds for i in validate_profile(conf, sd, bundle, entries_checked=True).issues]
     return [i for i in issues if i.severity in ("error", "fatal")]
 
 
