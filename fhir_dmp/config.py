@@ -35,6 +35,12 @@ class Settings:
     # Debug: each response carries `X-Debug-SQL: statements=N; transactions=M`, what that request sent to the
     # database (storage/statements.py). Off by default: the counting listeners are installed only when on.
     debug_sql: bool = False
+    # The audit checkpoints (docs/audit.md): the Ed25519 private key that signs them (a PEM file path or the PEM;
+    # only `fhir-dmp audit seal` reads it, the server never does), the public keys that verify them (paths or PEM),
+    # and the directory receiving an append-only copy of each checkpoint.
+    audit_signing_key: str | None = None
+    audit_verify_keys: str | None = None
+    audit_checkpoint_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
@@ -55,6 +61,10 @@ class Settings:
             notify_url=env.get("FHIR_DMP_NOTIFY_URL") or None,
             enforce_profiles=env.get("FHIR_DMP_ENFORCE_PROFILES", "true").lower() not in ("false", "0", "no", "off"),
             debug_sql=env.get("FHIR_DMP_DEBUG_SQL", "").lower() in ("1", "true", "yes", "on"),
+            audit_signing_key=env.get("FHIR_DMP_AUDIT_SIGNING_KEY") or None,
+            audit_verify_keys=",".join(v for v in (env.get("FHIR_DMP_AUDIT_VERIFY_KEYS"),
+                                                   env.get("FHIR_DMP_AUDIT_VERIFY_KEY")) if v) or None,
+            audit_checkpoint_dir=Path(d) if (d := env.get("FHIR_DMP_AUDIT_CHECKPOINT_DIR")) else None,
         )
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 

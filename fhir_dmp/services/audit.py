@@ -139,18 +139,30 @@ def verify(db: Database) -> Iterator[tuple[str, int, Broken | None]]:
         with db.snapshot() as conn:
             head = traces.chain_head(conn, key)
             rows = traces.audit_contents(conn, key)
-        yield key, len(rows), _first_break(key, rows, head)
+        yield key, len(rows), first_break(key, rows, head)
 
 
-def _first_break(key: str, rows: list[tuple[str, str | None]], head: tuple[int, str] | None) -> Broken | None:
-    previous, expected_seq, previous_id = GENESIS, 1, ""
+def chain_link(text: str | None) -> tuple[int, str] | None:
+    """An event's (sequence number, previous hash) as stored, None when unreadable."""
+    try:
+        body = fhirjson.loads(text or "")
+        link = {e["url"]: e for e in next(x for x in body["extension"] if x["url"] == CHAIN_URL)["extension"]}
+        seq, prev = link["sequence"]["valueInteger"], link["previous"]["valueString"]
+    except (ValueError, KeyError, StopIteration, TypeError):
+        return None
+    return (seq, prev) if isinstance(seq, int) and isinstance(prev, str) else None
+
+
+def first_break(key: str, rows: list[tuple[str, str | None]], head: tuple[int, str] | None,
+                start: tuple[int, str, str] = (0, GENESIS, "")) -> Broken | None:
+    """The first broken link of a chain's `rows`, which follow the event `start` (seq, hash, id; none: the
+    chain's beginning), up to its `head`."""
+    expected_seq, previous, previous_id = start[0] + 1, start[1], start[2]
     for rid, text in rows:
-        try:
-            body = fhirjson.loads(text or "")
-            link = {e["url"]: e for e in next(x for x in body["extension"] if x["url"] == CHAIN_URL)["extension"]}
-            seq, prev = link["sequence"]["valueInteger"], link["previous"]["valueString"]
-        except (ValueError, KeyError, StopIteration, TypeError):
+        link = chain_link(text)
+        if link is None:
             return Broken(key, rid, "the event has no readable chain link (altered or removed content)")
+        seq, prev = link
         if seq != expected_seq:
             return Broken(key, rid, f"sequence {seq} where {expected_seq} was expected (an event was removed)")
         if prev != previous:

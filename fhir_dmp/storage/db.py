@@ -78,12 +78,15 @@ class Database:
             raise
 
     @contextmanager
-    def snapshot(self) -> Iterator[Connection]:
-        """A read-only unit of work whose statements all see one snapshot (REPEATABLE READ on PostgreSQL;
-        a SQLite read transaction is one already)."""
+    def snapshot(self, *, write: bool = False) -> Iterator[Connection]:
+        """A unit of work whose statements all see one snapshot (REPEATABLE READ on PostgreSQL; a SQLite read
+        transaction is one already). Read-only unless `write` (the seal: it reads a snapshot and writes one row;
+        on SQLite it then takes the write lock from the start)."""
         with self.engine.connect() as conn:
             if not self.is_sqlite:
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            elif write:
+                conn = conn.execution_options(sqlite_write=True)
             with conn.begin():
                 yield conn
 

@@ -63,6 +63,18 @@ audit_chain = Table(
     Column("head", String(64), nullable=False),
 )
 
+# Signed checkpoints of the trace chains (services/seal.py, docs/audit.md): `body` is the canonical JSON the
+# signature covers (its number, time, previous checkpoint's hash, key id, the chains changed since the previous
+# one); the signature is what a database writer cannot produce. Numbered 1, 2, ... with no gap: two sealers can never
+# both write checkpoint n.
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("body", Text, nullable=False),
+    Column("signature", String(128), nullable=False),
+)
+
 # Which professional has already opened which DMP: the first access is notified to the patient.
 dmp_accessor = Table(
     "dmp_accessor",
