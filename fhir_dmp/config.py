@@ -35,6 +35,13 @@ class Settings:
     # Debug: each response carries `X-Debug-SQL: statements=N; transactions=M`, what that request sent to the
     # database (storage/statements.py). Off by default: the counting listeners are installed only when on.
     debug_sql: bool = False
+    # The front (`fhir-dmp serve`, fhir_dmp/http/front.py): what a client may send before the app sees it.
+    max_request_line: int = 32 * 1024  # bytes of method + target + version (414 beyond; POST _search for longer)
+    max_header_bytes: int = 64 * 1024  # bytes of all header lines together (431 beyond)
+    header_timeout: float = 10.0  # seconds from a request head's first byte to its end (408 beyond)
+    body_timeout: float = 60.0  # seconds from the head's end to the body's end (408 beyond)
+    idle_timeout: float = 30.0  # seconds a keep-alive connection may stay silent
+    connection_limit: int = 1000  # open connections per serving process
 
     def __post_init__(self) -> None:
         if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
@@ -55,6 +62,12 @@ class Settings:
             notify_url=env.get("FHIR_DMP_NOTIFY_URL") or None,
             enforce_profiles=env.get("FHIR_DMP_ENFORCE_PROFILES", "true").lower() not in ("false", "0", "no", "off"),
             debug_sql=env.get("FHIR_DMP_DEBUG_SQL", "").lower() in ("1", "true", "yes", "on"),
+            max_request_line=int(env.get("FHIR_DMP_MAX_REQUEST_LINE", cls.max_request_line)),
+            max_header_bytes=int(env.get("FHIR_DMP_MAX_HEADER_BYTES", cls.max_header_bytes)),
+            header_timeout=float(env.get("FHIR_DMP_HEADER_TIMEOUT", cls.header_timeout)),
+            body_timeout=float(env.get("FHIR_DMP_BODY_TIMEOUT", cls.body_timeout)),
+            idle_timeout=float(env.get("FHIR_DMP_IDLE_TIMEOUT", cls.idle_timeout)),
+            connection_limit=int(env.get("FHIR_DMP_CONNECTION_LIMIT", cls.connection_limit)),
         )
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 
