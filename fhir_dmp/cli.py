@@ -54,7 +54,7 @@ def progress(total: int, label: str) -> Iterator[click.progressbar]:  # type: ig
         done = holder[0].pos if holder else 0
         return f"{done / max(time.monotonic() - started, 1e-6):.1f}/s" if done else None
 
-    with click.progressbar(length=max(total, 0), label=label, file=click.get_text_stream("stderr"), show_eta=True,
+    with click.progressbar(length=max(total, 0), label=label, file=sys.stderr, show_eta=True,
                            show_pos=True, item_show_func=rate) as bar:
         holder.append(bar)
         yield bar
