@@ -294,8 +294,8 @@ def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="fhir-dmp-ceiling-"))
     gunicorn = ["--workers", str(args.workers), "--threads", str(args.threads)]
     exe = Path(sys.executable).with_name("fhir-dmp")
-    fhir_cmd = [str(exe) if exe.exists() else "fhir-dmp", "serve", "--host", HOST, "--database-url", fhir_url,
-                *gunicorn]
+    fhir_cmd = [str(exe) if exe.exists() else "fhir-dmp", "serve", "--front", "gunicorn", "--host", HOST,
+                "--database-url", fhir_url, *gunicorn]
     servers: list[Server] = []
     print(f"machine: {machine()}")
     print(f"{args.clients} clients, {args.duration:g} s per scenario after {args.warmup:g} s of warm-up; "

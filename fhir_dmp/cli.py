@@ -1,53 +1,138 @@
-"""`fhir-dmp`: serve, mint development tokens, load the examples, migrate the database."""
+"""`fhir-dmp`: serve, mint development tokens, load the examples, migrate, reindex, purge, check the set-up."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from fhir_dmp.config import Settings
 from fhir_dmp.services.admin import Database, upgrade
+from fhir_dmp.version import __version__
 
 DEV_SECRET = "fhir-dmp-development-secret-change-me"
+# Exit statuses of `serve` and `doctor` besides 0 and click's 2 (usage), from BSD's sysexits.h.
+EX_UNAVAILABLE = 69  # the port is taken, the database does not answer
+EX_CONFIG = 78  # no token key, or a setting that cannot be read
+DATABASE_URL = click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url,
+                            show_default=True, help="SQLAlchemy URL (env FHIR_DMP_DATABASE_URL)")
 
 
 @click.group()
+@click.version_option(__version__, "--version", "-V", prog_name="fhir-dmp", message="%(prog)s %(version)s")
 def main() -> None:
     """fhir-dmp: a FHIR R4 server for a French-style shared medical record (DMP)."""
 
 
+def masked(url: str | None) -> str:
+    """A URL with its password replaced by ***."""
+    return re.sub(r"(?<=://)([^:/@]*):[^@/]*@", r"\1:***@", url) if url else ""
+
+
+def _fail(status: int, message: str) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(status)
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator[click.progressbar]:  # type: ignore[type-arg]
+    """A progress bar on stderr with the count, the rate and the ETA (only the label when not a terminal)."""
+    started = time.monotonic()
+    holder: list = []
+
+    def rate(_item: object) -> str | None:
+        done = holder[0].pos if holder else 0
+        return f"{done / max(time.monotonic() - started, 1e-6):.1f}/s" if done else None
+
+    with click.progressbar(length=max(total, 0), label=label, file=sys.stderr, show_eta=True,
+                           show_pos=True, item_show_func=rate) as bar:
+        holder.append(bar)
+        yield bar
+
+
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: every interface)")
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url, show_default=True)
-@click.option("--workers", default=2, show_default=True, type=int, help="gunicorn workers (0: Flask dev server)")
-@click.option("--threads", default=4, show_default=True, type=int, help="threads per gunicorn worker")
+@DATABASE_URL
+@click.option("--front", type=click.Choice(["waitress", "gunicorn", "flask"]), default="waitress", show_default=True,
+              envvar="FHIR_DMP_FRONT",
+              help="waitress: the production front (slow clients hold no thread, FHIR errors); gunicorn: the former "
+                   "sync/gthread front, open to slow clients; flask: the development server")
+@click.option("--workers", default=2, show_default=True, type=int, help="processes (0: Flask's development server)")
+@click.option("--threads", default=4, show_default=True, type=int, help="application threads per process")
 @click.option("--dev-secret", is_flag=True, help=f"Use the development JWT secret {DEV_SECRET!r} if none is set")
-def serve(host: str, port: int, database_url: str, workers: int, threads: int, dev_secret: bool) -> None:
-    """Bring the schema up to date, then serve the FHIR API at http://HOST:PORT/fhir."""
+def serve(host: str, port: int, database_url: str, front: str, workers: int, threads: int, dev_secret: bool) -> None:
+    """Bring the schema up to date, then serve the FHIR API at http://HOST:PORT/fhir.
+
+    Refuses to start (exit 78) without FHIR_DMP_JWT_PUBLIC_KEY or FHIR_DMP_JWT_SECRET unless --dev-secret, and
+    (exit 69) when the port is taken or the database cannot be migrated."""
     os.environ["FHIR_DMP_DATABASE_URL"] = database_url
     if dev_secret:
         os.environ.setdefault("FHIR_DMP_JWT_SECRET", DEV_SECRET)
-    db = Database(database_url)
-    upgrade(db)
-    db.dispose()
-    click.echo(f"fhir-dmp serving http://{host}:{port}/fhir on {Database(database_url).url.split('@')[-1]}",
-               err=True)
+    try:
+        settings = Settings.from_env()
+    except (OSError, ValueError) as exc:
+        _fail(EX_CONFIG, f"the configuration cannot be read: {exc}")
+    if not settings.jwt_secret and not settings.jwt_public_key:
+        _fail(EX_CONFIG, "no key to check bearer tokens with: set FHIR_DMP_JWT_PUBLIC_KEY (RS256, production) or "
+                         "FHIR_DMP_JWT_SECRET (HS256), or pass --dev-secret for development. Without one every "
+                         "request would be answered 401.")
+    from fhir_dmp.http.front import PortInUse, bind
+
     if workers <= 0:
+        front = "flask"
+    try:
+        sock = bind(host, port)
+    except PortInUse as exc:
+        _fail(EX_UNAVAILABLE, f"{exc}: another program listens there; stop it or choose another --port")
+    if front != "waitress":
+        sock.close()  # gunicorn and Flask bind it themselves
+    db = Database(database_url)
+    try:
+        upgrade(db)
+    except Exception as exc:  # noqa: BLE001 - whatever the driver raises, say it in one line and stop
+        sock.close()
+        _fail(EX_UNAVAILABLE, f"the database {masked(db.url)} cannot be migrated: {_first_line(exc)}")
+    finally:
+        db.dispose()
+    shape = "development server" if front == "flask" else f"{front}, {workers} x {threads} threads"
+    click.echo(f"fhir-dmp {__version__} serving http://{host}:{port}/fhir ({shape}) on {masked(db.url)}", err=True)
+    if front == "flask":
         from fhir_dmp.http.app import create_app
 
         create_app().run(host=host, port=port, threaded=True)
         return
-    from gunicorn.app.wsgiapp import run
+    if front == "gunicorn":
+        from gunicorn.app.wsgiapp import run as gunicorn_run
 
-    sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
-                "--access-logfile", "-", "fhir_dmp:create_app()"]
-    run()
+        sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
+                    "--access-logfile", "-", "fhir_dmp:create_app()"]
+        gunicorn_run()
+        return
+    from fhir_dmp.http.app import create_app
+    from fhir_dmp.http.front import FrontLimits, run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    limits = FrontLimits(request_line=settings.max_request_line, header_fields=settings.max_header_bytes,
+                         max_body=settings.max_body_bytes, header_timeout=settings.header_timeout,
+                         body_timeout=settings.body_timeout, idle_timeout=settings.idle_timeout,
+                         connection_limit=settings.connection_limit)
+    sys.exit(run(create_app, sock, limits, workers=workers, threads=threads))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 @main.command()
@@ -84,31 +169,37 @@ def token(ttl: int, secret: bool, **claims: str | None) -> None:
 
 @main.command("load-examples")
 @click.option("--directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
-def load_examples(directory: Path | None) -> None:
+@DATABASE_URL
+def load_examples(directory: Path | None, database_url: str) -> None:
     """Load examples/ (transaction Bundles and resources) through the same code path as the API."""
     from fhir_dmp.services.loading import load_directory
 
-    settings = Settings.from_env()
+    settings = Settings.from_env(database_url=database_url)
     db = Database(settings.database_url)
     upgrade(db)
-    for line in load_directory(db, settings, directory or settings.home / "examples"):
-        click.echo(line)
+    folder = directory or settings.home / "examples"
+    with progress(len(list(folder.glob("*.json"))), "loading") as bar:
+        for line in load_directory(db, settings, folder):
+            click.echo(line)
+            bar.update(1)
 
 
 @main.command()
-@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+@DATABASE_URL
 @click.option("--resource-type", help="only this type (default: every type)")
 @click.option("--base-url", envvar="FHIR_DMP_BASE_URL", default="http://localhost:8080/fhir", show_default=True,
               help="the public base URL, to recognise absolute references to this server")
 def reindex(database_url: str, resource_type: str | None, base_url: str) -> None:
     """Rebuild the search index of every stored resource (after an upgrade that indexes differently)."""
+    from fhir_dmp.services.admin import count_current
     from fhir_dmp.services.reindex import reindex as run_reindex
 
     database = Database(database_url)
     upgrade(database)
     count = 0
-    for count in run_reindex(database, base_url, resource_type=resource_type):
-        click.echo(f"{count} resources reindexed", err=True)
+    with progress(count_current(database, resource_type), "reindexing") as bar:
+        for count in run_reindex(database, base_url, resource_type=resource_type):
+            bar.update(count - bar.pos)
     click.echo(json.dumps({"reindexed": count}))
 
 
@@ -118,7 +209,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+@DATABASE_URL
 def db_upgrade(database_url: str) -> None:
     """Apply the schema migrations (Alembic) up to the latest."""
     database = Database(database_url)
@@ -134,7 +225,7 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+@DATABASE_URL
 def audit_verify(database_url: str) -> None:
     """Recompute every chain and check it against the signed checkpoints (docs/audit.md); print one JSON line per
     chain and per checkpoint problem, exit 1 when any is broken."""
@@ -221,7 +312,7 @@ def _keyring(settings: Settings) -> dict:
 @main.command()
 @click.option("--closed-before", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
               help="purge the DMPs closed before this date, UTC (default: ten years before today)")
-@click.option("--database-url", envvar="FHIR_DMP_DATABASE_URL", default=Settings.database_url)
+@DATABASE_URL
 @click.option("--base-url", envvar="FHIR_DMP_BASE_URL", default="http://localhost:8080/fhir", show_default=True,
               help="the public base URL, for the purge's AuditEvents")
 @click.option("--dry-run", is_flag=True, help="list the DMPs that would be purged, remove nothing")
@@ -230,8 +321,7 @@ def purge(closed_before: datetime | None, database_url: str, base_url: str, dry_
     resources and its traces, leaving an AuditEvent of the purge; one JSON line per DMP, then the count."""
     from fhir_dmp.policy.lifecycle import ten_years_before
     from fhir_dmp.search.dates import now_utc
-    from fhir_dmp.services.lifecycle import purge as run_purge
-    from fhir_dmp.services.lifecycle import purge_candidates
+    from fhir_dmp.services.lifecycle import purge_candidates, purge_one
 
     database = Database(database_url)
     upgrade(database)
@@ -241,10 +331,97 @@ def purge(closed_before: datetime | None, database_url: str, base_url: str, dry_
             click.echo(json.dumps({"would_purge": f"Patient/{pid}"}))
         click.echo(json.dumps({"purged": 0}))
         return
-    done = run_purge(database, before, base_url)
-    for line in done:
-        click.echo(json.dumps(line))
-    click.echo(json.dumps({"purged": len(done)}))
+    candidates = purge_candidates(database, before)
+    purged = 0
+    with progress(len(candidates), "purging") as bar:
+        for pid in candidates:
+            line = purge_one(database, pid, before, base_url)
+            bar.update(1)
+            if line is not None:
+                purged += 1
+                click.echo(json.dumps(line))
+    click.echo(json.dumps({"purged": purged}))
+
+
+@main.command()
+@DATABASE_URL
+def doctor(database_url: str) -> None:
+    """Print the configuration (secrets masked), whether the database answers, its schema revision against this
+    release's, and where the token key comes from; exit 1 when something would keep the server from working."""
+    from fhir_dmp.services.admin import current_revision, head_revision, ping
+
+    problems: list[str] = []
+    warnings: list[str] = []
+    env = os.environ
+
+    def show(name: str, value: object) -> None:
+        click.echo(f"{name:<22} {value}")
+
+    show("fhir-dmp", __version__)
+    try:
+        settings = Settings.from_env(database_url=database_url)
+    except (OSError, ValueError) as exc:
+        problems.append(f"the configuration cannot be read: {exc}")
+        settings = None
+    show("home", settings.home if settings else env.get("FHIR_DMP_HOME", "(default)"))
+    show("database", masked(Database(database_url).url))
+    # -- the token key
+    public, secret = env.get("FHIR_DMP_JWT_PUBLIC_KEY"), env.get("FHIR_DMP_JWT_SECRET")
+    if public:
+        where = "inline PEM" if "-----BEGIN" in public else f"file {public}"
+        show("token key", f"FHIR_DMP_JWT_PUBLIC_KEY (RS256, {where})")
+    if secret:
+        show("token key", f"FHIR_DMP_JWT_SECRET (HS256, {len(secret.encode())} bytes, value ***)")
+        if secret == DEV_SECRET:
+            warnings.append("FHIR_DMP_JWT_SECRET is the development secret: not for production")
+        elif len(secret.encode()) < 32:
+            warnings.append("FHIR_DMP_JWT_SECRET is shorter than 32 bytes: weak for HS256")
+    if not public and not secret:
+        show("token key", "none")
+        problems.append("no token key: set FHIR_DMP_JWT_PUBLIC_KEY or FHIR_DMP_JWT_SECRET (serve refuses to start)")
+    if settings:
+        show("base URL", settings.base_url or "(from each request)")
+        show("notify URL", masked(settings.notify_url) or "(none)")
+        show("max body", f"{settings.max_body_bytes} bytes")
+        show("max request line", f"{settings.max_request_line} bytes")
+        show("max header fields", f"{settings.max_header_bytes} bytes")
+        show("timeouts", f"head {settings.header_timeout:g} s, body {settings.body_timeout:g} s, "
+                         f"idle {settings.idle_timeout:g} s")
+        show("connection limit", f"{settings.connection_limit} per process")
+        show("page size", f"{settings.default_count} (max {settings.max_count})")
+        show("enforce profiles", settings.enforce_profiles)
+        show("debug SQL", settings.debug_sql)
+    # -- the database
+    database = Database(database_url)
+    sqlite_file = database.url.split("sqlite:///", 1)[1] if database.url.startswith("sqlite:///") else None
+    if sqlite_file and sqlite_file != ":memory:" and not Path(sqlite_file).exists():
+        show("database answers", f"no: {sqlite_file} does not exist")
+        problems.append(f"the SQLite file {sqlite_file} does not exist (fhir-dmp db upgrade or serve creates it)")
+    else:
+        started = time.monotonic()
+        why = ping(database)
+        if why is None:
+            show("database answers", f"yes ({(time.monotonic() - started) * 1000:.0f} ms)")
+            head = head_revision()
+            try:
+                current = current_revision(database)
+            except Exception as exc:  # noqa: BLE001
+                current, why = None, _first_line(exc)
+            state = "up to date" if current == head else "behind: run fhir-dmp db upgrade (serve does it at start)"
+            show("schema", f"{current or '(none)'} (this release: {head}): {state}")
+            if current != head:
+                problems.append(f"the schema is at {current or 'no revision'}, this release needs {head}")
+        else:
+            show("database answers", f"no: {why}")
+            problems.append(f"the database does not answer: {why}")
+    database.dispose()
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
+    for line in problems:
+        click.echo(f"problem: {line}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("ok", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -41,6 +41,13 @@ class Settings:
     audit_signing_key: str | None = None
     audit_verify_keys: str | None = None
     audit_checkpoint_dir: Path | None = None
+    # The front (`fhir-dmp serve`, fhir_dmp/http/front.py): what a client may send before the app sees it.
+    max_request_line: int = 32 * 1024  # bytes of method + target + version (414 beyond; POST _search for longer)
+    max_header_bytes: int = 64 * 1024  # bytes of all header lines together (431 beyond)
+    header_timeout: float = 10.0  # seconds from a request head's first byte to its end (408 beyond)
+    body_timeout: float = 60.0  # seconds from the head's end to the body's end (408 beyond)
+    idle_timeout: float = 30.0  # seconds a keep-alive connection may stay silent
+    connection_limit: int = 1000  # open connections per serving process
 
     def __post_init__(self) -> None:
         if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
@@ -65,6 +72,12 @@ class Settings:
             audit_verify_keys=",".join(v for v in (env.get("FHIR_DMP_AUDIT_VERIFY_KEYS"),
                                                    env.get("FHIR_DMP_AUDIT_VERIFY_KEY")) if v) or None,
             audit_checkpoint_dir=Path(d) if (d := env.get("FHIR_DMP_AUDIT_CHECKPOINT_DIR")) else None,
+            max_request_line=int(env.get("FHIR_DMP_MAX_REQUEST_LINE", cls.max_request_line)),
+            max_header_bytes=int(env.get("FHIR_DMP_MAX_HEADER_BYTES", cls.max_header_bytes)),
+            header_timeout=float(env.get("FHIR_DMP_HEADER_TIMEOUT", cls.header_timeout)),
+            body_timeout=float(env.get("FHIR_DMP_BODY_TIMEOUT", cls.body_timeout)),
+            idle_timeout=float(env.get("FHIR_DMP_IDLE_TIMEOUT", cls.idle_timeout)),
+            connection_limit=int(env.get("FHIR_DMP_CONNECTION_LIMIT", cls.connection_limit)),
         )
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
 

@@ -269,3 +269,70 @@ def test_db_upgrade_on_postgresql():
         with bootstrap.engine.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
         bootstrap.dispose()
+
+
+# -- --version, serve's refusals, doctor, progress --------------------------------------------
+
+
+def test_version():
+    from fhir_dmp.version import __version__
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"fhir-dmp {__version__}"
+
+
+def test_serve_refuses_to_start_without_a_key(tmp_path):
+    result = run("serve", "--database-url", f"sqlite:///{tmp_path / 'nokey.db'}", FHIR_DMP_JWT_SECRET=None)
+    assert result.exit_code == 78, result.output
+    assert "FHIR_DMP_JWT_PUBLIC_KEY" in result.output and "--dev-secret" in result.output
+    assert not (tmp_path / "nokey.db").exists()  # refused before anything was done
+
+
+def test_serve_says_when_the_port_is_taken(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = run("serve", "--port", str(port), "--dev-secret", "--database-url",
+                     f"sqlite:///{tmp_path / 'taken.db'}", FHIR_DMP_JWT_SECRET=None)
+    assert result.exit_code == 69, result.output
+    assert f"127.0.0.1:{port}" in result.output and "another program listens there" in result.output
+    assert "serving" not in result.output and time.monotonic() - started < 5
+
+
+def test_doctor_on_a_working_set_up(tmp_path):
+    url = f"sqlite:///{tmp_path / 'doctor.db'}"
+    assert run("db", "upgrade", "--database-url", url).exit_code == 0
+    result = run("doctor", "--database-url", url)
+    assert result.exit_code == 0, result.output
+    assert "FHIR_DMP_JWT_SECRET (HS256" in result.output and SECRET not in result.output
+    assert f"(this release: {head_revision()}): up to date" in result.output
+    assert "database answers       yes" in result.output
+
+
+def test_doctor_finds_what_is_wrong(tmp_path):
+    url = f"sqlite:///{tmp_path / 'absent.db'}"
+    result = run("doctor", "--database-url", url, FHIR_DMP_JWT_SECRET=None)
+    assert result.exit_code == 1
+    assert "problem: no token key" in result.output and "does not exist" in result.output
+    assert not (tmp_path / "absent.db").exists()
+    # a database that does not answer; its password is not printed
+    down = run("doctor", "--database-url", "postgresql+psycopg://fhir:s3cret@127.0.0.1:1/dmp")
+    assert down.exit_code == 1 and "problem: the database does not answer" in down.output
+    assert "s3cret" not in down.output and "fhir:***@127.0.0.1:1/dmp" in down.output
+    # a database behind this release's schema
+    behind = tmp_path / "behind.db"
+    Database(f"sqlite:///{behind}").engine.connect().close()  # an empty file: no revision
+    stale = run("doctor", "--database-url", f"sqlite:///{behind}")
+    assert stale.exit_code == 1 and "this release needs" in stale.output
+
+
+def test_load_examples_takes_a_database_url_and_shows_progress(tmp_path):
+    url = f"sqlite:///{tmp_path / 'option.db'}"
+    result = CliRunner().invoke(main, ["load-examples", "--database-url", url], env={**CLEAN_ENV},
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "01-dmp-claire-martin.json: 200" in result.stdout
+    assert "loading" in result.stderr and "loading" not in result.stdout  # the progress bar is on stderr
+    assert (tmp_path / "option.db").exists()

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError
+from fhir_dmp.http import health
 from fhir_dmp.http.negotiate import JSON, response_format
 from fhir_dmp.http.render import error_response
 from fhir_dmp.http.routes import bp
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     if not settings.jwt_secret and not settings.jwt_public_key:
         log.warning("Neither FHIR_DMP_JWT_SECRET nor FHIR_DMP_JWT_PUBLIC_KEY is set: every request will get 401")
     app.register_blueprint(bp)
+    app.register_blueprint(health.bp)
     app.register_error_handler(FhirError, _fhir_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

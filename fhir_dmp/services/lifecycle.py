@@ -225,21 +225,29 @@ def purge(db: Database, before: datetime, base_url: str) -> list[dict]:
     since it was listed is left alone. Returns what each removal did."""
     done = []
     for pid in purge_candidates(db, before):
-        with db.transaction(write=True) as conn:
-            db.lock(conn, f"Patient/{pid}")  # the key `$reopen` and updates lock
-            head = traces.lock_chain(conn, pid)  # traces appended to its chain finish first, and are purged too
-            stored = resources.read_current(conn, "Patient", pid)
-            if stored is None or stored.content is None:
-                continue
-            patient = content.resource_of(stored)
-            if not policy.purgeable(patient, before):
-                continue
-            closure = policy.closure_of(patient)
-            assert closure is not None and closure.date is not None
-            removed = dmps.purge_patient(conn, pid)
-            audit.append(conn, [("", _purge_event(pid, closure.date, head, removed))], owner_key(PURGER), base_url)
-        done.append({"purged": f"Patient/{pid}", "closed": instant(closure.date), "removed": removed})
+        line = purge_one(db, pid, before, base_url)
+        if line is not None:
+            done.append(line)
     return done
+
+
+def purge_one(db: Database, pid: str, before: datetime, base_url: str) -> dict | None:
+    """`purge` for one of its candidates (the command line shows progress between them): what the removal did,
+    or None when the DMP is no longer purgeable (reopened since it was listed, or gone)."""
+    with db.transaction(write=True) as conn:
+        db.lock(conn, f"Patient/{pid}")  # the key `$reopen` and updates lock
+        head = traces.lock_chain(conn, pid)  # traces appended to its chain finish first, and are purged too
+        stored = resources.read_current(conn, "Patient", pid)
+        if stored is None or stored.content is None:
+            return None
+        patient = content.resource_of(stored)
+        if not policy.purgeable(patient, before):
+            return None
+        closure = policy.closure_of(patient)
+        assert closure is not None and closure.date is not None
+        removed = dmps.purge_patient(conn, pid)
+        audit.append(conn, [("", _purge_event(pid, closure.date, head, removed))], owner_key(PURGER), base_url)
+    return {"purged": f"Patient/{pid}", "closed": instant(closure.date), "removed": removed}
 
 
 def _purge_event(pid: str, closed_on: datetime, head: tuple[int, str] | None, removed: dict[str, int]) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage import bulk
@@ -128,3 +128,11 @@ def current_batch(conn: Connection, after_pk: int, limit: int, resource_type: st
     if resource_type:
         query = query.where(resource.c.resource_type == resource_type)
     return [row_to_stored(r) for r in conn.execute(query.order_by(resource.c.pk).limit(limit))]
+
+
+def count_current(conn: Connection, resource_type: str | None = None) -> int:
+    """How many resources `current_batch` walks (the reindex's progress)."""
+    query = select(func.count()).select_from(resource).where(resource.c.deleted.is_(False))
+    if resource_type:
+        query = query.where(resource.c.resource_type == resource_type)
+    return int(conn.execute(query).scalar_one())
