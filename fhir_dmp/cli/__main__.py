@@ -1,0 +1,5 @@
+"""`python -m fhir_dmp.cli`."""
+
+from fhir_dmp.cli import main
+
+main()
