@@ -101,7 +101,7 @@ def _event(caller: Caller, req: FhirRequest, status: int, error: FhirError | Non
     entities += [{"what": {"reference": r}} for r in references if r != f"Patient/{key}"]
     query = touched.query
     if query is None and req.query and interaction.startswith(("search", "history")):
-        query = "&".join(f"{k}={v}" for k, v in req.query)
+        query = req.query_text
     if query is not None:
         entities.append({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
                          "query": base64.b64encode(f"{req.resource_type or ''}?{query}".encode()).decode()})

@@ -19,7 +19,7 @@ from fhir_dmp.errors import FhirError, Issue, bad_request, precondition_failed
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.services import conditions, content, interactions, reads, routes, validating, writes
-from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url, query_text
 from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage.records import NewResource
@@ -233,7 +233,7 @@ def _flush(u: Unit, batch: list[NewResource]) -> None:
 def _lock_order(req: FhirRequest) -> tuple[str, str]:
     """Writers lock their resource (`writes.lock_for_write`) or condition: take the locks in one order."""
     if req.method in ("PUT", "PATCH", "DELETE"):  # a conditional one locks its condition first
-        return req.resource_type or "", req.id or "?" + "&".join(f"{k}={v}" for k, v in sorted(req.query))
+        return req.resource_type or "", req.id or "?" + query_text(sorted(req.query))
     return "", ""
 
 

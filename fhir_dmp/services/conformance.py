@@ -77,7 +77,7 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
     conf, settings = u.rt.conformance, u.rt.settings
     assert req.resource_type
     rtype = req.resource_type
-    u.touch("", query="&".join(f"{k}={v}" for k, v in req.query))
+    u.touch("", query=req.query_text)
     tests: list[Test] = []
     ignored: list[str] = []
     count, offset, summary, elements, sort = settings.default_count, 0, None, (), [("_id", False)]

@@ -22,7 +22,7 @@ from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.parse import parse_criteria
 from fhir_dmp.services import audit, content, reads, results, writes
 from fhir_dmp.services.registry import RESOURCES
-from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed, query_text
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import dmps, paging, queries, resources, traces
 from fhir_dmp.storage.db import Database
@@ -136,7 +136,7 @@ def everything(u: Unit, req: FhirRequest) -> FhirResponse:
     if stored.deleted:
         raise FhirError.of(410, "deleted", f"Patient/{stored.id} was deleted")
     key = stored.patient_key
-    u.touch(key, query="&".join(f"{k}={v}" for k, v in pairs))
+    u.touch(key, query=query_text(pairs))
     access = u.access(key)
     refusal = policy.everything_refusal(u.caller, access)
     if refusal is not None:

@@ -52,7 +52,7 @@ def run(u: Unit, req: FhirRequest) -> FhirResponse:
         u.touch("", f"{rtype}/{req.id}")
         _instance(conf, rtype, req.id)
     else:
-        u.touch("", query="&".join(f"{k}={v}" for k, v in req.query))
+        u.touch("", query=req.query_text)
     return FhirResponse(200, op.answer(conf, req, _arguments(req, op), settings))
 
 

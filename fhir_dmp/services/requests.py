@@ -35,6 +35,11 @@ class FhirRequest:
     def interaction(self) -> str:
         return interaction_of(self)
 
+    @property
+    def query_text(self) -> str:
+        """The search parameters as the trace records them (`a=1&b=2`, undecoded pairs in order)."""
+        return query_text(self.query)
+
     def with_body(self, body: Any) -> FhirRequest:
         return replace(self, body=body)
 
@@ -45,6 +50,11 @@ class FhirResponse:
     body: dict | bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
     resource_created: bool = False
+
+
+def query_text(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]]) -> str:
+    """Search parameters as one text, the one way every trace and paging link writes them."""
+    return "&".join(f"{k}={v}" for k, v in pairs)
 
 
 def parse_url(method: str, url: str, **fields: Any) -> FhirRequest:

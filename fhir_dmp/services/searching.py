@@ -31,7 +31,7 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
                         default_count=settings.default_count, max_count=settings.max_count, base_url=req.base_url)
     lookup = lookups.for_search(u, req.resource_type, query.criteria)
     key = lookup.key
-    u.touch(key or "", query="&".join(f"{k}={v}" for k, v in req.query))
+    u.touch(key or "", query=req.query_text)
     scope = lookup.scope  # for includes, of any type
     query = replace(query, criteria=lookup.criteria)
     own_scope = lookup.own_scope(req.resource_type)  # for the page and the count

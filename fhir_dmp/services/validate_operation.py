@@ -31,7 +31,7 @@ def validate(u: Unit, req: FhirRequest) -> FhirResponse:
                 raise not_found(f"{rtype}/{req.id} was deleted")
             resource = fhirjson.loads(stored.content)
     else:
-        u.touch("", query="&".join(f"{k}={v}" for k, v in req.query))
+        u.touch("", query=req.query_text)
     if resource is None:
         raise bad_request("$validate: give the resource to validate", "resource", code="required")
     if not isinstance(resource, dict) or resource.get("resourceType") != rtype:
