@@ -33,7 +33,7 @@ from fhir_dmp.http.fhirxml_types import (
     parse_primitive,
 )
 
-__all__ = ["FHIR_NS", "XHTML_NS", "json_to_xml", "xml_to_json"]
+__all__ = ["FHIR_NS", "XHTML_NS", "json_to_xml", "xml_safe", "xml_to_json"]
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -272,11 +272,14 @@ def json_to_xml(resource: dict) -> bytes:
     Raises FhirError 400 (`invalid`) on unknown elements, wrong JSON types or a bad narrative."""
     parts = ['<?xml version="1.0" encoding="UTF-8"?>']
     _write_resource(resource, model(), parts, "", 0, True)
-    text = "".join(parts)
-    bad = _NOT_XML_CHAR.search(text)
-    if bad:
-        raise bad_request(f"Character U+{ord(bad.group()):04X} cannot be represented in XML")
-    return text.encode("utf-8")
+    return xml_safe("".join(parts)).encode("utf-8")
+
+
+def xml_safe(text: str) -> str:
+    """`text` with U+FFFD for each character no XML 1.0 document can carry (controls but TAB CR LF, surrogates,
+    U+FFFE, U+FFFF). Writes refuse them (validation/structure.py), but an error may echo them from a URL, and
+    data stored before that check may hold them: no answer may become unwritable (500s, 400s on every search)."""
+    return _NOT_XML_CHAR.sub("\ufffd", text) if _NOT_XML_CHAR.search(text) else text
 
 
 def _attr(value: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Response
 
 from fhir_dmp import fhirjson
@@ -11,12 +13,17 @@ from fhir_dmp.http.negotiate import XML, content_type_of
 from fhir_dmp.services.content import information
 from fhir_dmp.services.requests import FhirResponse
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 
 def serialise(resource: dict, fmt: str, pretty: bool = False) -> bytes:
     if fmt == XML:
         return fhirxml.json_to_xml(resource)
     text = fhirjson.dumps_pretty(resource) if pretty else fhirjson.dumps(resource)
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\\ud800", echoed or stored): not UTF-8, so U+FFFD
+        return _SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 def respond(result: FhirResponse, fmt: str, *, prefer_return: str | None = None, pretty: bool = False,

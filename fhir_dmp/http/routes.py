@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, bad_request
@@ -81,7 +82,7 @@ def _read_body(method: str) -> tuple[Any, str, list[tuple[str, str]]]:
     length = request.content_length
     if method in ("GET", "DELETE"):
         return None, "", []
-    raw = request.get_data(cache=False)
+    raw = _body_bytes()
     if not raw and not length:
         if method == "POST" and (request.path.endswith("/_search") or "/$" in request.path):
             return None, "", []  # a search, or an operation without parameters (Patient/[id]/$reopen)
@@ -98,6 +99,22 @@ def _read_body(method: str) -> tuple[Any, str, list[tuple[str, str]]]:
         return fhirjson.loads(raw), media, []
     except ValueError as exc:
         raise bad_request(str(exc), code="structure") from exc
+
+
+def _body_bytes() -> bytes:
+    """The request body, a chunked one (no Content-Length) counted against the size limit too: Werkzeug stops
+    reading such a body at the limit without a word, which would store the first MAX_CONTENT_LENGTH bytes of a
+    larger one (a Content-Length over the limit is refused by Werkzeug before any read)."""
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=False)  # without a terminated input Werkzeug gives an empty stream
+    stream, chunks, size = request.environ["wsgi.input"], [], 0
+    while chunk := stream.read(min(64 * 1024, limit + 1 - size)):  # at most limit + 1 bytes in all
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge()
+    return b"".join(chunks)
 
 
 def _prefer() -> dict[str, str]:

@@ -27,7 +27,7 @@ from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import resources
-from fhir_dmp.storage.db import Database, TransientConflict, Unavailable
+from fhir_dmp.storage.db import Database, OutcomeUnknown, TransientConflict, Unavailable
 from fhir_dmp.storage.records import NewResource, StaleVersion
 
 RETRIES = 5
@@ -79,10 +79,13 @@ class Pipeline:
                     continue
                 except Unavailable as exc:  # a dead pooled connection: once more on a fresh one, then 503
                     unavailable += 1
+                    if isinstance(exc, OutcomeUnknown) and req.method != "GET":  # again could store it twice
+                        log.warning("connection lost while committing a %s: %s", req.interaction, exc)
+                        raise _unavailable("The database connection was lost while committing: the change may "
+                                           "or may not have been stored; read it before trying again") from None
                     if unavailable > 1:
                         log.warning("database unavailable: %s", exc)
-                        raise FhirError.of(503, "transient", "The database is unavailable; try again shortly",
-                                           headers={"Retry-After": str(RETRY_AFTER)}) from None
+                        raise _unavailable("The database is unavailable; try again shortly") from None
             raise conflict("The resource is being changed by other clients; try again")
         except FhirError as error:
             self.trace_refusal(unit, error)
@@ -108,8 +111,14 @@ class Pipeline:
             with self.rt.db.transaction(write=True) as tx:
                 u.tx = tx
                 audit.record(u, error.status, error)
+        except (Unavailable, TransientConflict) as exc:  # the database is away: no stack to read
+            log.warning("could not trace a refused %s (%s): %s", failed.req.interaction, error.status, exc)
         except Exception:  # the refusal itself must reach the client even if its trace cannot be written
             log.exception("could not trace a refused %s", failed.req.interaction)
+
+
+def _unavailable(message: str) -> FhirError:
+    return FhirError.of(503, "transient", message, headers={"Retry-After": str(RETRY_AFTER)})
 
 
 def _record_authorisation(u: Unit, key: str) -> None:

@@ -19,6 +19,7 @@ from fhir_dmp.storage.statements import watch
 
 # PostgreSQL rolled the unit of work back to break a deadlock (or a serialization conflict).
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+CONNECT_TIMEOUT = 10  # seconds
 
 
 Tx = Connection  # an open unit of work, as the layers above storage hold it: they pass it back, never use it
@@ -31,6 +32,11 @@ class TransientConflict(Exception):
 class Unavailable(Exception):
     """The database cannot be reached (restarting, connection lost, locked beyond the busy timeout): nothing of
     the unit of work was committed; running it again later is safe."""
+
+
+class OutcomeUnknown(Unavailable):
+    """The connection was lost while PostgreSQL was committing: the unit of work may or may not be stored, so
+    running it again could store it twice (only the client can tell, by reading or by a conditional retry)."""
 
 
 def _normalise_url(url: str) -> str:
@@ -56,24 +62,35 @@ class Database:
             # a generic plan that cannot see how selective a patient key is (measured: 10 ms -> 500 ms).
             # No pre-ping either (a round trip per transaction): a connection found dead fails its unit of work,
             # which `Unavailable` lets the caller run again on a fresh one.
-            self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=20,
-                                        connect_args={"prepare_threshold": None})
+            # A bounded connect (a PostgreSQL host that does not answer must not hold a request for minutes),
+            # unless the URL says otherwise.
+            connect: dict = {"prepare_threshold": None}
+            if "connect_timeout" not in make_url(self.url).query:
+                connect["connect_timeout"] = CONNECT_TIMEOUT
+            self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=20, connect_args=connect)
         if count_statements:  # statements.counting() blocks see this engine's statements and transactions
             watch(self.engine)
 
     @contextmanager
     def transaction(self, *, write: bool = False) -> Iterator[Connection]:
-        """A unit of work: commits when the block ends, rolls back everything on any exception."""
+        """A unit of work: commits when the block ends, rolls back everything on any exception.
+
+        A connection that cannot be had (at pool checkout: PostgreSQL restarting) or is lost (a pooled connection
+        found dead, no pre-ping) is `Unavailable`; lost during the COMMIT itself, `OutcomeUnknown`."""
+        committing = False
         try:
             with self.engine.connect() as conn:
                 if write and self.is_sqlite:
                     conn = conn.execution_options(sqlite_write=True)
                 with conn.begin():
                     yield conn
+                    committing = True  # the block ended: what fails from here on is the COMMIT
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
                 raise TransientConflict(str(exc.orig)) from exc
             if exc.connection_invalidated or isinstance(exc, OperationalError):
+                if committing and not self.is_sqlite and exc.connection_invalidated:
+                    raise OutcomeUnknown(str(exc.orig)) from exc
                 raise Unavailable(str(exc.orig)) from exc
             raise
 

@@ -17,4 +17,5 @@ def codings(concept: object) -> list[dict]:
 def declared_classes(document: dict) -> set[str]:
     """The TRE_A03 class codes a DocumentReference declares in `category`."""
     categories = document.get("category") if isinstance(document.get("category"), list) else []
-    return {c.get("code") for concept in categories for c in codings(concept) if c.get("system") == TRE_A03}
+    return {c["code"] for concept in categories for c in codings(concept)
+            if c.get("system") == TRE_A03 and isinstance(c.get("code"), str)}

@@ -54,7 +54,10 @@ def _classes(conf: Conformance) -> dict[tuple[str, str], str]:
 def class_issues(conf: Conformance, document: dict, rtype: str = "DocumentReference") -> list[Issue]:
     """Type/class consistency of a DocumentReference (ASS_X16)."""
     known = class_of_types(conf)
-    typed = [(c.get("system"), c.get("code")) for c in codings(document.get("type"))]
+    # `$validate` brings resources of any JSON shape here (the structure's issues are reported beside these):
+    # only string systems and codes are codes at all.
+    typed = [(c.get("system"), c.get("code")) for c in codings(document.get("type"))
+             if isinstance(c.get("code"), str) and isinstance(c.get("system"), str | None)]
     mapped = [(t, known[t]) for t in typed if t in known]
     if not typed:
         return []  # the profile says the type is missing

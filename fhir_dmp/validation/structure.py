@@ -31,7 +31,9 @@ _PRIMITIVE, _COMPLEX, _RESOURCE, _RESOURCE_TYPE = range(4)
 _INTEGERS = frozenset({"integer", "positiveInt", "unsignedInt"})
 _FEW_CODES = 12  # name the allowed codes in the diagnostics up to this many
 _IDENTIFIER = re.compile(r"^_?[A-Za-z][A-Za-z0-9]*$")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # R4 datatypes.html#string: none below 32 but TAB CR LF
+# R4 datatypes.html#string: no code point below 32 but TAB CR LF; nor what no XML 1.0 document can carry (lone
+# surrogates, U+FFFE, U+FFFF): stored, such a character would make every XML answer holding it unwritable.
+_UNCARRIABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 class _Element(NamedTuple):
@@ -141,9 +143,9 @@ def _value(value: Any, element: _Element, path: str, out: list[Issue]) -> None:
         problem = _json_type_problem(value, element.type)
         if problem:
             out.append(Issue("structure", problem, (path,)))
-        elif isinstance(value, str) and _CONTROL.search(value):
-            out.append(Issue("value", "Strings may not contain control characters other than tab, CR and LF",
-                             (path,)))
+        elif isinstance(value, str) and (bad := _UNCARRIABLE.search(value)):
+            out.append(Issue("value", f"Strings may not contain U+{ord(bad.group()):04X}: no control character "
+                             "other than tab, CR and LF, no surrogate, no U+FFFE or U+FFFF", (path,)))
         elif element.codes is not None and value not in element.codes:
             out.append(Issue("code-invalid", _code_message(value, element.codes), (path,)))
     elif kind == _COMPLEX:
