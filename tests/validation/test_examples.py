@@ -241,11 +241,10 @@ def test_the_invalid_examples_cover_every_kind_of_rule():
                       ("business-rule", "hash")}
 
 
-# -- what the validator misses (reported, not fixed here) ------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="fhirpathpy 2.2.4 extension(url) answers the first matching extension only "
-                   "(engine/invocations/filtering.py), so fr-core-identity-reliability-2 does not see FICT and DOUT "
-                   "given in two `comment` sub-extensions, the usual form (comment is 0..*)")
+# -- what fhirpathpy missed -------------------------------------------------------------------------------------
 def test_fictitious_and_doubtful_in_two_comments_is_refused():
+    """FICT and DOUT in two `comment` sub-extensions, the usual form (comment is 0..*): R4's extension(url) sees
+    both (the compiled invariants; fhirpathpy 2.2.4 answered the first matching extension only)."""
     case = _read(EXAMPLES / "invalid" / "patient-identity-doubtful-and-fictitious.json")
     patient = case["resource"]
     reliability = patient["extension"][0]["extension"]
