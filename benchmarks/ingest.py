@@ -42,7 +42,7 @@ FAKE_SHA1 = "2jmj7l5rSw0yVb/vlWAYkK/YBwk="
 A03 = "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/TRE-A03-ClasseDocument"
 A08 = "https://mos.esante.gouv.fr/NOS/TRE_A08-HL7Confidentiality/FHIR/TRE-A08-HL7Confidentiality"
 SCHEMA = "bench_ingest"
-REPORTS = (("11488-4", "10"), ("34112-3", "10"), ("11502-2", "10"), ("18748-4", "10"))  # (type, class)
+REPORTS = (("11488-4", "10"), ("34112-3", "10"), ("11502-2", "10"), ("18748-4", "31"))  # (type, ASS_X16 class)
 
 
 def ins(i: int) -> str:
