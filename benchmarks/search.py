@@ -5,8 +5,12 @@ then the p50/p95/p99 latency of ten ITI-67 queries, and the database size.
         --patients 100000 --documents 1000000
     python benchmarks/search.py --patients 10000 --documents 100000     # SQLite file in benchmarks/out/
 
+    python benchmarks/search.py --database-url ... --patients 2000 --documents 20000 --stale-statistics
+
 Loading: transaction Bundles of `--bundle` documents posted through `Pipeline.handle` (validation,
-index extraction, storage: everything a client's POST pays) from `--processes` processes. Queries go
+index extraction, storage: everything a client's POST pays) from `--processes` processes, then ANALYZE (fresh
+statistics; `--stale-statistics`: after the first tenth only, autovacuum off, then measured before and after a
+final ANALYZE). Queries go
 through the Flask app in-process (routing, parsing, SQL, JSON), without a network hop.
 """
 
@@ -35,6 +39,7 @@ from fhir_dmp.services.pipeline import Pipeline  # noqa: E402
 from fhir_dmp.services.requests import parse_url  # noqa: E402
 from fhir_dmp.storage.db import Database  # noqa: E402
 from fhir_dmp.storage.migrate import upgrade  # noqa: E402
+from fhir_dmp.storage.tables import metadata  # noqa: E402
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"
@@ -127,7 +132,9 @@ def _worker(args: tuple) -> int:
     return written
 
 
-def load(url: str, patients: int, documents: int, processes: int, per_bundle: int) -> list[str]:
+def load(url: str, patients: int, documents: int, processes: int, per_bundle: int, stale: bool = False) -> list[str]:
+    """Load, then ANALYZE (fresh statistics, as autovacuum would eventually give). `stale`: autovacuum off, ANALYZE
+    after the first tenth only, so the planner sees a tenth of the rows (the statistics of a store that grew fast)."""
     db = Database(url)
     upgrade(db)
     service = Pipeline.load(db, Settings(database_url=url))
@@ -135,24 +142,40 @@ def load(url: str, patients: int, documents: int, processes: int, per_bundle: in
     result = service.handle(SYSTEM, parse_url("POST", "", body=practitioner_bundle(0, n_pract), base_url=BASE))
     practitioners = [e["response"]["location"].split("/")[-3] for e in result.body["entry"]]
     docs = max(1, documents // patients)
-    chunk = (patients + processes - 1) // processes
-    jobs = [(url, p * chunk, min(chunk, patients - p * chunk), docs, practitioners, p, per_bundle)
-            for p in range(processes) if p * chunk < patients]
+    if stale and not db.is_sqlite:
+        with db.engine.begin() as conn:
+            for table in metadata.sorted_tables:
+                conn.execute(text(f"ALTER TABLE {table.name} SET (autovacuum_enabled = false)"))
     started = time.perf_counter()
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        written = sum(pool.map(_worker, jobs))
+    written = 0
+    first = patients // 10 if stale else patients
+    for start, count in ((0, first), (first, patients - first)):
+        if count <= 0:
+            continue
+        chunk = (count + processes - 1) // processes
+        jobs = [(url, start + p * chunk, min(chunk, count - p * chunk), docs, practitioners, p + start, per_bundle)
+                for p in range(processes) if p * chunk < count]
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            written += sum(pool.map(_worker, jobs))
+        if start == 0:
+            analyze(db)
+            print(f"ANALYZE after {start + count} patients" + (" (then no more: stale statistics)" if stale else ""))
     elapsed = time.perf_counter() - started
-    with db.engine.begin() as conn:  # fresh statistics, as autovacuum would eventually give
-        conn.execute(text("ANALYZE"))
     print(f"loaded {written} DocumentReferences + {patients} Patients in {elapsed:.1f} s: "
           f"{written / elapsed:.0f} DocumentReferences/s ({(written + patients) / elapsed:.0f} resources/s)")
     db.dispose()
     return practitioners
 
 
+def analyze(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(text("ANALYZE"))
+
+
 def queries(patient_id: str, patient_ins: str, practitioner: str) -> list[tuple[str, str]]:
     p = patient_id
     return [
+        ("patient+status", f"DocumentReference?patient={p}&status=current"),
         ("patient+status+type", f"DocumentReference?patient={p}&status=current&type={LOINC}|11488-4"),
         ("patient.identifier chain", f"DocumentReference?patient.identifier={INS}|{patient_ins}&status=current"),
         ("patient+date range", f"DocumentReference?patient={p}&date=ge2020-01-01&date=lt2024-01-01"),
@@ -166,7 +189,8 @@ def queries(patient_id: str, patient_ins: str, practitioner: str) -> list[tuple[
     ]
 
 
-def measure(url: str, patients: int, rounds: int) -> None:
+def measure(url: str, patients: int, rounds: int) -> dict[str, float]:
+    """The p50/p95/p99 of each query over `rounds` patients drawn at random; returns the p50s."""
     db = Database(url)
     app = create_app(Settings(database_url=url, jwt_secret=SECRET), database=db)
     client = app.test_client()
@@ -190,6 +214,10 @@ def measure(url: str, patients: int, rounds: int) -> None:
         print(f"{name:28} {statistics.median(values):8.2f} {q[94]:8.2f} {q[98]:8.2f}")
     print(f"database size: {int(database_size(db)) / 1e6:.0f} MB")
     db.dispose()
+    p50 = {name: statistics.median(values) for name, values in timings.items()}
+    chain, key = p50["patient.identifier chain"], p50["patient+status"]
+    print(f"chain / patient= (same query): {chain:.2f} / {key:.2f} ms = {chain / key:.2f}x")
+    return p50
 
 
 def database_size(db: Database) -> int:
@@ -210,6 +238,9 @@ def main() -> None:
     parser.add_argument("--bundle", type=int, default=10, help="patients per transaction Bundle")
     parser.add_argument("--rounds", type=int, default=200, help="patients drawn for the queries")
     parser.add_argument("--skip-load", action="store_true", help="measure an already loaded database")
+    parser.add_argument("--stale-statistics", action="store_true",
+                        help="PostgreSQL: autovacuum off and ANALYZE after the first tenth of the load only; measure, "
+                             "then ANALYZE and measure again")
     args = parser.parse_args()
     url = args.database_url
     if url is None:
@@ -220,7 +251,14 @@ def main() -> None:
             (out / "search.db").unlink()
     print(f"store: {url.split('@')[-1]}; {args.patients} patients, {args.documents} documents")
     if not args.skip_load:
-        load(url, args.patients, args.documents, args.processes, args.bundle)
+        load(url, args.patients, args.documents, args.processes, args.bundle, stale=args.stale_statistics)
+    if args.stale_statistics:
+        print("-- stale statistics (ANALYZE saw a tenth of the rows)")
+        measure(url, args.patients, args.rounds)
+        db = Database(url)
+        analyze(db)
+        db.dispose()
+        print("-- fresh statistics (ANALYZE again)")
     measure(url, args.patients, args.rounds)
 
 

@@ -1,4 +1,5 @@
-"""`fhir-dmp`: serve, mint development tokens, load the examples, migrate, reindex, purge, check the set-up."""
+"""`fhir-dmp`: serve, mint development tokens, load the examples, import NDJSON, migrate, reindex, purge, check the
+set-up."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from fhir_dmp.cli.common import DATABASE_URL, DEV_SECRET, EX_CONFIG, EX_UNAVAILABLE  # noqa: E402,F401
+from fhir_dmp.cli.common import DATABASE_URL, DEV_SECRET, EX_CONFIG, EX_UNAVAILABLE, progress  # noqa: E402,F401
 from fhir_dmp.config import Settings
 from fhir_dmp.services.admin import Database, upgrade
 from fhir_dmp.version import __version__
@@ -36,22 +35,6 @@ def masked(url: str | None) -> str:
 def _fail(status: int, message: str) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     sys.exit(status)
-
-
-@contextmanager
-def progress(total: int, label: str) -> Iterator[click.progressbar]:  # type: ignore[type-arg]
-    """A progress bar on stderr with the count, the rate and the ETA (only the label when not a terminal)."""
-    started = time.monotonic()
-    holder: list = []
-
-    def rate(_item: object) -> str | None:
-        done = holder[0].pos if holder else 0
-        return f"{done / max(time.monotonic() - started, 1e-6):.1f}/s" if done else None
-
-    with click.progressbar(length=max(total, 0), label=label, file=sys.stderr, show_eta=True,
-                           show_pos=True, item_show_func=rate) as bar:
-        holder.append(bar)
-        yield bar
 
 
 @main.command()
@@ -331,3 +314,6 @@ def doctor(database_url: str) -> None:
 from fhir_dmp.cli.audit import audit  # noqa: E402
 
 main.add_command(audit)
+from fhir_dmp.cli.importing import import_command  # noqa: E402
+
+main.add_command(import_command)

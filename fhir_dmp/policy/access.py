@@ -202,6 +202,28 @@ def confine(criterion: c.Criterion, scope: c.Criterion) -> c.Criterion:
     return criterion
 
 
+def sees_patient(scope: c.Criterion, key: str) -> bool:
+    """Whether `scope` shows the Patient of DMP `key` whatever its row's facts (its `PatientIs` terms and types
+    decided): then a chain on that patient may be replaced by the DMP's key. False when unsure."""
+    return _on_patient(narrow(scope, "Patient"), key) == _TRUE
+
+
+def _on_patient(criterion: c.Criterion, key: str) -> c.Criterion:
+    match criterion:
+        case c.PatientIs(k):
+            return _TRUE if k == key else _FALSE
+        case c.Not(part):
+            inner = _on_patient(part, key)
+            return _FALSE if inner == _TRUE else _TRUE if inner == _FALSE else c.Not(inner)
+        case c.AllOf(parts):
+            kept = [p for p in (_on_patient(p, key) for p in parts) if p != _TRUE]
+            return _FALSE if _FALSE in kept else _TRUE if not kept else c.AllOf(tuple(kept))
+        case c.AnyOf(parts):
+            kept = [p for p in (_on_patient(p, key) for p in parts) if p != _FALSE]
+            return _TRUE if _TRUE in kept else _FALSE if not kept else c.AnyOf(tuple(kept))
+    return criterion
+
+
 def narrow_to(criterion: c.Criterion, types: tuple[str, ...]) -> c.Criterion:
     """`criterion` for rows of any of `types` (each type's own rules, ORed with the type test)."""
     if len(types) == 1:

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhir_dmp.policy import searches
-from fhir_dmp.policy.access import Access, confine, narrow
+from fhir_dmp.policy.access import Access, confine, narrow, sees_patient
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
 from fhir_dmp.storage import queries
 from fhir_dmp.storage.records import SYSTEM_SCOPE
 
+LOOKUP_LIMIT = 2  # a Patient criterion naming DMPs: one is named, two are too many (the rest need not be read)
 CANDIDATE_DMPS = 50  # a condition naming no patient is judged in at most this many DMPs holding matches
 
 
@@ -38,14 +39,55 @@ class Lookup:
 
 def named_keys(u: Unit, naming: searches.Naming) -> frozenset[str] | None:
     """The DMPs the criteria name (the server's own lookups of the Patients they describe); None: none."""
+    return _resolve(u, naming)[0]
+
+
+def _resolve(u: Unit, naming: searches.Naming) -> tuple[frozenset[str] | None, dict[c.Criterion, frozenset[str]]]:
+    """`named_keys`, and what each Patient criterion resolved to (for `resolve_patients`)."""
     if not naming.keys and not naming.patient_criteria:
-        return None
+        return None, {}
     keys = set(naming.keys)
+    resolved: dict[c.Criterion, frozenset[str]] = {}
     for criterion in naming.patient_criteria:
-        keys.update(r.id for r in queries.find(u.tx, "Patient", criterion, limit=2, scope=SYSTEM_SCOPE))
+        found = frozenset(r.id for r in queries.find(u.tx, "Patient", criterion, limit=LOOKUP_LIMIT,
+                                                     scope=SYSTEM_SCOPE))
+        resolved[criterion] = found
+        keys.update(found)
         if not keys:
-            return frozenset()
-    return frozenset(keys)
+            return frozenset(), resolved
+    return frozenset(keys), resolved
+
+
+def resolve_patients(criteria: c.Criterion, resolved: dict[c.Criterion, frozenset[str]],
+                     scope: c.Criterion) -> c.Criterion:
+    """The criteria with each chain on the patient (`patient.identifier=...`, a `PatientMatches`) whose Patients
+    were already looked up replaced by those DMPs' keys (`PatientIs`), so the query is driven by `patient_key`
+    like `patient=<id>` whatever the statistics say (measured on stale statistics: 2,040 ms for the chained
+    subquery, 49 ms for `patient=`). Equivalent only where the lookup's answer is the chain's: the Patient
+    criterion has no chain or `_has` of its own (the scope would reach inside them) and the caller's scope shows
+    those Patients; otherwise the keys are ANDed in front of the chain, which stays the judge."""
+    match criteria:
+        case c.PatientMatches(inner) if inner in resolved and len(resolved[inner]) < LOOKUP_LIMIT:
+            keys = resolved[inner]  # a complete answer (the lookup stops at LOOKUP_LIMIT)
+            driver: c.Criterion = c.AnyOf(tuple(c.PatientIs(k) for k in sorted(keys)))
+            if not keys or (_plain(inner) and all(sees_patient(scope, k) for k in keys)):
+                return driver
+            return c.AllOf((driver, criteria))
+        case c.AllOf(parts):
+            return c.AllOf(tuple(resolve_patients(p, resolved, scope) for p in parts))
+    return criteria
+
+
+def _plain(criterion: c.Criterion) -> bool:
+    """No chain, `_has` or patient term inside: the server's lookup and the caller's scope see it alike."""
+    match criterion:
+        case c.Chain() | c.Has() | c.PatientMatches():
+            return False
+        case c.AnyOf(parts) | c.AllOf(parts):
+            return all(_plain(p) for p in parts)
+        case c.Not(part):
+            return _plain(part)
+    return True
 
 
 def _own(u: Unit) -> str | None:
@@ -54,10 +96,11 @@ def _own(u: Unit) -> str | None:
 
 def for_search(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
     """A search: it names one DMP (professionals must), or spans DMPs (a system's)."""
-    found = named_keys(u, searches.naming(resource_type, criteria))
+    found, resolved = _resolve(u, searches.naming(resource_type, criteria))
     key = searches.named_dmp(u.caller, resource_type, found, _own(u))
     access = searches.lookup_access(u.caller, u.access(key) if key else None, resource_type, criteria)
-    return _confined(u, key, access, u.scope(access), criteria)
+    scope = u.scope(access)
+    return _confined(u, key, access, scope, resolve_patients(criteria, resolved, scope))
 
 
 def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
@@ -67,12 +110,13 @@ def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
     open add nothing): the answer never depends on what the caller may not see."""
     if u.caller.is_system:
         return Lookup(None, None, SYSTEM_SCOPE, criteria)
-    found = named_keys(u, searches.naming(resource_type, criteria))
+    found, resolved = _resolve(u, searches.naming(resource_type, criteria))
     own = _own(u)
     if found is not None or own is not None:
         key = searches.named_dmp(u.caller, "", found, own)  # "": no type where naming a patient is required
         access = searches.lookup_access(u.caller, u.access(key) if key else None, resource_type, criteria)
-        return _confined(u, key, access, u.scope(access), criteria)
+        scope = u.scope(access)
+        return _confined(u, key, access, scope, resolve_patients(criteria, resolved, scope))
     keys = set(queries.patient_keys(u.tx, resource_type, criteria, limit=CANDIDATE_DMPS)) - {""}
     return _confined(u, None, None, u.scope_of(keys), criteria)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, func, literal, select, tuple_, union_all, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage import bulk
 from fhir_dmp.storage.compile import compile_criterion
 from fhir_dmp.storage.criteria import AccessFacts, Criterion
 from fhir_dmp.storage.records import IndexRows, Located, NewResource, StaleVersion, Stored, row_to_stored
-from fhir_dmp.storage.tables import dmp_facts, resource, resource_version
+from fhir_dmp.storage.tables import INDEX_TABLES, dmp_facts, resource, resource_version
 
 _FACTS = (resource.c.doc_type, resource.c.labels, resource.c.doc_date, resource.c.owner, resource.c.governed_by)
 
@@ -63,6 +63,38 @@ def is_visible(conn: Connection, resource_type: str, rid: str, scope: Criterion)
     query = select(compile_criterion(scope)).select_from(resource).where(
         resource.c.resource_type == resource_type, resource.c.id == rid)
     return bool(conn.execute(query).scalar())
+
+
+Key = tuple[str, str]  # (type, id)
+Identifier = tuple[str, str, str]  # (type, system, value)
+
+
+def already_stored(conn: Connection, ids: Sequence[Key], identifiers: Sequence[Identifier]) -> tuple[set[Key],
+                                                                                                    set[Identifier]]:
+    """Which of these (type, id) are taken (deleted or not: an id is never reused) and which business identifiers
+    (type, system, value, as the `identifier` search parameter indexes them) a current resource holds: one
+    statement for a whole import batch, so that a resumed import skips what an earlier run stored."""
+    token = INDEX_TABLES["token"]
+    parts = []
+    if ids:
+        parts.append(select(literal("id"), resource.c.resource_type, literal(""), resource.c.id)
+                     .where(tuple_(resource.c.resource_type, resource.c.id).in_(sorted(set(ids)))))
+    if identifiers:
+        wanted = sorted({(t, s[:255], v[:255]) for t, s, v in identifiers})  # as the index cuts them
+        parts.append(select(literal("identifier"), token.c.resource_type, token.c.system, token.c.code)
+                     .select_from(token.join(resource, resource.c.pk == token.c.resource_pk))
+                     .where(token.c.param == "identifier", resource.c.deleted.is_(False),
+                            tuple_(token.c.resource_type, token.c.system, token.c.code).in_(wanted)))
+    if not parts:
+        return set(), set()
+    taken: set[Key] = set()
+    held: set[Identifier] = set()
+    for kind, rtype, system, value in conn.execute(union_all(*parts) if len(parts) > 1 else parts[0]):
+        if kind == "id":
+            taken.add((rtype, value))
+        else:
+            held.add((rtype, system, value))
+    return taken, held
 
 
 def read_version(conn: Connection, resource_type: str, rid: str, version_id: int, *,
