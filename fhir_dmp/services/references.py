@@ -56,12 +56,13 @@ def _resolve_patient(u: Unit, ref: dict, expression: str, pending: Mapping[tuple
             if literal.startswith("Patient/") or "/Patient/" in literal or ref.get("type") == "Patient":
                 raise unprocessable(f"Reference {literal!r} does not name a DMP on this server", expression)
             return None  # not a patient reference (e.g. a Group or a Device)
-        if ("Patient", pid) in pending:
+        if ("Patient", pid) in pending or pid in u.existing_dmps:  # each DMP looked up once per unit of work
             return pid
         located = resources.locate(u.tx, "Patient", pid)
         if located is None or located.deleted:
             raise unprocessable(f"Reference {literal!r}: no such DMP (Patient) on this server", expression)
         u.know_facts(pid, located.dmp_facts)
+        u.existing_dmps.add(pid)
         return pid
     ident = ref.get("identifier")
     if isinstance(ident, dict) and ident.get("system") in INS_SYSTEMS and isinstance(ident.get("value"), str):

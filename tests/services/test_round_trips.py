@@ -66,3 +66,16 @@ def test_a_read_does_not_reread_the_dmp(world, database):  # type: ignore[no-unt
         event.remove(database.engine, "before_cursor_execute", note)
     assert not any("Consent" in s for s in statements), statements
     assert sum("dmp_facts" in s for s in statements) == 1
+
+
+def test_an_iti65_of_ten_documents_is_a_handful_of_statements(world, database):  # type: ignore[no-untyped-def]
+    """Issue 16: one DMP lookup, every entry stored at once, the trace: however many documents the Bundle has."""
+    from tests.mhd.helpers import iti65
+
+    doctor, pid, _docs = world
+    bundle = iti65(pid, [(document(pid), f"document {i}".encode()) for i in range(10)])
+    with counting() as counts:
+        response = doctor.post("/fhir", bundle)
+    assert response.status_code == 200, response.data
+    assert counts.transactions == 1
+    assert counts.statements <= (3 if not database.is_sqlite else 80), counts  # issue 16: at most 12
