@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from threading import Lock
 
 import jwt
 
@@ -45,6 +47,42 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request")
     token = token.strip()
+    known = _VERIFIED.get((token, id(keys)))
+    if known is not None and time.time() < known[1]:
+        return known[0]
+    caller, expires = _verify(token, keys)
+    _VERIFIED.put((token, id(keys)), (caller, expires))
+    return caller
+
+
+class _Verified:
+    """Tokens this process verified, until they expire: a client sends the same token with every request, and
+    verifying it (signature, claims, their shapes) costs more than many a request's own work. The answer for a
+    token is the same in every process (no state two workers could disagree on); bounded, least recently used
+    out first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size, self.items, self.lock = size, OrderedDict[tuple[str, int], tuple[Caller, float]](), Lock()
+
+    def get(self, key: tuple[str, int]) -> tuple[Caller, float] | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[str, int], value: tuple[Caller, float]) -> None:
+        with self.lock:
+            self.items[key] = value
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+_VERIFIED = _Verified()
+
+
+def _verify(token: str, keys: TokenKeys) -> tuple[Caller, float]:
+    """The caller a token names, and until when it is valid (its `exp`, without the clock leeway)."""
     try:
         header = jwt.get_unverified_header(token)
         algorithms, key = keys.algorithms_and_key(str(header.get("alg")))
@@ -56,7 +94,7 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
         raise unauthorized("The bearer token has expired") from exc
     except jwt.InvalidTokenError as exc:
         raise unauthorized(f"The bearer token is not valid: {exc}") from exc
-    return caller_from_claims(claims, keys.shapes)
+    return caller_from_claims(claims, keys.shapes), float(claims["exp"])
 
 
 def caller_from_claims(claims: dict, shapes: ClaimShapes | None = None) -> Caller:

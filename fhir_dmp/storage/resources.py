@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, literal, select, tuple_, union_all, update
+from sqlalchemy import Connection, and_, bindparam, func, literal, select, tuple_, union_all, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage import bulk
@@ -38,22 +40,33 @@ VERSIONS = select(
 ).select_from(VERSION_ROWS)
 
 
+_BY_KEY = (resource.c.resource_type == bindparam("rtype"), resource.c.id == bindparam("rid"))
+_LOCATE = (select(resource.c.patient_key, dmp_facts.c.facts, resource.c.deleted)
+           .select_from(resource.outerjoin(dmp_facts, dmp_facts.c.patient_key == resource.c.patient_key))
+           .where(*_BY_KEY))
+
+
 def locate(conn: Connection, resource_type: str, rid: str) -> Located | None:
     """The DMP a resource is filed in, with that DMP's access facts row: what the policy needs to decide a
     read before the row itself is read (one statement; None when no such resource exists)."""
-    query = (select(resource.c.patient_key, dmp_facts.c.facts, resource.c.deleted)
-             .select_from(resource.outerjoin(dmp_facts, dmp_facts.c.patient_key == resource.c.patient_key))
-             .where(resource.c.resource_type == resource_type, resource.c.id == rid))
-    row = conn.execute(query).first()
+    row = conn.execute(_LOCATE, {"rtype": resource_type, "rid": rid}).first()
     return None if row is None else Located(row.patient_key, row.facts, bool(row.deleted))
+
+
+@lru_cache(maxsize=2048)
+def _current_within(scope: Criterion | None) -> Any:
+    """The read of one current row by key within `scope`, built once per scope (a caller's scope recurs)."""
+    query = CURRENT.where(*_BY_KEY)
+    return query if scope is None else query.where(compile_criterion(scope))
 
 
 def read_current(conn: Connection, resource_type: str, rid: str, *, scope: Criterion | None = None) -> Stored | None:
     """The current version; with a `scope`, only if the row is within it (judged in the WHERE clause)."""
-    query = CURRENT.where(resource.c.resource_type == resource_type, resource.c.id == rid)
-    if scope is not None:
-        query = query.where(compile_criterion(scope))
-    row = conn.execute(query).first()
+    try:
+        query = _current_within(scope)
+    except TypeError:  # a scope holding an unhashable value: built afresh
+        query = _current_within.__wrapped__(scope)
+    row = conn.execute(query, {"rtype": resource_type, "rid": rid}).first()
     return row_to_stored(row) if row else None
 
 
