@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from fhir_dmp.errors import FhirError, forbidden
 from fhir_dmp.policy import labels
@@ -236,6 +237,20 @@ _FALSE: c.Criterion = c.AnyOf(())
 
 
 def narrow(criterion: c.Criterion, resource_type: str) -> c.Criterion:
+    """`criterion` for rows of one type only (`_narrow`), worked out once per criterion and type: a caller's
+    scope recurs on every request they make."""
+    try:
+        return _narrow_once(criterion, resource_type)
+    except TypeError:  # a criterion holding an unhashable value
+        return _narrow(criterion, resource_type)
+
+
+@lru_cache(maxsize=4096)
+def _narrow_once(criterion: c.Criterion, resource_type: str) -> c.Criterion:
+    return _narrow(criterion, resource_type)
+
+
+def _narrow(criterion: c.Criterion, resource_type: str) -> c.Criterion:
     """`criterion` for rows of one type only: its TypeIs terms decided, dead branches dropped, so a
     search's statement carries just the rules of the type it searches (measured: a smaller clause is
     cheaper to build and to plan)."""
@@ -243,15 +258,15 @@ def narrow(criterion: c.Criterion, resource_type: str) -> c.Criterion:
         case c.TypeIs(types):
             return _TRUE if resource_type in types else _FALSE
         case c.Not(part):
-            inner = narrow(part, resource_type)
+            inner = _narrow(part, resource_type)
             return _FALSE if inner == _TRUE else _TRUE if inner == _FALSE else c.Not(inner)
         case c.AllOf(parts):
-            kept = [p for p in (narrow(p, resource_type) for p in parts) if p != _TRUE]
+            kept = [p for p in (_narrow(p, resource_type) for p in parts) if p != _TRUE]
             if _FALSE in kept:
                 return _FALSE
             return kept[0] if len(kept) == 1 else c.AllOf(tuple(kept))
         case c.AnyOf(parts):
-            kept = [p for p in (narrow(p, resource_type) for p in parts) if p != _FALSE]
+            kept = [p for p in (_narrow(p, resource_type) for p in parts) if p != _FALSE]
             if _TRUE in kept:
                 return _TRUE
             return kept[0] if len(kept) == 1 else c.AnyOf(tuple(kept))
