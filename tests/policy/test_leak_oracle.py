@@ -23,7 +23,7 @@ fhir_dmp.policy:
 - what they see in it: the patient all but `INVISIBLE_PATIENT` documents less than a month old; a
   representative that minus `INVISIBLE_REPRESENTANTS_LEGAUX`; a professional the types the habilitation
   matrix allows (most specific row wins, no row denies), not `MASQUE_PS` unless médecin traitant or granted
-  (emergency access: only when the patient permitted it for that mode, a grant naming them does not count);
+  (emergency access: when the patient permitted it for that mode, or granted it to them: dmp-reference.md 6.5);
   everyone what they deposited;
 - a search or read about a DMP refused answers 403; a hidden document answers 404 on read and is absent from
   pages, includes and `total`; no page repeats an entry, no document is on two pages.
@@ -355,7 +355,9 @@ def standing(who: Who, world: World, p: int) -> tuple[int, str, bool]:
     if who.purpose in ("ETREAT", "BTG"):
         if any(c.purpose == who.purpose for c in in_force(world, p, "emergency-opposition")):
             return 403, "", False
-        return 200, "emergency", any(c.purpose == who.purpose for c in in_force(world, p, "emergency-masked"))
+        # 6.5: the patient's permit for that mode, or a personal grant (it belongs to the person, whatever mode)
+        return 200, "emergency", (any(c.purpose == who.purpose for c in in_force(world, p, "emergency-masked"))
+                                  or any(c.pro == who.pro for c in in_force(world, p, "masked-grant")))
     return 403, "", False
 
 
