@@ -17,7 +17,6 @@ from fhir_dmp.storage import queries
 from fhir_dmp.storage.records import SYSTEM_SCOPE
 
 LOOKUP_LIMIT = 2  # a Patient criterion naming DMPs: one is named, two are too many (the rest need not be read)
-CANDIDATE_DMPS = 50  # a condition naming no patient is judged in at most this many DMPs holding matches
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,9 @@ def for_search(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
 def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
     """A conditional create, update, patch or delete, or a conditional reference: a condition naming a DMP is
     judged there like a search (403 for a DMP closed to the caller, the existence check for a Patient by INS);
-    one naming none is judged in every DMP holding matches, each as the caller may see it (those they may not
-    open add nothing): the answer never depends on what the caller may not see."""
+    one naming none is judged in every DMP holding matches (all of them: matches the caller may not see must not
+    crowd out one they see), each as the caller may see it (those they may not open add nothing): the answer never
+    depends on what the caller may not see."""
     if u.caller.is_system:
         return Lookup(None, None, SYSTEM_SCOPE, criteria)
     found, resolved = _resolve(u, searches.naming(resource_type, criteria))
@@ -117,7 +117,8 @@ def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
         access = searches.lookup_access(u.caller, u.access(key) if key else None, resource_type, criteria)
         scope = u.scope(access)
         return _confined(u, key, access, scope, resolve_patients(criteria, resolved, scope))
-    keys = set(queries.patient_keys(u.tx, resource_type, criteria, limit=CANDIDATE_DMPS)) - {""}
+    keys = set(queries.patient_keys(u.tx, resource_type, criteria)) - {""}
+    u.know_dmps(keys)
     return _confined(u, None, None, u.scope_of(keys), criteria)
 
 

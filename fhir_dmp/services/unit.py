@@ -71,6 +71,12 @@ class Unit:
         if facts is not None and key and key not in self.changed_dmps:
             self._facts.setdefault(key, facts)
 
+    def know_dmps(self, keys: set[str] | frozenset[str]) -> None:
+        """Load the facts of several DMPs the unit is about to judge, in one statement."""
+        wanted = [k for k in keys if k and k not in self._facts and k not in self._dmps and k not in self.changed_dmps]
+        for key, facts in dmps.facts_of_many(self.tx, wanted).items():
+            self._facts.setdefault(key, facts)
+
     def dmp(self, key: str) -> Dmp | None:
         """The DMP as the policy sees it: from its facts row, or (changed in this unit, or no row yet) from its
         Patient and Consents."""

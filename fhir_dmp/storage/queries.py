@@ -96,12 +96,13 @@ def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, 
     return rows[::-1] if backwards else rows
 
 
-def patient_keys(conn: Connection, resource_type: str, where: Criterion, *, limit: int) -> list[str]:
+def patient_keys(conn: Connection, resource_type: str, where: Criterion) -> list[str]:
     """The DMPs (patient keys) holding current matches of `where`, whoever may see them: the server's own
-    lookup of which DMPs' scopes a conditional operation naming no patient must be judged in."""
+    lookup of which DMPs' scopes a conditional operation naming no patient must be judged in. All of them: a
+    bound would let matches the caller may not see crowd out the one they see."""
     query = select(resource.c.patient_key).where(
         resource.c.resource_type == resource_type, resource.c.deleted.is_(False), compile_criterion(where))
-    return sorted(conn.execute(query.distinct().limit(limit)).scalars())
+    return sorted(conn.execute(query.distinct()).scalars())
 
 
 def count(conn: Connection, resource_type: str, where: Criterion, *, scope: Criterion) -> int:

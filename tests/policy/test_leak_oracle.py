@@ -356,6 +356,7 @@ def standing(who: Who, world: World, p: int) -> tuple[int, str, bool]:
     if who.purpose in ("ETREAT", "BTG"):
         if any(c.purpose == who.purpose for c in in_force(world, p, "emergency-opposition")):
             return 403, "", False
+        # 6.5: the patient's permit for that mode, or a personal grant (it belongs to the person, whatever mode)
         return 200, "emergency", (any(c.purpose == who.purpose for c in in_force(world, p, "emergency-masked"))
                                   or any(c.pro == who.pro for c in in_force(world, p, "masked-grant")))
     return 403, "", False
