@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import Lock
 
 import jwt
@@ -22,6 +22,30 @@ def unauthorized(diagnostics: str, error: str = "invalid_token") -> FhirError:
     return FhirError(401, [Issue("login", diagnostics)], {"WWW-Authenticate": header})
 
 
+class _Verified:
+    """Tokens this process verified, until they expire: a client sends the same token with every request, and
+    verifying it (signature, claims, their shapes) costs more than many a request's own work. The answer for a
+    token is the same in every process (no state two workers could disagree on); bounded, least recently used
+    out first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size, self.items, self.lock = size, OrderedDict[str, tuple[Caller, float]](), Lock()
+
+    def get(self, key: str) -> tuple[Caller, float] | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+            return found
+
+    def put(self, key: str, value: tuple[Caller, float]) -> None:
+        with self.lock:
+            self.items[key] = value
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+
 @dataclass(frozen=True)
 class TokenKeys:
     """What a token must be to be accepted: signed with one of these keys, its claims of these shapes
@@ -30,6 +54,8 @@ class TokenKeys:
     secret: str | None
     public_key: str | None
     shapes: ClaimShapes | None = None
+    # the tokens these keys verified (the cache lives and dies with the key set it speaks for)
+    verified: _Verified = field(default_factory=lambda: _Verified(), compare=False, hash=False, repr=False)
 
     def algorithms_and_key(self, header_alg: str) -> tuple[list[str], str]:
         if header_alg == "RS256" and self.public_key:
@@ -47,38 +73,12 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
     if scheme.lower() != "bearer" or not token.strip():
         raise unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request")
     token = token.strip()
-    known = _VERIFIED.get((token, id(keys)))
+    known = keys.verified.get(token)
     if known is not None and time.time() < known[1]:
         return known[0]
     caller, expires = _verify(token, keys)
-    _VERIFIED.put((token, id(keys)), (caller, expires))
+    keys.verified.put(token, (caller, expires))
     return caller
-
-
-class _Verified:
-    """Tokens this process verified, until they expire: a client sends the same token with every request, and
-    verifying it (signature, claims, their shapes) costs more than many a request's own work. The answer for a
-    token is the same in every process (no state two workers could disagree on); bounded, least recently used
-    out first."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.size, self.items, self.lock = size, OrderedDict[tuple[str, int], tuple[Caller, float]](), Lock()
-
-    def get(self, key: tuple[str, int]) -> tuple[Caller, float] | None:
-        with self.lock:
-            found = self.items.get(key)
-            if found is not None:
-                self.items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, int], value: tuple[Caller, float]) -> None:
-        with self.lock:
-            self.items[key] = value
-            if len(self.items) > self.size:
-                self.items.popitem(last=False)
-
-
-_VERIFIED = _Verified()
 
 
 def _verify(token: str, keys: TokenKeys) -> tuple[Caller, float]:
