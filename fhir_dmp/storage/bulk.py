@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, DateTime, Integer, Numeric, delete, insert, text, update
 
+from fhir_dmp.storage import prepared
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.records import IndexRows, NewResource, Stored
 from fhir_dmp.storage.tables import INDEX_TABLES, resource, resource_version
@@ -115,7 +116,7 @@ def insert_resources(conn: Connection, items: list[NewResource]) -> list[int]:
         params: dict[str, Any] = {"items": to_json([_source_row(item, n) for n, item in enumerate(items)])}
         for kind in kinds:
             params[kind] = to_json([{"n": i, **row} for i, n in enumerate(items) for row in n.index.get(kind, ())])
-        by_n = {n: pk for n, pk in conn.execute(_pg_insert(kinds), params)}
+        by_n = {n: pk for n, pk in prepared.rows(conn, _pg_insert(kinds), params)}
         return [by_n[i] for i in range(len(items))]
     version_pks = conn.execute(
         insert(resource_version).returning(resource_version.c.pk, sort_by_parameter_order=True),
@@ -173,7 +174,7 @@ def write_version(conn: Connection, current: Stored, new: Stored, index: IndexRo
         kinds = index_kinds([index])
         params = {**values, "resource_pk": current.pk, "expected": current.version_id,
                   "governing": f"DocumentReference/{new.id}", **{kind: to_json(index[kind]) for kind in kinds}}
-        return conn.execute(_pg_version(kinds, governing), params).scalar_one() == 1
+        return prepared.rows(conn, _pg_version(kinds, governing), params)[0][0] == 1
     version_pk = conn.execute(insert(resource_version).returning(resource_version.c.pk),
                               {k: values[k] for k in ("resource_type", "id", "version_id", "patient_key",
                                                       "last_updated", "method", "deleted", "content")}).scalar_one()

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, literal, select, tuple_, union_all, update
 from sqlalchemy.exc import IntegrityError
 
-from fhir_dmp.storage import bulk
+from fhir_dmp.storage import bulk, prepared
 from fhir_dmp.storage.compile import compile_criterion
 from fhir_dmp.storage.criteria import AccessFacts, Criterion
 from fhir_dmp.storage.records import IndexRows, Located, NewResource, StaleVersion, Stored, row_to_stored
@@ -40,7 +40,8 @@ VERSIONS = select(
 ).select_from(VERSION_ROWS)
 
 
-_BY_KEY = (resource.c.resource_type == bindparam("rtype"), resource.c.id == bindparam("rid"))
+# the key given at each run; the placeholder values only let the statement be compiled once beforehand
+_BY_KEY = (resource.c.resource_type == bindparam("rtype", ""), resource.c.id == bindparam("rid", ""))
 _LOCATE = (select(resource.c.patient_key, dmp_facts.c.facts, resource.c.deleted)
            .select_from(resource.outerjoin(dmp_facts, dmp_facts.c.patient_key == resource.c.patient_key))
            .where(*_BY_KEY))
@@ -49,8 +50,8 @@ _LOCATE = (select(resource.c.patient_key, dmp_facts.c.facts, resource.c.deleted)
 def locate(conn: Connection, resource_type: str, rid: str) -> Located | None:
     """The DMP a resource is filed in, with that DMP's access facts row: what the policy needs to decide a
     read before the row itself is read (one statement; None when no such resource exists)."""
-    row = conn.execute(_LOCATE, {"rtype": resource_type, "rid": rid}).first()
-    return None if row is None else Located(row.patient_key, row.facts, bool(row.deleted))
+    found = prepared.rows(conn, _LOCATE, {"rtype": resource_type, "rid": rid})
+    return None if not found else Located(found[0].patient_key, found[0].facts, bool(found[0].deleted))
 
 
 @lru_cache(maxsize=2048)
@@ -66,8 +67,8 @@ def read_current(conn: Connection, resource_type: str, rid: str, *, scope: Crite
         query = _current_within(scope)
     except TypeError:  # a scope holding an unhashable value: built afresh
         query = _current_within.__wrapped__(scope)
-    row = conn.execute(query, {"rtype": resource_type, "rid": rid}).first()
-    return row_to_stored(row) if row else None
+    found = prepared.rows(conn, query, {"rtype": resource_type, "rid": rid})
+    return row_to_stored(found[0]) if found else None
 
 
 def is_visible(conn: Connection, resource_type: str, rid: str, scope: Criterion) -> bool:

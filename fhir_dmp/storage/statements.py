@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -23,6 +23,7 @@ class Counts:
 
     statements: int = 0
     transactions: int = 0
+    texts: list[str] = field(default_factory=list)  # the statements themselves, in order
 
     def header(self) -> str:
         """The `X-Debug-SQL` header value."""
@@ -47,11 +48,12 @@ def counting() -> Iterator[Counts]:
         _current.reset(token)
 
 
-def note_statement() -> None:
-    """Count one statement sent outside SQLAlchemy's cursor events (COPY through the raw psycopg cursor)."""
+def note_statement(text: str = "") -> None:
+    """Count one statement sent outside SQLAlchemy's cursor events (prepared statements sent through the driver)."""
     counts = _current.get()
     if counts is not None:
         counts.statements += 1
+        counts.texts.append(text)
 
 
 def watch(engine: Engine) -> None:
@@ -65,6 +67,7 @@ def _on_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None
     counts = _current.get()
     if counts is not None and statement not in _TRANSACTION_CONTROL:
         counts.statements += 1
+        counts.texts.append(statement)
 
 
 def _on_begin(_conn: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from fhir_dmp.storage import bulk
+from fhir_dmp.storage import bulk, prepared
 from fhir_dmp.storage.records import GENESIS, NewResource
 from fhir_dmp.storage.tables import audit_chain, dmp_accessor, resource_version
 
@@ -99,7 +99,7 @@ def _pg_append(conn: Connection, events: Sequence[Event], accessor: str, accesse
                                      for row in e.resource.index.get(kind, ())])
     chained: set[str] = set()
     first: set[str] = set()
-    for kind, key in conn.execute(_pg_append_statement(kinds), params):
+    for kind, key in prepared.rows(conn, _pg_append_statement(kinds), params):
         (chained if kind == "chained" else first).add(key)
     return chained, first
 

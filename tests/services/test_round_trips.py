@@ -54,18 +54,10 @@ def test_one_transaction_and_few_round_trips(world, database, interaction):  # t
 def test_a_read_does_not_reread_the_dmp(world, database):  # type: ignore[no-untyped-def]
     """The DMP's access facts come with the row's key (one statement), not from its Patient and Consents."""
     doctor, _pid, docs = world
-    statements: list[str] = []
-    from sqlalchemy import event
-
-    def note(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
-        statements.append(statement)
-    event.listen(database.engine, "before_cursor_execute", note)
-    try:
+    with counting() as counts:
         assert doctor.get(f"DocumentReference/{docs[2]}").status_code == 200
-    finally:
-        event.remove(database.engine, "before_cursor_execute", note)
-    assert not any("Consent" in s for s in statements), statements
-    assert sum("dmp_facts" in s for s in statements) == 1
+    assert not any("Consent" in s for s in counts.texts), counts.texts
+    assert sum("dmp_facts" in s for s in counts.texts) == 1, counts.texts
 
 
 def test_an_iti65_of_ten_documents_is_a_handful_of_statements(world, database):  # type: ignore[no-untyped-def]
