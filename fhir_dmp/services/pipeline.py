@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from fhir_dmp import fhirjson
 from fhir_dmp.config import Settings
-from fhir_dmp.errors import FhirError, conflict, precondition_failed
+from fhir_dmp.errors import FhirError, precondition_failed
 from fhir_dmp.policy import actors, consents, emergency
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.facts import access_facts
@@ -86,7 +86,9 @@ class Pipeline:
                     if unavailable > 1:
                         log.warning("database unavailable: %s", exc)
                         raise _unavailable("The database is unavailable; try again shortly") from None
-            raise conflict("The resource is being changed by other clients; try again")
+            # concurrent writers won every attempt: a transient state of the server, not the client's fault
+            raise FhirError.of(503, "transient", "The resource is being changed by other clients; try again shortly",
+                               headers={"Retry-After": str(RETRY_AFTER)})
         except FhirError as error:
             self.trace_refusal(unit, error)
             raise

@@ -81,25 +81,34 @@ def _index_ctes(key_source: str, key_join: str, *, per_row_key: bool, kinds: fro
     return ctes
 
 
-_SOURCE = ("n int, resource_type text, id text, patient_key text, last_updated timestamp, method text, "
-           "content text, doc_type text, labels int, doc_date timestamp, owner text, governed_by text")
+SOURCE = ("n int, resource_type text, id text, patient_key text, last_updated timestamp, method text, "
+          "content text, doc_type text, labels int, doc_date timestamp, owner text, governed_by text")
+
+
+def stored_ctes(source: str, content: str, kinds: frozenset[str]) -> str:
+    """The CTEs that store new resources read from CTE `source` (the columns of SOURCE, the text to store in its
+    column `content`): their first versions (`v`), current rows (`r`), each one's key by row number (`rn`) and
+    their index rows (`i_<kind>`, read from the bind parameter of the kind's name). Ends with a comma."""
+    return (
+        f"v AS (INSERT INTO resource_version (resource_type, id, version_id, patient_key, last_updated, method, "
+        f"deleted, content) SELECT resource_type, id, 1, patient_key, last_updated, method, false, {content} "
+        f"FROM {source} ORDER BY n RETURNING pk, resource_type, id), "
+        f"r AS (INSERT INTO resource (resource_type, id, patient_key, version_id, last_updated, deleted, version_pk, "
+        f"doc_type, labels, doc_date, owner, governed_by) SELECT s.resource_type, s.id, s.patient_key, 1, "
+        f"s.last_updated, false, v.pk, s.doc_type, s.labels, s.doc_date, s.owner, s.governed_by FROM {source} s "
+        f"JOIN v ON v.resource_type = s.resource_type AND v.id = s.id ORDER BY s.n RETURNING pk, resource_type, id), "
+        f"rn AS (SELECT r.pk, s.n, s.patient_key, s.resource_type FROM r JOIN {source} s "
+        f"ON r.resource_type = s.resource_type AND r.id = s.id), "
+        + "".join(c + ", " for c in _index_ctes("rn.pk, rn.patient_key, rn.resource_type", "JOIN rn ON rn.n = x.n",
+                                                per_row_key=True, kinds=kinds)))
+
 
 @lru_cache(maxsize=256)
 def _pg_insert(kinds: frozenset[str]) -> Any:
     """The insert statement for resources whose index rows fill `kinds`, built once per shape."""
     return text(
-        "WITH src AS (SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS s(" + _SOURCE + ")), "
-        "v AS (INSERT INTO resource_version (resource_type, id, version_id, patient_key, last_updated, method, "
-        "deleted, content) SELECT resource_type, id, 1, patient_key, last_updated, method, false, content FROM src "
-        "ORDER BY n RETURNING pk, resource_type, id), "
-        "r AS (INSERT INTO resource (resource_type, id, patient_key, version_id, last_updated, deleted, version_pk, "
-        "doc_type, labels, doc_date, owner, governed_by) SELECT s.resource_type, s.id, s.patient_key, 1, "
-        "s.last_updated, false, v.pk, s.doc_type, s.labels, s.doc_date, s.owner, s.governed_by FROM src s JOIN v "
-        "ON v.resource_type = s.resource_type AND v.id = s.id ORDER BY s.n RETURNING pk, resource_type, id), "
-        "rn AS (SELECT r.pk, s.n, s.patient_key, s.resource_type FROM r JOIN src s "
-        "ON r.resource_type = s.resource_type AND r.id = s.id), "
-        + "".join(c + ", " for c in _index_ctes("rn.pk, rn.patient_key, rn.resource_type", "JOIN rn ON rn.n = x.n",
-                                                per_row_key=True, kinds=kinds))
+        "WITH src AS (SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) AS s(" + SOURCE + ")), "
+        + stored_ctes("src", "content", kinds)
         + "g AS (UPDATE resource t SET doc_type = s.doc_type, labels = s.labels, doc_date = s.doc_date FROM src s "
         "WHERE s.resource_type = 'DocumentReference' AND t.governed_by = 'DocumentReference/' || s.id) "
         "SELECT n, pk FROM rn")

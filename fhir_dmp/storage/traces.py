@@ -57,9 +57,9 @@ def append(conn: Connection, events: Sequence[Event], *, accessor: str = "", acc
     return first
 
 
-_SOURCE = "n int, resource_type text, id text, patient_key text, last_updated timestamp, method text, " \
-    "content text, doc_type text, labels int, doc_date timestamp, owner text, governed_by text, seq_mark text, " \
-    "prev_mark text"
+_SOURCE = bulk.SOURCE + ", seq_mark text, prev_mark text"
+
+
 @lru_cache(maxsize=64)
 def _pg_append_statement(kinds: frozenset[str]) -> Any:
     """The append statement for events whose index rows fill `kinds`, built once per shape."""
@@ -71,17 +71,7 @@ def _pg_append_statement(kinds: frozenset[str]) -> Any:
         "s.prev_mark, cur.head) AS final FROM src s JOIN cur ON cur.patient_key = s.patient_key), "
         "h AS (UPDATE audit_chain c SET seq = ev.next_seq, "
         "head = encode(sha256(convert_to(ev.final, 'UTF8')), 'hex') FROM ev WHERE c.patient_key = ev.patient_key), "
-        "v AS (INSERT INTO resource_version (resource_type, id, version_id, patient_key, last_updated, method, "
-        "deleted, content) SELECT resource_type, id, 1, patient_key, last_updated, method, false, final FROM ev "
-        "ORDER BY n RETURNING pk, resource_type, id), "
-        "r AS (INSERT INTO resource (resource_type, id, patient_key, version_id, last_updated, deleted, version_pk, "
-        "doc_type, labels, doc_date, owner, governed_by) SELECT e.resource_type, e.id, e.patient_key, 1, "
-        "e.last_updated, false, v.pk, e.doc_type, e.labels, e.doc_date, e.owner, e.governed_by FROM ev e JOIN v "
-        "ON v.resource_type = e.resource_type AND v.id = e.id ORDER BY e.n RETURNING pk, resource_type, id), "
-        "rn AS (SELECT r.pk, e.n, e.patient_key, e.resource_type FROM r JOIN ev e "
-        "ON r.resource_type = e.resource_type AND r.id = e.id), "
-        + "".join(c + ", " for c in bulk._index_ctes("rn.pk, rn.patient_key, rn.resource_type",
-                                                     "JOIN rn ON rn.n = x.n", per_row_key=True, kinds=kinds))
+        + bulk.stored_ctes("ev", "final", kinds)
         + "a AS (INSERT INTO dmp_accessor (patient_key, accessor, first_access) SELECT k, :accessor, "
         "CAST(:when AS timestamp) FROM jsonb_array_elements_text(CAST(:accessed AS jsonb)) AS k "
         "ON CONFLICT DO NOTHING RETURNING patient_key) "

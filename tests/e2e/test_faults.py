@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ import requests
 from fhir_dmp.services.identity import mint_token
 from tests.conftest import SECRET
 from tests.fhirclient import document
+from tests.serving import served
 
 pytestmark = pytest.mark.e2e
 
@@ -131,35 +131,11 @@ def server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     env.update(FHIR_DMP_JWT_SECRET=SECRET, FHIR_DMP_HOME=str(ROOT),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
     log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "2", "--threads", "4", "--database-url", cluster.url],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.monotonic() + STEP_SECONDS
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"fhir-dmp serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if requests.get(f"{base}/metadata", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"fhir-dmp serve did not answer /metadata in {STEP_SECONDS} s:\n{log.read_text()}")
-            time.sleep(0.2)
+    command = [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "2", "--threads", "4", "--database-url", cluster.url]
+    with served(command, cwd=ROOT, env=env, log=log, ready_url=f"{base}/metadata", seconds=STEP_SECONDS):
         yield Server(base, log)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
 
 
 @dataclass

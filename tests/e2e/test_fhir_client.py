@@ -6,11 +6,8 @@ Runs on SQLite, and on PostgreSQL (schema `e2e_schema`) when FHIR_DMP_TEST_POSTG
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +25,7 @@ from fhir_dmp.services.identity import mint_token
 from fhir_dmp.storage.db import Database
 from tests.conftest import PG_URL, SECRET
 from tests.fhirclient import document as dmp_document
+from tests.serving import served
 
 pytestmark = pytest.mark.e2e
 
@@ -76,17 +74,6 @@ def _postgres_e2e_url() -> str:
     return url.update_query_dict({"options": f"-csearch_path={E2E_SCHEMA}"}).render_as_string(hide_password=False)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the gunicorn master (it stops its workers); SIGKILL to our own process group if stuck."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group we created with start_new_session
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     if request.param == "postgres" and not PG_URL:
@@ -98,29 +85,11 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     env.update(FHIR_DMP_JWT_SECRET=SECRET, FHIR_DMP_HOME=str(ROOT),
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
     log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "2", "--database-url", database_url],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
     base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"fhir-dmp serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if requests.get(f"{base}/metadata", timeout=10).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or still starting (a loaded machine)
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"fhir-dmp serve did not answer /metadata in {STARTUP_SECONDS} s:\n{log.read_text()}")
-            time.sleep(0.2)
+    command = [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "2", "--database-url", database_url]
+    with served(command, cwd=ROOT, env=env, log=log, ready_url=f"{base}/metadata", seconds=STARTUP_SECONDS):
         yield Server(base, request.param, log)
-    finally:
-        _stop(proc)
     assert "Traceback" not in log.read_text(), log.read_text()
 
 

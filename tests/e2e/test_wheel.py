@@ -15,18 +15,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.serving import served as running
 
 pytestmark = pytest.mark.e2e
 
@@ -113,34 +113,12 @@ def served(installed: Installed) -> Iterator[str]:
     assert "Traceback" not in loaded
     port = _free_port()
     log = installed.empty.parent / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(installed.fhir_dmp), "serve", "--dev-secret", "--host", "127.0.0.1",
-                                 "--port", str(port), "--workers", "1", "--database-url", database_url],
-                                cwd=installed.empty, env=_clean_env(), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
     base = f"http://127.0.0.1:{port}/fhir"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"fhir-dmp serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if requests.get(f"{base}/metadata", timeout=10).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"fhir-dmp serve did not answer in {STARTUP_SECONDS} s:\n{log.read_text()}")
-            time.sleep(0.3)
+    command = [str(installed.fhir_dmp), "serve", "--dev-secret", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--database-url", database_url]
+    with running(command, cwd=installed.empty, env=_clean_env(), log=log, ready_url=f"{base}/metadata",
+                seconds=STARTUP_SECONDS):
         yield base
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the session we started
-                proc.wait(timeout=5)
     assert "Traceback" not in log.read_text(), log.read_text()
     assert list(installed.empty.iterdir()) == []  # nothing written into the working directory
 

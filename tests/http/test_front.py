@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +22,7 @@ import requests
 from fhir_dmp.services.identity import mint_token
 from tests.conftest import SECRET
 from tests.fhirclient import DOCTOR
+from tests.serving import served
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -45,32 +44,10 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                FHIR_DMP_MAX_BODY_BYTES="1000000",
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
     log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", HOST, "--port", str(port), "--workers", "1",
-             "--threads", "2", "--database-url", f"sqlite:///{tmp / 'front.db'}"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"fhir-dmp serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if requests.get(f"http://{HOST}:{port}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"fhir-dmp serve did not start:\n{log.read_text()}")
-            time.sleep(0.2)
+    command = [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", HOST, "--port", str(port), "--workers", "1",
+               "--threads", "2", "--database-url", f"sqlite:///{tmp / 'front.db'}"]
+    with served(command, cwd=ROOT, env=env, log=log, ready_url=f"http://{HOST}:{port}/healthz", seconds=30):
         yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
 
 
 def exchange(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:

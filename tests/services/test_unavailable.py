@@ -94,3 +94,25 @@ def test_read_whose_commit_is_lost_is_retried(client, database, monkeypatch):
     monkeypatch.setattr(dialect, "do_commit", commit_then_lose_the_connection)
     assert client.get(f"Patient/{pid}").status_code == 200
     assert lost
+
+
+def test_concurrent_writers_winning_every_attempt_is_503_with_retry_after(client, monkeypatch):
+    """A unit of work aborted by the database for concurrent writers is run again from scratch; when every attempt
+    loses, the answer is a transient 503 the client retries, and nothing of the attempts is kept."""
+    from fhir_dmp.services import pipeline, routes
+    from fhir_dmp.storage.db import TransientConflict
+
+    pid = json_of(client.post("Patient", patient()))["id"]
+    attempts = []
+
+    def always_aborted(u, req):  # type: ignore[no-untyped-def]
+        attempts.append(req)
+        raise TransientConflict("deadlock detected")
+    monkeypatch.setitem(routes.INTERACTIONS, "update", always_aborted)
+    before = written(client)
+    response = client.put(f"Patient/{pid}", {**patient(), "id": pid})
+    assert response.status_code == 503, response.data
+    assert response.headers["Retry-After"] == str(pipeline.RETRY_AFTER)
+    assert json_of(response)["issue"][0]["code"] == "transient"
+    assert len(attempts) == pipeline.RETRIES
+    assert written(client) == before
