@@ -70,6 +70,16 @@ def lookup_access(caller: Caller, access: Access | None, resource_type: str, cri
     raise access.refusal
 
 
+def unnamed_condition_refusal(caller: Caller) -> FhirError | None:
+    """A condition naming no DMP is judged in the DMPs the caller stands in by their own relationships (médecin
+    traitant, a Consent naming them), never by what the store holds elsewhere. Emergency access opens one
+    patient's DMP at a time, whichever: an emergency caller names the patient (400)."""
+    if caller.actor == "professional" and caller.purpose_of_use in ("ETREAT", "BTG"):
+        return bad_request("In emergency access (ETREAT, BTG) a conditional operation names the patient (patient=, "
+                           "subject= or patient.identifier=; identifier= for a Patient)")
+    return None
+
+
 def closed_to(access: Access | None) -> FhirError | None:
     """The 403 of a DMP the caller may not open at all (every interaction on it gets it)."""
     if access is not None and access.refusal is not None:

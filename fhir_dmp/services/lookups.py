@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from fhir_dmp.policy import searches
 from fhir_dmp.policy.access import Access, confine, narrow, sees_patient
+from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
-from fhir_dmp.storage import queries
+from fhir_dmp.storage import dmps, queries
 from fhir_dmp.storage.records import SYSTEM_SCOPE
 
 LOOKUP_LIMIT = 2  # a Patient criterion naming DMPs: one is named, two are too many (the rest need not be read)
@@ -105,9 +106,10 @@ def for_search(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
 def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
     """A conditional create, update, patch or delete, or a conditional reference: a condition naming a DMP is
     judged there like a search (403 for a DMP closed to the caller, the existence check for a Patient by INS);
-    one naming none is judged in every DMP holding matches (all of them: matches the caller may not see must not
-    crowd out one they see), each as the caller may see it (those they may not open add nothing): the answer never
-    depends on what the caller may not see."""
+    one naming none is judged in every DMP holding matches among those the caller stands in by their own
+    relationships (médecin traitant, a Consent naming them: an indexed lookup bounded by their patients, not by
+    the store), each as the caller may see it: the answer never depends on what the caller may not see.
+    Emergency callers name the patient."""
     if u.caller.is_system:
         return Lookup(None, None, SYSTEM_SCOPE, criteria)
     found, resolved = _resolve(u, searches.naming(resource_type, criteria))
@@ -117,7 +119,11 @@ def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
         access = searches.lookup_access(u.caller, u.access(key) if key else None, resource_type, criteria)
         scope = u.scope(access)
         return _confined(u, key, access, scope, resolve_patients(criteria, resolved, scope))
-    keys = set(queries.patient_keys(u.tx, resource_type, criteria)) - {""}
+    refusal = searches.unnamed_condition_refusal(u.caller)
+    if refusal is not None:
+        raise refusal
+    related = dmps.related_to(u.tx, IDNATPS, u.caller.sub) if u.caller.actor == "professional" else set()
+    keys = set(queries.patient_keys(u.tx, resource_type, criteria, among=related)) - {""}
     u.know_dmps(keys)
     return _confined(u, None, None, u.scope_of(keys), criteria)
 

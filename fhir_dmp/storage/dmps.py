@@ -28,6 +28,16 @@ def facts_of_many(conn: Connection, patient_keys: Sequence[str]) -> dict[str, st
     return {key: facts for key, facts in rows}
 
 
+def related_to(conn: Connection, system: str, value: str) -> set[str]:
+    """The DMPs whose Patient names this professional as médecin traitant or whose Consents name them (an
+    authorisation, a grant, a block: the policy decides from the facts), by the index: one statement."""
+    token = INDEX_TABLES["token"]
+    query = (select(token.c.patient_key).where(
+        token.c.param.in_(("general-practitioner:identifier", "actor:identifier")), token.c.code == value[:255],
+        token.c.system == system, token.c.resource_type.in_(("Patient", "Consent"))).distinct())
+    return {key for key in conn.execute(query).scalars() if key}
+
+
 def save_facts(conn: Connection, patient_key: str, facts: str) -> None:
     """Store the DMP's access facts, recomputed in the unit of work that changed its Patient or Consents."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

@@ -6,7 +6,7 @@ ANDed into its WHERE clause: the access policy narrows the query itself, never t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -96,12 +96,15 @@ def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, 
     return rows[::-1] if backwards else rows
 
 
-def patient_keys(conn: Connection, resource_type: str, where: Criterion) -> list[str]:
-    """The DMPs (patient keys) holding current matches of `where`, whoever may see them: the server's own
-    lookup of which DMPs' scopes a conditional operation naming no patient must be judged in. All of them: a
-    bound would let matches the caller may not see crowd out the one they see."""
+def patient_keys(conn: Connection, resource_type: str, where: Criterion, *, among: Set[str]) -> list[str]:
+    """The DMPs (patient keys) among `among` holding current matches of `where`, whoever may see them: the
+    server's own lookup of which DMPs' scopes a conditional operation naming no patient must be judged in. All of
+    them, no bound: a bound would let matches the caller may not see crowd out the one they see."""
+    if not among:
+        return []
     query = select(resource.c.patient_key).where(
-        resource.c.resource_type == resource_type, resource.c.deleted.is_(False), compile_criterion(where))
+        resource.c.resource_type == resource_type, resource.c.deleted.is_(False),
+        resource.c.patient_key.in_(sorted(among)), compile_criterion(where))
     return sorted(conn.execute(query.distinct()).scalars())
 
 
