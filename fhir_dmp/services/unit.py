@@ -114,6 +114,8 @@ class Unit:
             patient, consents = self._content(key)
             if patient is not None:
                 dmps.save_facts(self.tx, key, facts_of(patient, consents))
+            else:  # the Patient was deleted: no DMP to decide from (as before the facts row existed)
+                dmps.drop_facts(self.tx, key)
 
     def own_dmp(self) -> str | None:
         """The DMP a patient's or representative's token acts for (by its INS), None when it does not exist."""

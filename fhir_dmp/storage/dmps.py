@@ -38,6 +38,11 @@ def related_to(conn: Connection, system: str, value: str) -> set[str]:
     return {key for key in conn.execute(query).scalars() if key}
 
 
+def drop_facts(conn: Connection, patient_key: str) -> None:
+    """A DMP whose Patient is gone has no facts row: nothing to decide access from."""
+    conn.execute(delete(dmp_facts).where(dmp_facts.c.patient_key == patient_key))
+
+
 def save_facts(conn: Connection, patient_key: str, facts: str) -> None:
     """Store the DMP's access facts, recomputed in the unit of work that changed its Patient or Consents."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

@@ -57,3 +57,15 @@ def test_matches_outside_the_professionals_dmps_do_not_count(client):  # type: i
     found = doctor.patch(f"DocumentReference?identifier={IDENT}", ops)
     assert found.status_code == 200, found.data
     assert json_of(found)["subject"]["reference"] == f"Patient/{mine}"
+
+
+def test_a_deleted_patient_leaves_no_dmp_to_decide_from(client, database):  # type: ignore[no-untyped-def]
+    """Its facts row goes with it: the professional it authorised no longer reads its documents (404, as absent)."""
+    doctor = client.as_(**DOCTOR)
+    pid = json_of(doctor.post("Patient", patient("1800175123407")))["id"]  # the creator is authorised
+    doc = json_of(doctor.post("DocumentReference", document(pid)))["id"]
+    assert doctor.get(f"DocumentReference/{doc}").status_code == 200
+    assert client.delete(f"Patient/{pid}").status_code == 204  # the system (a médecin never deletes a DMP)
+    with database.engine.connect() as conn:
+        assert dmps.facts_of(conn, pid) is None
+    assert doctor.get(f"DocumentReference/{doc}").status_code == 404
