@@ -7,6 +7,7 @@ so a resource the caller may not see is absent everywhere: pages, counts, includ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -206,23 +207,9 @@ def confine(criterion: c.Criterion, scope: c.Criterion) -> c.Criterion:
 def sees_patient(scope: c.Criterion, key: str) -> bool:
     """Whether `scope` shows the Patient of DMP `key` whatever its row's facts (its `PatientIs` terms and types
     decided): then a chain on that patient may be replaced by the DMP's key. False when unsure."""
-    return _on_patient(narrow(scope, "Patient"), key) == _TRUE
-
-
-def _on_patient(criterion: c.Criterion, key: str) -> c.Criterion:
-    match criterion:
-        case c.PatientIs(k):
-            return _TRUE if k == key else _FALSE
-        case c.Not(part):
-            inner = _on_patient(part, key)
-            return _FALSE if inner == _TRUE else _TRUE if inner == _FALSE else c.Not(inner)
-        case c.AllOf(parts):
-            kept = [p for p in (_on_patient(p, key) for p in parts) if p != _TRUE]
-            return _FALSE if _FALSE in kept else _TRUE if not kept else c.AllOf(tuple(kept))
-        case c.AnyOf(parts):
-            kept = [p for p in (_on_patient(p, key) for p in parts) if p != _FALSE]
-            return _TRUE if _TRUE in kept else _FALSE if not kept else c.AnyOf(tuple(kept))
-    return criterion
+    def on_key(term: c.Criterion) -> c.Criterion | None:
+        return (_TRUE if term.patient_key == key else _FALSE) if isinstance(term, c.PatientIs) else None
+    return _decided(narrow(scope, "Patient"), on_key) == _TRUE
 
 
 def narrow_to(criterion: c.Criterion, types: tuple[str, ...]) -> c.Criterion:
@@ -254,19 +241,27 @@ def _narrow(criterion: c.Criterion, resource_type: str) -> c.Criterion:
     """`criterion` for rows of one type only: its TypeIs terms decided, dead branches dropped, so a
     search's statement carries just the rules of the type it searches (measured: a smaller clause is
     cheaper to build and to plan)."""
+    return _decided(criterion, lambda term: (_TRUE if resource_type in term.types else _FALSE)
+                    if isinstance(term, c.TypeIs) else None)
+
+
+def _decided(criterion: c.Criterion, decide: Callable[[c.Criterion], c.Criterion | None]) -> c.Criterion:
+    """`criterion` with the terms `decide` settles (to `_TRUE` or `_FALSE`; None: left as it is) replaced and the
+    branches they kill dropped, a one-term AllOf or AnyOf unwrapped."""
+    settled = decide(criterion)
+    if settled is not None:
+        return settled
     match criterion:
-        case c.TypeIs(types):
-            return _TRUE if resource_type in types else _FALSE
         case c.Not(part):
-            inner = _narrow(part, resource_type)
+            inner = _decided(part, decide)
             return _FALSE if inner == _TRUE else _TRUE if inner == _FALSE else c.Not(inner)
         case c.AllOf(parts):
-            kept = [p for p in (_narrow(p, resource_type) for p in parts) if p != _TRUE]
+            kept = [p for p in (_decided(p, decide) for p in parts) if p != _TRUE]
             if _FALSE in kept:
                 return _FALSE
             return kept[0] if len(kept) == 1 else c.AllOf(tuple(kept))
         case c.AnyOf(parts):
-            kept = [p for p in (_narrow(p, resource_type) for p in parts) if p != _FALSE]
+            kept = [p for p in (_decided(p, decide) for p in parts) if p != _FALSE]
             if _TRUE in kept:
                 return _TRUE
             return kept[0] if len(kept) == 1 else c.AnyOf(tuple(kept))
