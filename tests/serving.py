@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +15,30 @@ from pathlib import Path
 
 import pytest
 import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the server binds it a moment later)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def checkout_env(secret: str, **settings: str) -> dict[str, str]:
+    """The environment of a server run from this checkout: none of the caller's FHIR_DMP_ settings, the token
+    secret, the checkout's data and code, and `settings` (FHIR_DMP_... names)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_DMP_")}
+    env.update(FHIR_DMP_JWT_SECRET=secret, FHIR_DMP_HOME=str(ROOT), **settings,
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    return env
+
+
+def serve_command(port: int, database_url: str, *options: str, host: str = "127.0.0.1") -> list[str]:
+    """`fhir-dmp serve` from this checkout on `host:port`."""
+    return [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", host, "--port", str(port), *options,
+            "--database-url", database_url]
 
 
 @contextmanager

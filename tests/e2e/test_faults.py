@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +27,7 @@ import requests
 from fhir_dmp.services.identity import mint_token
 from tests.conftest import SECRET
 from tests.fhirclient import document
-from tests.serving import served
+from tests.serving import checkout_env, free_port, serve_command, served
 
 pytestmark = pytest.mark.e2e
 
@@ -40,18 +38,13 @@ WRITERS = 4
 STEP_SECONDS = 60  # any one subprocess step (initdb, pg_ctl, the server's start)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 class Cluster:
     """A throwaway PostgreSQL cluster; initdb refuses root, so as root it runs as the `postgres` user."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
-        self.port = _free_port()
+        self.port = free_port()
         self.user = None
         if os.geteuid() == 0:
             self.user = "postgres" if _has_user("postgres") else "nobody"
@@ -126,14 +119,11 @@ class Server:
 @pytest.fixture(scope="module")
 def server(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("faults")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_DMP_")}
-    env.update(FHIR_DMP_JWT_SECRET=SECRET, FHIR_DMP_HOME=str(ROOT),
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    port = free_port()
+    env = checkout_env(SECRET)
     log = tmp / "server.log"
     base = f"http://127.0.0.1:{port}/fhir"
-    command = [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "2", "--threads", "4", "--database-url", cluster.url]
+    command = serve_command(port, cluster.url, "--workers", "2", "--threads", "4")
     with served(command, cwd=ROOT, env=env, log=log, ready_url=f"{base}/metadata", seconds=STEP_SECONDS):
         yield Server(base, log)
 

@@ -5,9 +5,6 @@ Runs on SQLite, and on PostgreSQL (schema `e2e_schema`) when FHIR_DMP_TEST_POSTG
 
 from __future__ import annotations
 
-import os
-import socket
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +22,7 @@ from fhir_dmp.services.identity import mint_token
 from fhir_dmp.storage.db import Database
 from tests.conftest import PG_URL, SECRET
 from tests.fhirclient import document as dmp_document
-from tests.serving import served
+from tests.serving import checkout_env, free_port, serve_command, served
 
 pytestmark = pytest.mark.e2e
 
@@ -52,11 +49,6 @@ class Server:
         return {"Authorization": f"Bearer {self.token()}", "Accept": "application/fhir+json", **extra}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _postgres_e2e_url() -> str:
     """The test database pinned to a schema of its own, recreated empty."""
@@ -80,14 +72,11 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         pytest.skip("FHIR_DMP_TEST_POSTGRES_URL is not set")
     tmp = tmp_path_factory.mktemp(f"e2e-{request.param}")
     database_url = f"sqlite:///{tmp / 'e2e.db'}" if request.param == "sqlite" else _postgres_e2e_url()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_DMP_")}
-    env.update(FHIR_DMP_JWT_SECRET=SECRET, FHIR_DMP_HOME=str(ROOT),
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    port = free_port()
+    env = checkout_env(SECRET)
     log = tmp / "server.log"
     base = f"http://127.0.0.1:{port}/fhir"
-    command = [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "2", "--database-url", database_url]
+    command = serve_command(port, database_url, "--workers", "2")
     with served(command, cwd=ROOT, env=env, log=log, ready_url=f"{base}/metadata", seconds=STARTUP_SECONDS):
         yield Server(base, request.param, log)
     assert "Traceback" not in log.read_text(), log.read_text()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.serving import free_port
 from tests.serving import served as running
 
 pytestmark = pytest.mark.e2e
@@ -60,11 +60,6 @@ def _fresh_venv(where: Path) -> Path:
     (Path(purelib) / "zz-outer-site-packages.pth").write_text("".join(f"{p}\n" for p in outer))
     return python
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -111,7 +106,7 @@ def served(installed: Installed) -> Iterator[str]:
     database_url = f"sqlite:///{installed.empty.parent / 'wheel.db'}"
     loaded = _run([installed.fhir_dmp, "load-examples"], cwd=installed.empty, FHIR_DMP_DATABASE_URL=database_url)
     assert "Traceback" not in loaded
-    port = _free_port()
+    port = free_port()
     log = installed.empty.parent / "serve.log"
     base = f"http://127.0.0.1:{port}/fhir"
     command = [str(installed.fhir_dmp), "serve", "--dev-secret", "--host", "127.0.0.1", "--port", str(port),

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,30 +20,21 @@ import requests
 from fhir_dmp.services.identity import mint_token
 from tests.conftest import SECRET
 from tests.fhirclient import DOCTOR
-from tests.serving import served
+from tests.serving import checkout_env, free_port, serve_command, served
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 HEAD_TIMEOUT = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp = tmp_path_factory.mktemp("front")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_DMP_")}
-    env.update(FHIR_DMP_JWT_SECRET=SECRET, FHIR_DMP_HOME=str(ROOT), FHIR_DMP_HEADER_TIMEOUT=str(HEAD_TIMEOUT),
-               FHIR_DMP_MAX_BODY_BYTES="1000000",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    port = free_port()
+    env = checkout_env(SECRET, FHIR_DMP_HEADER_TIMEOUT=str(HEAD_TIMEOUT), FHIR_DMP_MAX_BODY_BYTES="1000000")
     log = tmp / "server.log"
-    command = [sys.executable, "-m", "fhir_dmp.cli", "serve", "--host", HOST, "--port", str(port), "--workers", "1",
-               "--threads", "2", "--database-url", f"sqlite:///{tmp / 'front.db'}"]
+    command = serve_command(port, f"sqlite:///{tmp / 'front.db'}", "--workers", "1", "--threads", "2", host=HOST)
     with served(command, cwd=ROOT, env=env, log=log, ready_url=f"http://{HOST}:{port}/healthz", seconds=30):
         yield port
 

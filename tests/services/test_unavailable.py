@@ -16,6 +16,25 @@ from tests.conftest import SECRET
 from tests.fhirclient import FhirTestClient, document, json_of, patient, written
 
 
+def _lose_the_connection_after_the_next_commit(database: Database, monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The next COMMIT reaches PostgreSQL and its answer does not: the connection closes as if the server left.
+    Only that one: later commits (the refusal's trace) go through normally. Returns the record of the loss
+    (non-empty once it happened)."""
+    dialect = database.engine.dialect
+    real_commit = dialect.do_commit
+    lost: list[int] = []
+
+    def commit_then_lose_the_connection(dbapi_connection):  # type: ignore[no-untyped-def]
+        real_commit(dbapi_connection)
+        if not lost:
+            lost.append(1)
+            dbapi_connection.driver_connection.close()  # the psycopg connection, as if the server left
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(dialect, "do_commit", commit_then_lose_the_connection)
+    return lost
+
+
 def _postgres_only(database: Database) -> None:
     if database.is_sqlite:
         pytest.skip("PostgreSQL's connections")
@@ -55,18 +74,7 @@ def test_connection_lost_during_commit_is_not_retried(client, database, monkeypa
     """The COMMIT reached PostgreSQL, its answer did not: 503, and the document is stored once, not twice."""
     _postgres_only(database)
     pid = json_of(client.post("Patient", patient()))["id"]
-    dialect = database.engine.dialect
-    real_commit = dialect.do_commit
-    lost: list[int] = []
-
-    def commit_then_lose_the_connection(dbapi_connection):  # type: ignore[no-untyped-def]
-        real_commit(dbapi_connection)
-        if not lost:  # the first commit only: the refusal's trace commits normally
-            lost.append(1)
-            dbapi_connection.driver_connection.close()  # the psycopg connection, as if the server left
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(dialect, "do_commit", commit_then_lose_the_connection)
+    _lose_the_connection_after_the_next_commit(database, monkeypatch)
     doc = document(pid)
     response = client.post("DocumentReference", doc)
     assert response.status_code == 503, response.data
@@ -80,18 +88,7 @@ def test_connection_lost_during_commit_is_not_retried(client, database, monkeypa
 def test_read_whose_commit_is_lost_is_retried(client, database, monkeypatch):
     _postgres_only(database)
     pid = json_of(client.post("Patient", patient()))["id"]
-    dialect = database.engine.dialect
-    real_commit = dialect.do_commit
-    lost: list[int] = []
-
-    def commit_then_lose_the_connection(dbapi_connection):  # type: ignore[no-untyped-def]
-        real_commit(dbapi_connection)
-        if not lost:
-            lost.append(1)
-            dbapi_connection.driver_connection.close()  # the psycopg connection, as if the server left
-            raise psycopg.OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(dialect, "do_commit", commit_then_lose_the_connection)
+    lost = _lose_the_connection_after_the_next_commit(database, monkeypatch)
     assert client.get(f"Patient/{pid}").status_code == 200
     assert lost
 
