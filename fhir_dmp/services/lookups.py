@@ -37,13 +37,9 @@ class Lookup:
         return narrow(self.scope, resource_type)
 
 
-def named_keys(u: Unit, naming: searches.Naming) -> frozenset[str] | None:
-    """The DMPs the criteria name (the server's own lookups of the Patients they describe); None: none."""
-    return _resolve(u, naming)[0]
-
-
 def _resolve(u: Unit, naming: searches.Naming) -> tuple[frozenset[str] | None, dict[c.Criterion, frozenset[str]]]:
-    """`named_keys`, and what each Patient criterion resolved to (for `resolve_patients`)."""
+    """The DMPs the criteria name (the server's own lookups of the Patients they describe; None: none), and what
+    each Patient criterion resolved to (for `resolve_patients`)."""
     if not naming.keys and not naming.patient_criteria:
         return None, {}
     keys = set(naming.keys)

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from fhir_dmp import fhirjson
 from fhir_dmp.policy import access as policy
+from fhir_dmp.policy import searches
 from fhir_dmp.policy.access import Access
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import INS_SYSTEMS, Dmp, dmp_from_facts, dmp_of, facts_of
@@ -143,8 +144,9 @@ class Unit:
     def require(self, key: str) -> Access | None:
         """The standing in DMP `key`, or the 403 that refuses the whole DMP."""
         found = self.access(key)
-        if found is not None and found.refusal is not None:
-            raise found.refusal
+        refusal = searches.closed_to(found)
+        if refusal is not None:
+            raise refusal
         return found
 
     def scope(self, access: Access | None) -> c.Criterion:

@@ -71,14 +71,6 @@ def read_current(conn: Connection, resource_type: str, rid: str, *, scope: Crite
     return row_to_stored(found[0]) if found else None
 
 
-def is_visible(conn: Connection, resource_type: str, rid: str, scope: Criterion) -> bool:
-    """Whether the current row is within `scope`: the policy's verdict alone, without fetching the content
-    again (a document read once may weigh megabytes)."""
-    query = select(compile_criterion(scope)).select_from(resource).where(
-        resource.c.resource_type == resource_type, resource.c.id == rid)
-    return bool(conn.execute(query).scalar())
-
-
 Key = tuple[str, str]  # (type, id)
 Identifier = tuple[str, str, str]  # (type, system, value)
 
