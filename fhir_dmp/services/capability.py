@@ -12,6 +12,7 @@ from fhir_dmp.search.extract import indexed_params
 from fhir_dmp.services.conformance import capability_entry, supported_profiles
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
 from fhir_dmp.services.routes import operations_of
+from fhir_dmp.services.topics import shipped as shipped_topics
 from fhir_dmp.terminology.store import load as load_conformance
 from fhir_dmp.version import __version__
 
@@ -22,6 +23,7 @@ class CapabilityBuilder:
     def __init__(self, home: Path) -> None:
         self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
         self.profiles = supported_profiles(load_conformance(home))
+        self.topics = sorted(t.url for t in shipped_topics(home))
 
     def build(self, base_url: str) -> dict:
         statement = copy.deepcopy(self.base)
@@ -36,7 +38,29 @@ class CapabilityBuilder:
                          for d in RESOURCES.values()],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
         }]
+        for entry in statement["rest"][0]["resource"]:
+            if entry["type"] == "Subscription":
+                _subscription(entry, self.topics)
         return statement
+
+
+# -- subscriptions: the topics offered, and what the Subscription table does (services/subscriptions.py) ----------
+_TOPIC_EXTENSION = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                    "capabilitystatement-subscriptiontopic-canonical")
+
+
+def _subscription(entry: dict, topics: list[str]) -> None:
+    entry["extension"] = [{"url": _TOPIC_EXTENSION, "valueCanonical": url} for url in topics]
+    entry["supportedProfile"] = ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                                 "backport-subscription"]
+    entry.update(versioning="versioned", readHistory=False, conditionalRead="not-supported")
+    for key in ("conditionalCreate", "conditionalUpdate", "conditionalDelete"):
+        entry.pop(key, None)
+    entry["searchParam"] = [
+        {"name": "patient", "type": "reference", "documentation": "The DMP a patient-dependent subscription is on"},
+        {"name": "status", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Subscription-status"},
+        {"name": "_id", "type": "token"},
+    ]
 
 
 def _resource(definition: ResourceDef, profiles: list[str]) -> dict:

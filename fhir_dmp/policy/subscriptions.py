@@ -1,0 +1,89 @@
+"""Who may subscribe to what, who sees which Subscription, and what a notification may tell (docs/subscriptions.md).
+
+A notification is a read by the subscriber: it is sent only when the subscriber, as their subscription keeps them
+(`subscriber_of`), may see the document at the moment of the event (`event_scope`, the same scope a read or an
+ITI-67 of theirs is given, in the same SQL), and it carries no more than that read would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from datetime import datetime
+
+from fhir_dmp.errors import FhirError, forbidden
+from fhir_dmp.policy import access as policy
+from fhir_dmp.policy.access import Access
+from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.consents import Dmp
+from fhir_dmp.policy.facts import owner_key
+from fhir_dmp.policy.habilitation import HabilitationMatrix
+from fhir_dmp.storage import criteria as c
+
+
+def subscriber_of(caller: Caller) -> Caller:
+    """The identity a subscription keeps: the creator's claims at normal access (an emergency access is for the
+    moment of the emergency, never for the notifications of the months that follow)."""
+    return replace(caller, purpose_of_use="TREAT", access_reason=None)
+
+
+def dump_subscriber(caller: Caller) -> str:
+    return json.dumps(asdict(subscriber_of(caller)), sort_keys=True)
+
+
+def load_subscriber(text: str) -> Caller:
+    return subscriber_of(Caller(**json.loads(text)))
+
+
+def creation_refusal(caller: Caller, access: Access | None, patient_dependent: bool) -> FhirError | None:
+    """A patient-dependent subscription needs the standing to open that DMP now (an authorisation, the médecin
+    traitant, the patient themselves); a multi-patient one is for professionals and systems (each event is then
+    judged in its own DMP). None: allowed."""
+    if caller.is_system:
+        return None
+    if not patient_dependent:
+        if caller.actor != "professional":
+            return forbidden("A patient or representative subscribes to their own DMP (a patient-dependent topic)")
+        return None
+    if access is None or access.refusal is not None:
+        return (access.refusal if access is not None and access.refusal is not None
+                else forbidden("You may not open this DMP"))
+    if access.kind == "identity":
+        return forbidden("You are not authorised on this DMP: the patient must authorise you first")
+    if access.kind == "emergency":
+        return forbidden("An emergency access does not extend to a subscription: it needs an authorisation")
+    return None
+
+
+def event_scope(subscriber: Caller, dmp: Dmp | None, matrix: HabilitationMatrix, now: datetime) -> c.Criterion | None:
+    """What the subscriber may see of DMP `dmp` now (None: nothing, the DMP is closed to them: no notification).
+    Their standing is decided afresh from the DMP's facts at every event: a block, a closure or a withdrawn
+    authorisation stops the notifications at once."""
+    if dmp is None:
+        return None
+    standing = policy.open_dmp(subscriber_of(subscriber), dmp)
+    if not standing.is_open:
+        return None
+    return policy.scope(subscriber, standing, matrix, now)
+
+
+def listing(caller: Caller, own_dmp: str | None) -> tuple[str | None, str | None]:
+    """Which Subscriptions a caller may list, as (owner, patient key) for the SQL (None: no condition): a system
+    all of them, a patient or representative those on their DMP (whoever made them), a professional their own."""
+    if caller.is_system:
+        return None, None
+    if caller.actor in ("patient", "representative"):
+        return None, own_dmp or "\x00"  # no DMP of theirs: a key no row has
+    return owner_key(caller), None
+
+
+def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: str | None) -> bool:
+    """The owner, a system, and the patient (or representative) of the DMP the subscription is on."""
+    if caller.is_system or owner == owner_key(caller):
+        return True
+    return caller.actor in ("patient", "representative") and bool(patient_key) and patient_key == own_dmp
+
+
+def may_manage(caller: Caller, owner: str) -> bool:
+    """Changing, deleting, replaying a subscription's events: its owner and systems only."""
+    return caller.is_system or owner == owner_key(caller)
