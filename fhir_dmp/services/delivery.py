@@ -31,7 +31,7 @@ from fhir_dmp.storage.subscriptions import SubscriptionRow
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN = 30  # seconds beyond the endpoint's timeout before another worker may take a subscription over
-CLAIM = 20  # subscriptions claimed per round
+CLAIM = 8  # subscriptions claimed per round (served one after the other)
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,11 @@ class Worker:
     def run_once(self) -> int:
         """Claim what is due and serve it; returns how many subscriptions were served."""
         now = now_utc()
+        with self.rt.db.transaction() as tx:
+            if not store.anything_due(tx, now):
+                return 0
         with self.rt.db.transaction(write=True) as tx:
-            claimed = store.claim(tx, now, now + timedelta(seconds=LEASE_MARGIN + 60), CLAIM)
+            claimed = store.claim(tx, now, LEASE_MARGIN, CLAIM)
         for row in claimed:
             try:
                 self.serve(row)

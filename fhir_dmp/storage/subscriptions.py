@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
@@ -135,22 +135,36 @@ def number_events(conn: Connection, sid: str, patient_key: str, foci: Sequence[s
     return numbers
 
 
-def claim(conn: Connection, now: datetime, lease_until: datetime, limit: int) -> list[SubscriptionRow]:
-    """Subscriptions with work due (a handshake, events to deliver, a heartbeat), not leased by another worker
-    and past their back-off, leased to this one until `lease_until`."""
+def _due(now: datetime) -> Any:
+    """Work due (a handshake, events to deliver, a heartbeat), not leased by another worker, past its back-off."""
     free = or_(subscription.c.lease_until.is_(None), subscription.c.lease_until < now)
     rested = or_(subscription.c.next_attempt.is_(None), subscription.c.next_attempt <= now)
     due = or_(subscription.c.status == "requested",
               and_(subscription.c.status == "active",
                    or_(subscription.c.delivered < subscription.c.events, subscription.c.heartbeat_at <= now)))
-    query = select(*_COLUMNS).where(due, free, rested).order_by(subscription.c.next_attempt, subscription.c.id)
+    return and_(due, free, rested)
+
+
+def anything_due(conn: Connection, now: datetime) -> bool:
+    """Whether `claim` would find work: asked in a read transaction first, so an idle worker never takes SQLite's
+    write lock."""
+    return conn.execute(select(subscription.c.id).where(_due(now)).limit(1)).first() is not None
+
+
+def claim(conn: Connection, now: datetime, margin: float, limit: int) -> list[SubscriptionRow]:
+    """Subscriptions with work due, leased to this worker (row locks held by another worker's claim are skipped on
+    PostgreSQL). The worker serves them one after the other: each lease lasts until the endpoints before it and its
+    own may all have timed out, plus `margin` seconds."""
+    query = select(*_COLUMNS).where(_due(now)).order_by(subscription.c.next_attempt, subscription.c.id)
     query = query.limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=subscription)
     rows = [_row(r) for r in conn.execute(query)]
-    if rows:
-        conn.execute(update(subscription).where(subscription.c.id.in_([r.id for r in rows]))
-                     .values(lease_until=lease_until))
+    waited = margin
+    for row in rows:
+        waited += row.timeout
+        conn.execute(update(subscription).where(subscription.c.id == row.id)
+                     .values(lease_until=now + timedelta(seconds=waited)))
     return rows
 
 
