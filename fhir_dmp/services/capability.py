@@ -41,6 +41,8 @@ class CapabilityBuilder:
         for entry in statement["rest"][0]["resource"]:
             if entry["type"] == "Subscription":
                 _subscription(entry, self.topics)
+            elif entry["type"] == "Basic":
+                _topics(entry)
         return statement
 
 
@@ -51,15 +53,29 @@ _TOPIC_EXTENSION = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefi
 
 def _subscription(entry: dict, topics: list[str]) -> None:
     entry["extension"] = [{"url": _TOPIC_EXTENSION, "valueCanonical": url} for url in topics]
+    # `patient` (the DMP a patient-dependent subscription is on) is this server's own parameter, said here: R4
+    # defines none for Subscription
+    entry["documentation"] += ". Also searched by patient=Patient/{id}"
     entry["supportedProfile"] = ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
                                  "backport-subscription"]
     entry.update(versioning="versioned", readHistory=False, conditionalRead="not-supported")
     for key in ("conditionalCreate", "conditionalUpdate", "conditionalDelete"):
         entry.pop(key, None)
     entry["searchParam"] = [
-        {"name": "patient", "type": "reference", "documentation": "The DMP a patient-dependent subscription is on"},
+        {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+        {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
         {"name": "status", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Subscription-status"},
-        {"name": "_id", "type": "token"},
+    ]
+
+
+def _topics(entry: dict) -> None:
+    """Basic serves the subscription topics (services/topics.py), searched by these only."""
+    entry.update(versioning="no-version", readHistory=False, updateCreate=False, conditionalRead="not-supported")
+    entry["searchParam"] = [
+        {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+        {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+        {"name": "code", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Basic-code"},
+        {"name": "url", "type": "uri", "definition": "http://hl7.org/fhir/SearchParameter/SubscriptionTopic-url"},
     ]
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime
 from urllib.parse import parse_qsl
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, bad_request, forbidden, not_found, unprocessable
 from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.policy.facts import owner_key
-from fhir_dmp.search.dates import instant, now_utc
+from fhir_dmp.search.dates import instant, now_utc, parse_date_range
 from fhir_dmp.search.parse import parse_query
 from fhir_dmp.services import content, lookups, results, topics, wakeup
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
@@ -256,6 +257,7 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
     owner, key = rules.listing(u.caller, _own(u))
     statuses: list[str] = []
     ids: list[str] = []
+    updated: list[tuple[datetime | None, datetime | None]] = []
     for name, value in req.query:
         if name in ("patient", "patient:Patient"):
             named = value.rsplit("/", 1)[-1]
@@ -266,9 +268,12 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
             statuses += value.split(",")
         elif name == "_id":
             ids += value.split(",")
+        elif name == "_lastUpdated":
+            updated.append(_updated(value))
         elif name not in ("_count", "_format"):
-            raise bad_request(f"Subscription searches take patient, status and _id, not {name}", name)
-    rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids)
+            raise FhirError.of(400, "not-supported", f"Subscription searches take patient, status, _id and "
+                               f"_lastUpdated, not {name}", name)
+    rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids, updated=updated)
     u.touch(key or "", query=req.query_text)
     for row in rows:
         u.touch(row.patient_key, f"Subscription/{row.id}")
@@ -276,6 +281,13 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
                 "search": {"mode": "match"}} for r in rows]
     links = results.page_links(req.base_url, "Subscription", list(req.query), None)
     return FhirResponse(200, results.bundle("searchset", entries, links, len(entries)))
+
+
+def _updated(value: str) -> tuple[datetime | None, datetime | None]:
+    """A `_lastUpdated` value as the range [low, high) it asks for."""
+    prefix = value[:2] if value[:2] in ("eq", "ge", "gt", "le", "lt") else "eq"
+    low, high = parse_date_range(value[2:] if value[:2] == prefix else value, "_lastUpdated")
+    return {"eq": (low, high), "ge": (low, None), "gt": (high, None), "le": (None, high), "lt": (None, low)}[prefix]
 
 
 def _wake_after_commit(u: Unit) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from fhir_dmp.errors import not_found
+from fhir_dmp.errors import FhirError, not_found
 from fhir_dmp.services import results
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.unit import Unit
@@ -80,6 +80,11 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
             topics = [t for t in topics if t.url in wanted]
         elif name == "code":
             topics = [t for t in topics if wanted & {"SubscriptionTopic", f"{FHIR_TYPES}|SubscriptionTopic"}]
+        elif name == "_lastUpdated":
+            topics = []  # shipped data: never updated through the API
+        elif name not in ("_count", "_format"):
+            raise FhirError.of(400, "not-supported", f"The topics are searched by _id, url and code, not {name}",
+                               name)
     entries = [{"fullUrl": f"{req.base_url}/Basic/{t.resource['id']}", "resource": t.resource,
                 "search": {"mode": "match"}} for t in topics]
     links = results.page_links(req.base_url, "Basic", list(req.query), None)

@@ -86,9 +86,16 @@ def change(conn: Connection, sid: str, values: dict[str, Any], *, version_id: in
 
 
 def listed(conn: Connection, *, owner: str | None, patient_key: str | None, statuses: Sequence[str] = (),
-           ids: Sequence[str] = (), limit: int = 1000) -> list[SubscriptionRow]:
-    """Subscriptions of an owner, or on a DMP, or all (both None: the server's own listing)."""
+           ids: Sequence[str] = (), updated: Sequence[tuple[datetime | None, datetime | None]] = (),
+           limit: int = 1000) -> list[SubscriptionRow]:
+    """Subscriptions of an owner, or on a DMP, or all (both None: the server's own listing); `updated`: ranges
+    [low, high) their last update falls in."""
     query = select(*_COLUMNS)
+    for low, high in updated:
+        if low is not None:
+            query = query.where(subscription.c.last_updated >= low)
+        if high is not None:
+            query = query.where(subscription.c.last_updated < high)
     if owner is not None:
         query = query.where(subscription.c.owner == owner)
     if patient_key is not None:

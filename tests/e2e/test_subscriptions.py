@@ -24,8 +24,8 @@ from fhir_dmp.storage.db import Database
 from tests.conftest import PG_URL, SECRET
 from tests.fhirclient import DOCTOR, document, patient
 from tests.receiver import Receiver, status_of
-from tests.serving import checkout_env, free_port, serve_command, served, stop
 from tests.services.subscribing import masked, subscription
+from tests.serving import checkout_env, free_port, serve_command, served, stop
 
 pytestmark = pytest.mark.e2e
 
