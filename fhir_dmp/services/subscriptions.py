@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, bad_request, forbidden, not_found, unprocessable
@@ -66,9 +66,21 @@ def _whole(value: object, name: str, default: int | None, low: int, high: int) -
 
 def allowed_endpoint(endpoint: str, prefixes: str | None) -> bool:
     """FHIR_DMP_SUBSCRIPTION_ENDPOINTS' prefixes (any https URL when it is unset): a subscription must not make
-    the server call arbitrary addresses of its own network."""
+    the server call arbitrary addresses of its own network. A prefix matches up to a boundary of the URL
+    (`http://127.0.0.1` is not `http://127.0.0.1.evil.example`), and an endpoint whose authority could be read
+    two ways (user info, backslashes, spaces, control characters) matches none."""
+    if any(ch in endpoint for ch in "\\@ ") or any(ord(ch) < 33 or ord(ch) == 127 for ch in endpoint):
+        return False
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
     allowed = [p.strip() for p in (prefixes or "https://").split(",") if p.strip()]
-    return any(endpoint.startswith(p) for p in allowed)
+    return any(endpoint == p or (endpoint.startswith(p) and (p.endswith(("/", "://")) or endpoint[len(p)] in "/:?#"))
+               for p in allowed)
 
 
 def parse_spec(u: Unit, body: dict) -> Spec:

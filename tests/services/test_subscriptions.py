@@ -58,13 +58,29 @@ def test_a_subscription_the_server_cannot_honour_is_refused_422(world: World, re
     assert where in str(json_of(response))
 
 
-def test_endpoints_are_https_only_unless_allowed(database):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("endpoint, prefixes, allowed", [
+    ("https://ehr.example.org/hook", None, True),
+    ("http://ehr.example.org/hook", None, False),
+    ("HTTP://ehr.example.org/hook", None, False),
+    ("ftp://ehr.example.org/hook", "ftp://", False),
+    ("http://169.254.169.254/latest/meta-data", "https://,http://127.0.0.1", False),
+    ("http://127.0.0.1:8081/hook", "https://, http://127.0.0.1", True),
+    ("http://127.0.0.1", "http://127.0.0.1", True),
+    ("http://127.0.0.1.evil.example/hook", "http://127.0.0.1", False),  # the prefix is not a boundary there
+    ("http://127.0.0.1@10.0.0.1/hook", "http://127.0.0.1", False),  # user info: the host is 10.0.0.1
+    ("http://127.0.0.1:80@10.0.0.1/hook", "http://127.0.0.1", False),
+    ("http://127.0.0.1\\@10.0.0.1/hook", "http://127.0.0.1", False),
+    ("http://127.0.0.1 /hook", "http://127.0.0.1", False),
+    ("http://127.0.0.1\t.evil/hook", "http://127.0.0.1", False),
+    ("http://127.0.0.1:x/hook", "http://127.0.0.1", False),
+    ("https://", None, False),
+    ("https://ehr.example.org/hook", "https://ehr.example.org/", True),
+    ("https://ehr.example.org.evil/hook", "https://ehr.example.org", False),
+])
+def test_endpoints_are_https_only_unless_allowed_and_prefixes_do_not_leak(endpoint, prefixes, allowed):
     from fhir_dmp.services.subscriptions import allowed_endpoint
 
-    assert allowed_endpoint("https://ehr.example.org/hook", None)
-    assert not allowed_endpoint("http://ehr.example.org/hook", None)
-    assert not allowed_endpoint("http://169.254.169.254/latest", "https://,http://127.0.0.1")
-    assert allowed_endpoint("http://127.0.0.1:8081/hook", "https://, http://127.0.0.1")
+    assert allowed_endpoint(endpoint, prefixes) is allowed
 
 
 def test_a_professional_subscribes_only_to_a_dmp_they_may_open(world: World, receiver: Receiver):
