@@ -78,3 +78,39 @@ def test_notifications_are_what_the_subscribers_iti67_returns(world: World, subs
                    if status_of(bundle)["subscription"]["reference"].endswith(sid)
                    for _, focus in status_of(bundle)["events"] if focus]
             assert got == expected[who], (who, script)
+
+
+# -- the decisions themselves ------------------------------------------------------------------------------------
+def test_a_subscription_keeps_its_creator_at_normal_access_only():
+    from fhir_dmp.policy.caller import Caller
+    from fhir_dmp.policy.subscriptions import dump_subscriber, load_subscriber
+
+    emergency = Caller("professional", "810000000108", "10", purpose_of_use="BTG", access_reason="urgence")
+    kept = load_subscriber(dump_subscriber(emergency))
+    assert kept.purpose_of_use == "TREAT" and kept.access_reason is None and kept.sub == emergency.sub
+
+
+def test_who_may_subscribe_and_who_lists_what():
+    from fhir_dmp.errors import forbidden
+    from fhir_dmp.policy.access import Access
+    from fhir_dmp.policy.caller import Caller
+    from fhir_dmp.policy.facts import owner_key
+    from fhir_dmp.policy.subscriptions import creation_refusal, listing, may_manage, may_read
+
+    pro = Caller("professional", "810001234567", "10")
+    patient_ = Caller("patient", "1800175123456", patient="1800175123456")
+    system = Caller("system", "feed")
+    assert creation_refusal(pro, Access("professional", "A"), True) is None
+    assert creation_refusal(pro, Access("identity", "A"), True) is not None  # the existence check only
+    assert creation_refusal(pro, Access("emergency", "A"), True) is not None
+    assert creation_refusal(pro, Access("none", "A", refusal=forbidden("blocked")), True) is not None
+    assert creation_refusal(pro, None, True) is not None
+    assert creation_refusal(patient_, None, False) is not None  # multi-patient: professionals and systems
+    assert creation_refusal(pro, None, False) is None and creation_refusal(system, None, False) is None
+    assert listing(system, None) == (None, None)
+    assert listing(pro, None) == (owner_key(pro), None)
+    assert listing(patient_, "A") == (None, "A")
+    assert listing(patient_, None)[1] not in ("", None)  # no DMP of theirs: nothing, not everything
+    assert may_read(patient_, owner_key(pro), "A", "A") and not may_read(patient_, owner_key(pro), "B", "A")
+    assert not may_read(patient_, owner_key(pro), "", "A")  # a multi-patient subscription is the professional's
+    assert not may_manage(patient_, owner_key(pro)) and may_manage(pro, owner_key(pro))
