@@ -55,8 +55,9 @@ class Worker:
             except (Unavailable, TransientConflict) as exc:
                 log.warning("subscription delivery: database unavailable (%s)", exc)
                 busy = 0
-            except Exception:  # noqa: BLE001 - a worker thread must outlive one bad round
-                log.exception("subscription delivery round failed")
+            except Exception as exc:  # noqa: BLE001 - a worker thread must outlive one bad round (a database that
+                # goes away mid-round may raise anything its driver raises): said in one line, tried again
+                log.error("subscription delivery round failed: %s: %s", type(exc).__name__, str(exc)[:300])
                 busy = 0
             if not busy:
                 wakeup.NUDGE.wait(self.poll)
@@ -104,6 +105,9 @@ class Worker:
             sub = Unit(self.rt, rules.load_subscriber(row.subscriber), _request(row), tx=tx)
             shown = notifications.shown(sub, store.pending(tx, row.id, row.delivered, row.max_count))
             body = notifications.bundle(sub, active, "event-notification", shown)
+        if not shown:  # its events are gone (their DMP was purged): nothing left to deliver
+            self._release(row.id, {"delivered": row.events})
+            return
         sent = self.post(row, body)
         now = now_utc()
         if not sent.ok:
