@@ -220,7 +220,8 @@ def read(u: Unit, req: FhirRequest) -> FhirResponse:
 
 def update(u: Unit, req: FhirRequest) -> FhirResponse:
     """The owner changes the subscription: `status` off stops it; anything else asks for it (again): `requested`,
-    a new handshake, then the events kept meanwhile. Its DMP stays the one it was made on."""
+    decided again as a creation is, then a new handshake and the events kept meanwhile. Its DMP stays the one it
+    was made on."""
     if req.id is None:
         raise FhirError.of(405, "not-supported", "Subscriptions are updated by id")
     body = content.resource_body(req.body, "Subscription")
@@ -231,10 +232,11 @@ def update(u: Unit, req: FhirRequest) -> FhirResponse:
     if req.if_match and content.parse_etag(req.if_match) != row.version_id:
         raise FhirError.of(412, "conflict", f'If-Match does not match the current version W/"{row.version_id}"')
     spec = parse_spec(u, body)
-    if _dmp_of(u, spec) != row.patient_key:
+    status = "off" if body.get("status") == "off" else "requested"
+    # asked for again: decided again (turning it off is always allowed, even to one the patient has since blocked)
+    if status == "requested" and _dmp_of(u, spec) != row.patient_key:
         raise unprocessable("A subscription stays on its DMP: create another one for another patient",
                             "Subscription.criteria")
-    status = "off" if body.get("status") == "off" else "requested"
     when, version = now_utc(), row.version_id + 1
     stamped = content.stamp({**body, "status": status}, row.id, version, when)
     new = replace(row, status=status, topic=spec.topic.url, resource_type=spec.topic.resource_type,

@@ -120,7 +120,10 @@ def test_the_patient_sees_every_subscription_on_their_dmp_and_others_only_their_
 
 def test_the_owner_turns_a_subscription_off_or_deletes_it(world: World, receiver: Receiver):
     sid = world.subscribe(DOCTOR, receiver.url)
-    body = {**json_of(world.as_(DOCTOR).get(f"Subscription/{sid}")), "status": "off"}
+    assert world.client.post("Consent", block(world.pid, DOCTOR["sub"])).status_code == 201
+    again = {**json_of(world.as_(DOCTOR).get(f"Subscription/{sid}")), "status": "requested"}
+    assert world.as_(DOCTOR).put(f"Subscription/{sid}", again).status_code == 403  # blocked: not asked for again
+    body = {**again, "status": "off"}  # but turned off, yes
     response = world.as_(DOCTOR).put(f"Subscription/{sid}", body)
     assert response.status_code == 200, response.data
     assert json_of(response)["status"] == "off" and json_of(response)["meta"]["versionId"] == "2"
