@@ -9,11 +9,15 @@ pays one indexed statement when nobody subscribes to its DMPs.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
+from fhir_dmp import fhirjson
 from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.policy.access import confine, narrow
+from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.facts import moment
 from fhir_dmp.search.parse import parse_query
 from fhir_dmp.services import wakeup
 from fhir_dmp.services.unit import Unit
@@ -48,22 +52,40 @@ def capture(u: Unit) -> int:
     if not news:
         return 0
     types = sorted({t for items in news.values() for t, _ in items})
-    subs = store.candidates(u.tx, sorted(news), types)
-    total = 0
-    for sub in subs:
-        subscriber = rules.load_subscriber(sub.subscriber)
+    seen: dict[tuple[str, str, str, str], list[str]] = {}  # one search per subscriber, DMP and filter
+    events: list[tuple[str, str, list[str]]] = []
+    for sub in store.candidates(u.tx, sorted(news), types):
+        if _ended(sub.body, u.now):
+            continue
         for key in ([sub.patient_key] if sub.patient_key else sorted(news)):
             ids = tuple(i for t, i in news.get(key, []) if t == sub.resource_type)
             if not ids:
                 continue
-            scope = rules.event_scope(subscriber, u.dmp(key), u.rt.matrix, u.now)
-            if scope is None:
-                continue
-            where = c.AllOf((c.IdIn(ids), c.PatientIs(key), confine(_filter(sub.resource_type, sub.criteria), scope)))
-            seen = queries.find(u.tx, sub.resource_type, where, limit=len(ids) + 1,
-                                scope=narrow(scope, sub.resource_type))
-            foci = [f"{s.resource_type}/{s.id}/_history/{s.version_id}" for s in seen]
-            total += len(store.number_events(u.tx, sub.id, key, foci, u.now))
+            asked = (sub.subscriber, key, sub.resource_type, sub.criteria)
+            if asked not in seen:
+                seen[asked] = _visible(u, rules.load_subscriber(sub.subscriber), key, sub.resource_type,
+                                       sub.criteria, ids)
+            if seen[asked]:
+                events.append((sub.id, key, seen[asked]))
+    total = len(store.number_many(u.tx, events, u.now))
     if total:
         u.after_commit.append(wakeup.wake)
     return total
+
+
+def _visible(u: Unit, subscriber: Caller, key: str, resource_type: str, criteria: str,
+             ids: tuple[str, ...]) -> list[str]:
+    """Which of `ids` (created in DMP `key`) the subscriber's ITI-67 with the subscription's filter would return
+    now, as `Type/id/_history/version`: their scope in its WHERE clause; none when the DMP is closed to them."""
+    scope = rules.event_scope(subscriber, u.dmp(key), u.rt.matrix, u.now)
+    if scope is None:
+        return []
+    where = c.AllOf((c.IdIn(ids), c.PatientIs(key), confine(_filter(resource_type, criteria), scope)))
+    found = queries.find(u.tx, resource_type, where, limit=len(ids) + 1, scope=narrow(scope, resource_type))
+    return [f"{s.resource_type}/{s.id}/_history/{s.version_id}" for s in found]
+
+
+def _ended(body: str, now: datetime) -> bool:
+    """A subscription past its `end` hears of nothing more."""
+    end = moment(fhirjson.loads(body).get("end"))
+    return end is not None and end <= now

@@ -158,6 +158,15 @@ def anything_due(conn: Connection, now: datetime) -> bool:
     return conn.execute(select(subscription.c.id).where(_due(now)).limit(1)).first() is not None
 
 
+def number_many(conn: Connection, events: Sequence[tuple[str, str, Sequence[str]]], when: datetime) -> list[int]:
+    """`number_events` for several subscriptions (subscription id, patient key, foci), in the order of their ids
+    (two writers feeding the same subscriptions lock their counters in the same order: no deadlock)."""
+    numbers: list[int] = []
+    for sid, key, foci in sorted(events, key=lambda e: e[0]):
+        numbers += number_events(conn, sid, key, foci, when)
+    return numbers
+
+
 def claim(conn: Connection, now: datetime, margin: float, limit: int) -> list[SubscriptionRow]:
     """Subscriptions with work due, leased to this worker (row locks held by another worker's claim are skipped on
     PostgreSQL). The worker serves them one after the other: each lease lasts until the endpoints before it and its

@@ -216,3 +216,11 @@ def test_heartbeats_arrive_on_an_idle_subscription(world: World, receiver: Recei
     world.deliver()
     world.deliver_until(lambda: len(receiver.of_type("heartbeat")) >= 1, 5)
     assert status_of(receiver.of_type("heartbeat")[0])["events-since-subscription-start"] == "0"
+
+
+def test_a_subscription_past_its_end_hears_of_nothing_more(world: World, receiver: Receiver):
+    world.subscribe(DOCTOR, receiver.url, end="2020-01-01T00:00:00Z")
+    world.deliver()
+    file(world)
+    world.deliver()
+    assert receiver.of_type("handshake") and not receiver.events()
