@@ -60,10 +60,21 @@ def serve(host: str, port: int, database_url: str, front: str, workers: int, thr
         settings = Settings.from_env()
     except (OSError, ValueError) as exc:
         _fail(EX_CONFIG, f"the configuration cannot be read: {exc}")
-    if not settings.jwt_secret and not settings.jwt_public_key:
-        _fail(EX_CONFIG, "no key to check bearer tokens with: set FHIR_DMP_JWT_PUBLIC_KEY (RS256, production) or "
-                         "FHIR_DMP_JWT_SECRET (HS256), or pass --dev-secret for development. Without one every "
-                         "request would be answered 401.")
+    from fhir_dmp.services.identity import load_keys, token_sources
+
+    try:
+        sources = token_sources(load_keys(settings))
+    except (OSError, ValueError) as exc:
+        _fail(EX_CONFIG, f"the token sources cannot be read: {exc}")
+    if not sources:
+        _fail(EX_CONFIG, "no key to check bearer tokens with: set FHIR_DMP_OIDC_ISSUER (OpenID Connect), "
+                         "FHIR_DMP_JWT_PUBLIC_KEY (RS256) or FHIR_DMP_JWT_SECRET (HS256), or pass --dev-secret for "
+                         "development. Without one every request would be answered 401.")
+    for source in sources:
+        click.echo(f"tokens accepted from: {source}", err=True)
+    if settings.jwt_secret:
+        click.echo("warning: the shared secret (FHIR_DMP_JWT_SECRET) signs tokens any holder of it can mint for "
+                   "anyone: for development and tests, not for production", err=True)
     from fhir_dmp.http.front import PortInUse, bind
 
     if workers <= 0:
@@ -317,3 +328,6 @@ main.add_command(audit)
 from fhir_dmp.cli.importing import import_command  # noqa: E402
 
 main.add_command(import_command)
+from fhir_dmp.cli.devidp import dev_idp  # noqa: E402
+
+main.add_command(dev_idp)

@@ -6,8 +6,8 @@ the issuer's claims. The mapping only moves values: it never trims, case-folds, 
 flat claims it produces then go through the same strict parser as a shared-secret token's (`claims.ClaimShapes`),
 so an issuer's token can never reach a reading of its claims that an HS256 token could not.
 
-A path is a list of object keys and `*`, "the one element of this list": a list of another length is ambiguous and
-refuses the token, unless the claim says `"ambiguous": "absent"` (an optional claim such as the organisation, which
+A path is a list of object keys and `*`, "the one element of this list": a list of another length (none, or
+several: which applies is not said) refuses the token, unless the claim says `"ambiguous": "absent"` (an optional claim such as the organisation, which
 a professional practising in several places does not name in one token). `"empty": "absent"` reads "" as absent
 (Pro Santé Connect writes an unknown value as ""). `values` maps the issuer's exact codes to the contract's (a code
 not in it refuses the token; null: absent). `registry` looks the value up in a table of the deployment (the
@@ -81,10 +81,9 @@ class ClaimMapping:
                 if not isinstance(node, list):
                     raise InvalidClaim(f"The token's '{where}' (for '{target}') must be a list")
                 if len(node) != 1:
-                    if source.ambiguous == "absent" or not node:
+                    if source.ambiguous == "absent":
                         return _ABSENT
-                    raise InvalidClaim(f"The token's '{where}' (for '{target}') has {len(node)} values: "
-                                       "which one applies is not said")
+                    raise InvalidClaim(f"The token's '{where}' (for '{target}') has {len(node)} values, not one")
                 node = node[0]
             elif isinstance(node, dict):
                 if step not in node:
