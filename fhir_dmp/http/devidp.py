@@ -167,8 +167,6 @@ def _client_auth(form: Any) -> tuple[str, str | None]:
 
 
 def _granted(requested: str | None, client: dict) -> str:
-    """The scopes asked for that the client may have (all of its own when it asks for none)."""
-    allowed = client["scope"].split()
-    if not requested:
-        return " ".join(allowed)
-    return " ".join(s for s in requested.split() if s in allowed)
+    """The scopes asked for, as asked (a development provider asks nobody's consent); the client's own scopes
+    when it asks for none."""
+    return requested if requested is not None else client["scope"]

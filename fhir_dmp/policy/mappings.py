@@ -7,11 +7,11 @@ flat claims it produces then go through the same strict parser as a shared-secre
 so an issuer's token can never reach a reading of its claims that an HS256 token could not.
 
 A path is a list of object keys and `*`, "the one element of this list": a list of another length (none, or
-several: which applies is not said) refuses the token, unless the claim says `"ambiguous": "absent"` (an optional claim such as the organisation, which
-a professional practising in several places does not name in one token). `"empty": "absent"` reads "" as absent
-(Pro Santé Connect writes an unknown value as ""). `values` maps the issuer's exact codes to the contract's (a code
-not in it refuses the token; null: absent). `registry` looks the value up in a table of the deployment (the
-registered system clients): a value not in it refuses the token.
+several: which applies is not said) refuses the token, unless the claim says `"ambiguous": "absent"` (an optional
+claim such as the organisation, which a professional practising in several places does not name in one token).
+`"empty": "absent"` reads "" as absent (Pro Santé Connect writes an unknown value as ""). `values` maps the
+issuer's exact codes to the contract's (a code not in it refuses the token; null: absent). `registry` looks the
+value up in a table of the deployment (the registered system clients): a value not in it refuses the token.
 """
 
 from __future__ import annotations

@@ -91,8 +91,9 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
     if known is not None and time.time() < known[1] and (len(known) == 2 or known[2].knows(known[3])):
         return known[0]
     found = _verify(token, keys)
-    keys.verified.put(token, found[1:] if found[0] is None else (*found[1:], found[0], found[3]))
-    return found[1]
+    issuer, caller, expires, kid = found
+    keys.verified.put(token, (caller, expires) if issuer is None else (caller, expires, issuer, kid))
+    return caller
 
 
 def _verify(token: str, keys: TokenKeys) -> tuple[Any, Caller, float, str]:
