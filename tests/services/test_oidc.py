@@ -92,3 +92,15 @@ def _private_pem() -> str:
 
     return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+
+
+def test_serve_refuses_an_issuer_configuration_that_does_not_fit(tmp_path):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from fhir_dmp.cli import main
+
+    env = {"FHIR_DMP_JWT_SECRET": None, "FHIR_DMP_OIDC_ISSUER": "https://a.example", "FHIR_DMP_OIDC_AUDIENCE": None}
+    result = CliRunner().invoke(main, ["serve", "--database-url", f"sqlite:///{tmp_path / 'x.db'}"], env=env)
+    assert result.exit_code == 78, result.output
+    assert "FHIR_DMP_OIDC_AUDIENCE" in result.output
+    assert not (tmp_path / "x.db").exists()
