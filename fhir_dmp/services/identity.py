@@ -13,7 +13,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from threading import Lock
-from typing import Any
 
 import jwt
 
@@ -90,13 +89,12 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
     known = keys.verified.get(token)
     if known is not None and time.time() < known[1] and (len(known) == 2 or known[2].knows(known[3])):
         return known[0]
-    found = _verify(token, keys)
-    issuer, caller, expires, kid = found
+    issuer, caller, expires, kid = _verify(token, keys)
     keys.verified.put(token, (caller, expires) if issuer is None else (caller, expires, issuer, kid))
     return caller
 
 
-def _verify(token: str, keys: TokenKeys) -> tuple[Any, Caller, float, str]:
+def _verify(token: str, keys: TokenKeys) -> tuple[Issuer | None, Caller, float, str]:
     """(the issuer or None, the caller a token names, until when it is valid (its `exp`, without the clock
     leeway), the `kid` that verified it)."""
     try:
@@ -111,9 +109,7 @@ def _verify(token: str, keys: TokenKeys) -> tuple[Any, Caller, float, str]:
         try:
             claims, kid = issuer.verify(token, header)
             mapped = issuer.mapping.apply(claims)
-        except Refused as exc:
-            raise unauthorized(str(exc)) from None
-        except InvalidClaim as exc:
+        except (Refused, InvalidClaim) as exc:
             raise unauthorized(str(exc)) from None
         if "scope" in claims:
             mapped["scope"] = claims["scope"]
