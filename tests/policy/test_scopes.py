@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from fhir_dmp.policy import scopes
@@ -99,3 +102,31 @@ def test_one_missing_need_among_several_refuses():
     grants = parse("user/DocumentReference.rs")
     assert refusal(grants, "professional", [("DocumentReference", "s"), ("Patient", "r")]) is not None
     assert refusal(grants, "professional", [("DocumentReference", "s")]) is None
+
+
+SPEC = Path(__file__).resolve().parents[1] / "data" / "reference" / "smart-app-launch"
+
+
+def test_the_shipped_rules_follow_the_smart_pages():
+    """data/smart-scopes.json against SMART App Launch 2 (tests/data/reference/smart-app-launch/): every
+    capability we advertise is one the Conformance page defines; the v1 suffixes and the permission of each
+    interaction are those of the Scopes page."""
+    conformance = (SPEC / "conformance.md").read_text(encoding="utf-8")
+    defined = set(re.findall(r"^\* `([a-z0-9-]+)`:", conformance, re.MULTILINE))
+    assert set(scopes.rules().capabilities) <= defined
+    text = (SPEC / "scopes-and-launch-context.md").read_text(encoding="utf-8")
+    v1 = dict(re.findall(r"^\* v1 `\.([a-z*]+)` ⇒ v2 `\.([a-z]+)`", text, re.MULTILINE))
+    assert v1 == dict(scopes.rules().v1)
+    letter = {"create": "c", "read": "r", "vread": "r", "history": None, "update": "u", "patch": "u",
+              "delete": "d", "search": "s"}
+    for code, interaction in re.findall(r"^\* `([cruds])` for `(\w+)`", text, re.MULTILINE):
+        assert letter[interaction] == code
+    for permission, lines in re.findall(r"^\* `([cruds])` for `\w+`\n((?:  \* .*\n)+)", text, re.MULTILINE):
+        for kind in re.findall(r"^  \* (Instance|Type|System) level \[(\w+)\]", lines, re.MULTILINE):
+            interaction = {("Instance", "read"): "read", ("Instance", "vread"): "vread",
+                           ("Instance", "history"): "history-instance", ("Instance", "update"): "update",
+                           ("Instance", "patch"): "patch", ("Instance", "delete"): "delete",
+                           ("Type", "create"): "create", ("Type", "search"): "search-type",
+                           ("Type", "history"): "history-type", ("System", "search"): "search-system",
+                           ("System", "history"): "history-system"}[kind]
+            assert scopes.rules().interactions[interaction] == permission, (kind, permission)
