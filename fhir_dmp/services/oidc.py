@@ -82,8 +82,11 @@ class Issuer:
             uri = self.discovery()["jwks_uri"]
             with self._lock:
                 if self._jwks is None:
-                    self._jwks = jwt.PyJWKClient(uri, cache_jwk_set=True, lifespan=self.lifespan,
-                                                 cooldown_duration=self.cooldown, timeout=self.timeout)
+                    try:
+                        self._jwks = jwt.PyJWKClient(uri, cache_jwk_set=True, lifespan=self.lifespan,
+                                                     cooldown_duration=self.cooldown, timeout=self.timeout)
+                    except jwt.PyJWKClientError as exc:  # e.g. a jwks_uri that is not http(s)
+                        raise unreachable(f"{self.url}'s jwks_uri {uri!r}: {exc}") from None
         return self._jwks
 
     def signing_key(self, kid: Any) -> jwt.PyJWK:

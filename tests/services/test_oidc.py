@@ -104,3 +104,15 @@ def test_serve_refuses_an_issuer_configuration_that_does_not_fit(tmp_path):  # t
     assert result.exit_code == 78, result.output
     assert "FHIR_DMP_OIDC_AUDIENCE" in result.output
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_discovery_naming_an_unusable_jwks_uri_is_a_503(monkeypatch):  # type: ignore[no-untyped-def]
+    keys = load_keys(settings(oidc_issuers=("https://a.example",), oidc_audiences=("x",)))
+    issuer = keys.issuers["https://a.example"]
+    issuer._discovery = {"issuer": "https://a.example", "jwks_uri": "file:///etc/passwd"}
+    now = int(time.time())
+    rs = jwt.encode({"iss": "https://a.example", "aud": "x", "sub": "a", "iat": now, "exp": now + 60},
+                    _private_pem(), algorithm="RS256", headers={"kid": "k1"})
+    with pytest.raises(FhirError) as unavailable:
+        caller_from_header(f"Bearer {rs}", keys)
+    assert unavailable.value.status == 503
