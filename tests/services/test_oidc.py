@@ -106,7 +106,7 @@ def test_serve_refuses_an_issuer_configuration_that_does_not_fit(tmp_path):  # t
     assert not (tmp_path / "x.db").exists()
 
 
-def test_a_discovery_naming_an_unusable_jwks_uri_is_a_503(monkeypatch):  # type: ignore[no-untyped-def]
+def test_a_discovery_naming_an_unusable_jwks_uri_is_a_503():
     keys = load_keys(settings(oidc_issuers=("https://a.example",), oidc_audiences=("x",)))
     issuer = keys.issuers["https://a.example"]
     issuer._discovery = {"issuer": "https://a.example", "jwks_uri": "file:///etc/passwd"}
