@@ -18,6 +18,7 @@ from fhir_dmp.services.oidc import Issuer
 
 SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")  # the options SMART names
 
 
 def smart_issuer(keys: TokenKeys) -> Issuer | None:
@@ -38,8 +39,8 @@ def configuration(issuer: Issuer | None) -> dict:
         "authorization_endpoint": found.get("authorization_endpoint"),
         "token_endpoint": found.get("token_endpoint"),
         "grant_types_supported": ["authorization_code", "client_credentials"],
-        "token_endpoint_auth_methods_supported": found.get("token_endpoint_auth_methods_supported",
-                                                           ["client_secret_basic"]),
+        "token_endpoint_auth_methods_supported": [m for m in found.get("token_endpoint_auth_methods_supported",
+                                                                       ["client_secret_basic"]) if m in AUTH_METHODS],
         "scopes_supported": list(table.scopes_supported),
         "response_types_supported": ["code"],
         "capabilities": list(table.capabilities),
