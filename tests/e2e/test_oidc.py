@@ -121,6 +121,9 @@ def test_system_professional_and_patient_tokens_are_accepted(stack: Stack) -> No
     assert stack.get("Patient?_total=accurate", system).json()["total"] == 1  # a system caller lists DMPs
     own = stack.get(f"Patient?identifier={INS}&_total=accurate", stack.user_token("patient-" + INS))
     assert own.status_code == 200 and own.json()["total"] == 1, own.text
+    # a representative of another patient: accepted as who they are, then held to that patient's DMP
+    representative = stack.user_token("parent-of-2150375123456")
+    assert stack.get(f"Patient?identifier={INS}", representative).status_code == 403
     # the professional is not authorised on this DMP: the existence check only (the DMP rules, 6.3)
     doctor = stack.user_token("dr-martin")
     check = stack.get(f"Patient?identifier={INS}&_total=accurate", doctor)
