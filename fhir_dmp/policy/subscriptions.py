@@ -8,11 +8,12 @@ ITI-67 of theirs is given, in the same SQL), and it carries no more than that re
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from datetime import datetime
 
 from fhir_dmp.errors import FhirError, forbidden
 from fhir_dmp.policy import access as policy
+from fhir_dmp.policy import scopes
 from fhir_dmp.policy.access import Access
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp
@@ -28,11 +29,24 @@ def subscriber_of(caller: Caller) -> Caller:
 
 
 def dump_subscriber(caller: Caller) -> str:
-    return json.dumps(asdict(subscriber_of(caller)), sort_keys=True)
+    """The identity as stored: its claims, its SMART scopes as the token wrote them (`scope`, absent: none)."""
+    kept = subscriber_of(caller)
+    claims = {f.name: getattr(kept, f.name) for f in fields(kept) if f.name != "scopes"}
+    if kept.scopes is not None:
+        claims["scope"] = kept.scopes.text
+    return json.dumps(claims, sort_keys=True)
 
 
 def load_subscriber(text: str) -> Caller:
-    return subscriber_of(Caller(**json.loads(text)))
+    claims = json.loads(text)
+    scope = claims.pop("scope", None)
+    return subscriber_of(Caller(**claims, scopes=None if scope is None else scopes.parse(scope)))
+
+
+def scope_refusal(caller: Caller, resource_type: str) -> FhirError | None:
+    """A notification is a search of the topic's type by the subscriber: a token whose SMART scopes do not grant
+    it may neither subscribe nor be notified (None: no `scope` claim, or one that grants it)."""
+    return scopes.refusal(caller.scopes, caller.actor, ((resource_type, "s"),))
 
 
 def creation_refusal(caller: Caller, access: Access | None, patient_dependent: bool) -> FhirError | None:
@@ -55,11 +69,13 @@ def creation_refusal(caller: Caller, access: Access | None, patient_dependent: b
     return None
 
 
-def event_scope(subscriber: Caller, dmp: Dmp | None, matrix: HabilitationMatrix, now: datetime) -> c.Criterion | None:
-    """What the subscriber may see of DMP `dmp` now (None: nothing, the DMP is closed to them: no notification).
+def event_scope(subscriber: Caller, dmp: Dmp | None, resource_type: str, matrix: HabilitationMatrix,
+                now: datetime) -> c.Criterion | None:
+    """What the subscriber may see of DMP `dmp` now (None: nothing, the DMP is closed to them, or their token's
+    scopes do not grant a search of `resource_type`: no notification).
     Their standing is decided afresh from the DMP's facts at every event: a block, a closure or a withdrawn
     authorisation stops the notifications at once."""
-    if dmp is None:
+    if dmp is None or scope_refusal(subscriber, resource_type) is not None:
         return None
     standing = policy.open_dmp(subscriber_of(subscriber), dmp)
     if not standing.is_open:

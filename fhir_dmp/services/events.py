@@ -77,7 +77,7 @@ def _visible(u: Unit, subscriber: Caller, key: str, resource_type: str, criteria
              ids: tuple[str, ...]) -> list[str]:
     """Which of `ids` (created in DMP `key`) the subscriber's ITI-67 with the subscription's filter would return
     now, as `Type/id/_history/version`: their scope in its WHERE clause; none when the DMP is closed to them."""
-    scope = rules.event_scope(subscriber, u.dmp(key), u.rt.matrix, u.now)
+    scope = rules.event_scope(subscriber, u.dmp(key), resource_type, u.rt.matrix, u.now)
     if scope is None:
         return []
     where = c.AllOf((c.IdIn(ids), c.PatientIs(key), confine(_filter(resource_type, criteria), scope)))

@@ -43,7 +43,8 @@ def shown(sub: Unit, events: list[Event]) -> list[Shown]:
     for event in events:
         rtype, rid = event.focus.split("/")[:2]
         try:
-            stored = reads.visible(sub, rtype, rid)
+            refusal = rules.scope_refusal(sub.caller, rtype)  # their token's SMART scopes, as at the event
+            stored = reads.visible(sub, rtype, rid) if refusal is None else None
         except FhirError:  # the DMP is closed to them now
             stored = None
         out.append(Shown(event, None if stored is None or stored.deleted else stored))

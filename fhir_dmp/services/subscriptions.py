@@ -140,6 +140,9 @@ def _dmp_of(u: Unit, spec: Spec) -> str:
     """The DMP a patient-dependent filter names (looked up as an ITI-67 of the caller's would be: 403 for a DMP
     closed to them), after the policy's word on subscribing to it; '' for a multi-patient topic."""
     criteria = filter_criteria(u, spec.topic.resource_type, spec.criteria)
+    refusal = rules.scope_refusal(u.caller, spec.topic.resource_type)
+    if refusal is not None:
+        raise refusal
     if not spec.topic.patient_dependent:
         refusal = rules.creation_refusal(u.caller, None, False)
         if refusal is not None:

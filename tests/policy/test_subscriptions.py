@@ -88,6 +88,18 @@ def test_a_subscription_keeps_its_creator_at_normal_access_only():
     emergency = Caller("professional", "810000000108", "10", purpose_of_use="BTG", access_reason="urgence")
     kept = load_subscriber(dump_subscriber(emergency))
     assert kept.purpose_of_use == "TREAT" and kept.access_reason is None and kept.sub == emergency.sub
+    assert kept.scopes is None  # no `scope` claim: the DMP rules alone
+
+
+def test_a_subscription_keeps_its_creators_smart_scopes():
+    from fhir_dmp.policy import scopes
+    from fhir_dmp.policy.caller import Caller
+    from fhir_dmp.policy.subscriptions import dump_subscriber, load_subscriber, scope_refusal
+
+    narrow = Caller("professional", "810001234567", "10", scopes=scopes.parse("user/Subscription.cruds"))
+    kept = load_subscriber(dump_subscriber(narrow))
+    assert kept.scopes == narrow.scopes
+    assert scope_refusal(kept, "DocumentReference") is not None and scope_refusal(kept, "Subscription") is None
 
 
 def test_who_may_subscribe_and_who_lists_what():

@@ -147,3 +147,12 @@ def test_a_subscription_is_no_transaction_entry(world: World, receiver: Receiver
     bundle = {"resourceType": "Bundle", "type": "transaction",
               "entry": [{"resource": body, "request": {"method": "POST", "url": "Subscription"}}]}
     assert world.as_(DOCTOR).post("/fhir", bundle).status_code == 405
+
+
+def test_a_token_whose_scopes_do_not_grant_the_topic_type_may_not_subscribe(world: World, receiver: Receiver):
+    body = subscription(receiver.url, f"DocumentReference?patient=Patient/{world.pid}")
+    narrow = world.as_({**DOCTOR, "scope": "user/Subscription.cruds"})
+    refused = narrow.post("Subscription", body)
+    assert refused.status_code == 403 and "DocumentReference" in str(json_of(refused))
+    wide = world.as_({**DOCTOR, "scope": "user/Subscription.cruds user/DocumentReference.rs"})
+    assert wide.post("Subscription", body).status_code == 201
