@@ -39,6 +39,7 @@ from sqlalchemy import text  # noqa: E402
 from fhir_dmp.config import Settings  # noqa: E402
 from fhir_dmp.http.app import create_app  # noqa: E402
 from fhir_dmp.services import delivery  # noqa: E402
+from fhir_dmp.storage import subscriptions as store  # noqa: E402
 from fhir_dmp.storage.db import Database  # noqa: E402
 from fhir_dmp.storage.migrate import upgrade  # noqa: E402
 
@@ -185,6 +186,22 @@ def main() -> None:
         print(f"ITI-65, {name:>6} ({len(configurations[name]):3d} active subscriptions): {rate:6.1f} documents/s "
               f"(median of {len(values)}: {', '.join(f'{v:.1f}' for v in values)}); {100 * (rate / base - 1):+.1f}% "
               "against none")
+    # what an ITI-65 pays when nobody subscribes to its DMP: the one check (services/events.py), timed alone, so
+    # that a loaded machine's noise does not hide it
+    turn(client, live, "off")
+    turn(client, others, "requested")
+    live = list(others)
+    wait_idle(db)
+    runs = 2000
+    with db.engine.connect() as conn:
+        store.candidates(conn, [fed], ["DocumentReference", "List"])
+        start = time.perf_counter()
+        for _ in range(runs):
+            assert store.candidates(conn, [fed], ["DocumentReference", "List"]) == []
+        check = (time.perf_counter() - start) / runs
+    per_bundle = PER_BUNDLE / base
+    print(f"the check with 100 subscriptions on other DMPs: {1e6 * check:.0f} us per ITI-65 "
+          f"({100 * check / per_bundle:.2f}% of an ITI-65 of {1000 * per_bundle:.0f} ms)")
 
     turn(client, live, "off")
     watched = new_dmp(client, rng)

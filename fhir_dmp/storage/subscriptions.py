@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, insert, or_, select, update
 
 from fhir_dmp.storage import prepared
 from fhir_dmp.storage.tables import subscription, subscription_event
@@ -159,11 +159,23 @@ def anything_due(conn: Connection, now: datetime) -> bool:
 
 
 def number_many(conn: Connection, events: Sequence[tuple[str, str, Sequence[str]]], when: datetime) -> list[int]:
-    """`number_events` for several subscriptions (subscription id, patient key, foci), in the order of their ids
-    (two writers feeding the same subscriptions lock their counters in the same order: no deadlock)."""
-    numbers: list[int] = []
-    for sid, key, foci in sorted(events, key=lambda e: e[0]):
-        numbers += number_events(conn, sid, key, foci, when)
+    """`number_events` for several subscriptions at once (subscription id, patient key, foci): one UPDATE moving
+    every counter, one INSERT of every event, whatever their number."""
+    wanted = {sid: (key, list(foci)) for sid, key, foci in events if foci}
+    if len(wanted) <= 1:
+        return [n for sid, (key, foci) in wanted.items() for n in number_events(conn, sid, key, foci, when)]
+    step = case({sid: len(foci) for sid, (_, foci) in wanted.items()}, value=subscription.c.id, else_=0)
+    moved = conn.execute(update(subscription).where(subscription.c.id.in_(sorted(wanted)))
+                         .values(events=subscription.c.events + step)
+                         .returning(subscription.c.id, subscription.c.events)).all()
+    rows, numbers = [], []
+    for sid, last in moved:
+        key, foci = wanted[sid]
+        first = last - len(foci) + 1
+        numbers += range(first, last + 1)
+        rows += [{"subscription_id": sid, "number": first + i, "patient_key": key, "focus": f, "occurred": when}
+                 for i, f in enumerate(foci)]
+    conn.execute(insert(subscription_event), rows)
     return numbers
 
 

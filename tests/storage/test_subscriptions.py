@@ -31,6 +31,19 @@ def test_numbers_have_no_gap_when_a_write_rolls_back(database):  # type: ignore[
         assert [e.focus.split("/")[1] for e in store.pending(tx, "s1", 0, 10)] == ["a", "c", "d"]
 
 
+def test_several_subscriptions_are_numbered_together(database):  # type: ignore[no-untyped-def]
+    with database.transaction(write=True) as tx:
+        for sid in ("s1", "s2", "s3"):
+            store.insert_subscription(tx, _row(sid))
+        store.number_events(tx, "s2", "A", ["DocumentReference/x/_history/1"], now_utc())
+        a, b = "DocumentReference/a/_history/1", "DocumentReference/b/_history/1"
+        numbers = store.number_many(tx, [("s1", "A", [a, b]), ("s2", "A", [a]), ("s3", "A", [])], now_utc())
+        assert sorted(numbers) == [1, 2, 2]
+        assert [(e.number, e.focus[18]) for e in store.pending(tx, "s1", 0, 10)] == [(1, "a"), (2, "b")]
+        assert [(e.number, e.focus[18]) for e in store.pending(tx, "s2", 0, 10)] == [(1, "x"), (2, "a")]
+        assert store.pending(tx, "s3", 0, 10) == [] and store.get(tx, "s3").events == 0
+
+
 def test_a_claimed_subscription_is_not_claimed_again_until_its_lease_ends(database):  # type: ignore[no-untyped-def]
     now = now_utc()
     with database.transaction(write=True) as tx:
