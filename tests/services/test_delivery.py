@@ -224,3 +224,32 @@ def test_a_subscription_past_its_end_hears_of_nothing_more(world: World, receive
     file(world)
     world.deliver()
     assert receiver.of_type("handshake") and not receiver.events()
+
+
+def test_a_filter_naming_the_patient_by_ins_works_as_the_pdsm_search_does(world: World, receiver: Receiver):
+    from tests.services.subscribing import INS
+
+    world.subscribe(DOCTOR, receiver.url, f"DocumentReference?patient.identifier=urn:oid:1.2.250.1.213.1.4.10|{INS}"
+                                          "&type=http://loinc.org|11488-4")
+    world.deliver()
+    wanted = file(world)
+    file(world, **DISCHARGE)  # another type
+    world.deliver()
+    assert notified(receiver) == [wanted]
+
+
+def test_status_lists_the_callers_subscriptions_by_status(world: World):
+    status = status_of
+    up = Receiver().up()
+    try:
+        good = world.subscribe(DOCTOR, up.url)
+        bad = world.subscribe(DOCTOR, Receiver(free_port()).url)  # nobody listens: its handshake fails
+        world.subscribe(KINE, up.url)
+        world.deliver()
+        found = json_of(world.as_(DOCTOR).get("Subscription/$status?status=error"))
+        assert [status({"entry": [e]})["subscription"]["reference"].rsplit("/", 1)[1]
+                for e in found["entry"]] == [bad]
+        every = json_of(world.as_(DOCTOR).get("Subscription/$status"))
+        assert len(every["entry"]) == 2 and good in str(every)  # the kiné's is not theirs
+    finally:
+        up.down()
