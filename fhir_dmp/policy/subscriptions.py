@@ -85,7 +85,8 @@ def event_scope(subscriber: Caller, dmp: Dmp | None, resource_type: str, matrix:
 
 def listing(caller: Caller, own_dmp: str | None) -> tuple[str | None, str | None]:
     """Which Subscriptions a caller may list, as (owner, patient key) for the SQL (None: no condition): a system
-    all of them, a patient or representative those on their DMP (whoever made them), a professional their own."""
+    all of them, a patient or representative those on their DMP (whoever made them, and the multi-patient ones
+    with events about it), a professional their own."""
     if caller.is_system:
         return None, None
     if caller.actor in ("patient", "representative"):
@@ -93,11 +94,14 @@ def listing(caller: Caller, own_dmp: str | None) -> tuple[str | None, str | None
     return owner_key(caller), None
 
 
-def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: str | None) -> bool:
-    """The owner, a system, and the patient (or representative) of the DMP the subscription is on."""
+def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: str | None, told_about: set[str]) -> bool:
+    """The owner, a system, and the patient (or representative) of the DMP the subscription is on, or, for a
+    multi-patient one, of a DMP it has numbered events about (`told_about`): a patient knows who hears of theirs."""
     if caller.is_system or owner == owner_key(caller):
         return True
-    return caller.actor in ("patient", "representative") and bool(patient_key) and patient_key == own_dmp
+    if caller.actor not in ("patient", "representative") or not own_dmp:
+        return False
+    return patient_key == own_dmp or (not patient_key and own_dmp in told_about)
 
 
 def may_manage(caller: Caller, owner: str) -> bool:

@@ -179,7 +179,9 @@ def _headers(row: SubscriptionRow, base_url: str, *, location: bool = False) -> 
 def visible(u: Unit, sid: str) -> SubscriptionRow:
     """The subscription if the caller may read it (404 alike when absent or not theirs to see)."""
     row = store.get(u.tx, sid)
-    if row is None or not rules.may_read(u.caller, row.owner, row.patient_key, _own(u)):
+    own = _own(u)
+    told = store.told_about(u.tx, sid, own) if row is not None and not row.patient_key and own else set()
+    if row is None or not rules.may_read(u.caller, row.owner, row.patient_key, own, told):
         raise not_found(f"Subscription/{sid} does not exist")
     u.touch(row.patient_key, f"Subscription/{sid}")
     return row

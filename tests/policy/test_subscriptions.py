@@ -123,6 +123,9 @@ def test_who_may_subscribe_and_who_lists_what():
     assert listing(pro, None) == (owner_key(pro), None)
     assert listing(patient_, "A") == (None, "A")
     assert listing(patient_, None)[1] not in ("", None)  # no DMP of theirs: nothing, not everything
-    assert may_read(patient_, owner_key(pro), "A", "A") and not may_read(patient_, owner_key(pro), "B", "A")
-    assert not may_read(patient_, owner_key(pro), "", "A")  # a multi-patient subscription is the professional's
+    assert may_read(patient_, owner_key(pro), "A", "A", set()) and not may_read(patient_, owner_key(pro), "B", "A",
+                                                                                  set())
+    assert not may_read(patient_, owner_key(pro), "", "A", set())  # a multi-patient one: the professional's...
+    assert may_read(patient_, owner_key(pro), "", "A", {"A"})  # ...unless it told them about this DMP
+    assert not may_read(patient_, owner_key(pro), "", None, {""})
     assert not may_manage(patient_, owner_key(pro)) and may_manage(pro, owner_key(pro))

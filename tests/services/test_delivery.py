@@ -198,6 +198,14 @@ def test_a_multi_patient_subscription_hears_of_the_dmps_its_subscriber_may_open(
     file(world, **DISCHARGE)  # filtered out by type
     world.deliver()
     assert notified(receiver) == [mine]
+    # the patient sees who hears of their DMP; the other patient, whose DMP it told nobody about, does not
+    listed = json_of(world.as_(PATIENT).get(f"Subscription?patient={world.pid}"))
+    assert [e["resource"]["criteria"] for e in listed["entry"]] == [DOC_TOPIC_MULTI]
+    sid = listed["entry"][0]["resource"]["id"]
+    assert world.as_(PATIENT).get(f"Subscription/{sid}").status_code == 200
+    them = {"actor": "patient", "sub": "2800175123456", "patient": "2800175123456"}
+    assert "entry" not in json_of(world.as_(them).get(f"Subscription?patient={other}"))
+    assert world.as_(them).get(f"Subscription/{sid}").status_code == 404
 
 
 def test_a_submission_set_subscription_hears_of_an_iti65(world: World, receiver: Receiver):
