@@ -74,6 +74,8 @@ class Worker:
         for row in claimed:
             try:
                 self.serve(row)
+            except (Unavailable, TransientConflict):
+                raise  # the database is away: its lease ends by itself, the round stops here
             except Exception:  # noqa: BLE001 - the next subscription must not wait for this one's fault
                 log.exception("subscription %s: delivery failed", row.id)
                 self._release(row.id, {})
@@ -129,14 +131,15 @@ class Worker:
     def post(self, row: SubscriptionRow, body: dict) -> Sent:
         """POST a Bundle to the endpoint: 2xx is taken; a redirect is not followed (the endpoint was allowed,
         where it points to was not)."""
-        try:
-            response = self.http.post(row.endpoint, data=fhirjson.dumps(body).encode(), timeout=row.timeout,
-                                      allow_redirects=False, headers={"Content-Type": "application/fhir+json"})
+        try:  # its answer's body is never read: a receiver cannot make the worker hold what it sends back
+            with self.http.post(row.endpoint, data=fhirjson.dumps(body).encode(), timeout=row.timeout, stream=True,
+                                allow_redirects=False, headers={"Content-Type": "application/fhir+json"}) as answer:
+                status = answer.status_code
         except requests.RequestException as exc:
             return Sent(False, f"{type(exc).__name__}: {str(exc)[:200]}")
-        if 200 <= response.status_code < 300:
+        if 200 <= status < 300:
             return Sent(True)
-        return Sent(False, f"the endpoint answered {response.status_code}")
+        return Sent(False, f"the endpoint answered {status}")
 
     # -- bookkeeping -----------------------------------------------------------------------------------------------
     def _sent(self, row: SubscriptionRow, now: datetime) -> dict:

@@ -183,7 +183,7 @@ def visible(u: Unit, sid: str) -> SubscriptionRow:
     told = store.told_about(u.tx, sid, own) if row is not None and not row.patient_key and own else set()
     if row is None or not rules.may_read(u.caller, row.owner, row.patient_key, own, told):
         raise not_found(f"Subscription/{sid} does not exist")
-    u.touch(row.patient_key, f"Subscription/{sid}")
+    u.touch(row.patient_key or (own if told else ""), f"Subscription/{sid}")  # in the trail of the DMP it is about
     return row
 
 

@@ -261,3 +261,14 @@ def test_status_lists_the_callers_subscriptions_by_status(world: World):
         assert len(every["entry"]) == 2 and good in str(every)  # the kiné's is not theirs
     finally:
         up.down()
+
+
+def test_a_redirecting_endpoint_is_not_followed(world: World, receiver: Receiver):
+    elsewhere = Receiver().up()
+    try:
+        receiver.status = 307  # a redirect (to anywhere): refused, never followed
+        sid = world.subscribe(DOCTOR, receiver.url)
+        world.deliver()
+        assert world.status(sid) == "error" and not elsewhere.received
+    finally:
+        elsewhere.down()
