@@ -16,6 +16,7 @@ class Receiver:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.received: list[dict] = []
+        self.headers: list[dict[str, str]] = []  # of each request, in order
         self.status = 200
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -32,6 +33,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with owner._lock:
                     owner.received.append(json.loads(body))
+                    owner.headers.append(dict(self.headers.items()))
                 self.send_response(owner.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -24,6 +24,7 @@ from fhir_dmp.search.dates import now_utc
 from fhir_dmp.services import audit, notifications, wakeup
 from fhir_dmp.services.requests import FhirRequest
 from fhir_dmp.services.runtime import Runtime
+from fhir_dmp.services.subscriptions import channel_headers
 from fhir_dmp.services.unit import Touched, Unit
 from fhir_dmp.storage import subscriptions as store
 from fhir_dmp.storage.db import TransientConflict, Unavailable
@@ -132,8 +133,9 @@ class Worker:
         """POST a Bundle to the endpoint: 2xx is taken; a redirect is not followed (the endpoint was allowed,
         where it points to was not)."""
         try:  # its answer's body is never read: a receiver cannot make the worker hold what it sends back
+            headers = {**channel_headers(fhirjson.loads(row.body)), "Content-Type": "application/fhir+json"}
             with self.http.post(row.endpoint, data=fhirjson.dumps(body).encode(), timeout=row.timeout, stream=True,
-                                allow_redirects=False, headers={"Content-Type": "application/fhir+json"}) as answer:
+                                allow_redirects=False, headers=headers) as answer:
                 status = answer.status_code
         except requests.RequestException as exc:
             return Sent(False, f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, bad_request, forbidden, not_found, unprocessable
 from fhir_dmp.policy import subscriptions as rules
+from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc, parse_date_range
 from fhir_dmp.search.parse import parse_query
@@ -111,6 +112,7 @@ def parse_spec(u: Unit, body: dict) -> Spec:
     if not isinstance(endpoint, str) or not allowed_endpoint(endpoint, u.rt.settings.subscription_endpoints):
         raise unprocessable("channel.endpoint is not an endpoint this server may call (FHIR_DMP_SUBSCRIPTION_"
                             "ENDPOINTS; https only by default)", "Subscription.channel.endpoint")
+    channel_headers(body)  # 422 for a header the server would not send
     if channel.get("payload") not in (None, "application/fhir+json", "application/json"):
         raise unprocessable("channel.payload: notifications are sent as application/fhir+json",
                             "Subscription.channel.payload")
@@ -124,6 +126,26 @@ def parse_spec(u: Unit, body: dict) -> Spec:
                 _whole(_extension(channel, "backport-timeout"), "The timeout", DEFAULT_TIMEOUT, 1, MAX_TIMEOUT) or 1,
                 _whole(_extension(channel, "backport-max-count"), "The max count", DEFAULT_MAX_COUNT, 1,
                        MAX_MAX_COUNT) or 1)
+
+
+_FORBIDDEN_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
+                                "expect", "upgrade", "te", "trailer", "proxy-authorization"})
+
+
+def channel_headers(body: dict) -> dict[str, str]:
+    """`channel.header` ("Name: value", e.g. the receiver's `Authorization`), sent with every notification;
+    422 for a malformed one or one that is the HTTP exchange's own (Host, Content-Length...)."""
+    channel = body.get("channel") if isinstance(body.get("channel"), dict) else {}
+    out: dict[str, str] = {}
+    for line in channel.get("header") or []:
+        name, sep, value = str(line).partition(":")
+        name, value = name.strip(), value.strip()
+        if (not sep or not name or not all(33 <= ord(ch) <= 126 and ch not in "()<>@,;:\\\"/[]?={}" for ch in name)
+                or any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or name.lower() in _FORBIDDEN_HEADERS):
+            raise unprocessable(f"channel.header {str(line)[:80]!r} is not a header this server sends "
+                                "('Name: value', not an HTTP exchange's own)", "Subscription.channel.header")
+        out[name] = value
+    return out
 
 
 def filter_criteria(u: Unit, resource_type: str, query: str) -> c.Criterion:
@@ -158,9 +180,12 @@ def _dmp_of(u: Unit, spec: Spec) -> str:
 
 
 # -- the resource as served -------------------------------------------------------------------------------------
-def resource(row: SubscriptionRow) -> dict:
-    """The stored body with the server's status (and error) as they are now."""
+def resource(row: SubscriptionRow, caller: Caller | None = None) -> dict:
+    """The stored body with the server's status (and error) as they are now; to another than its owner (the
+    patient), without the channel's headers (they carry the receiver's credentials)."""
     body = fhirjson.loads(row.body)
+    if caller is not None and not rules.may_manage(caller, row.owner) and isinstance(body.get("channel"), dict):
+        body["channel"] = {k: v for k, v in body["channel"].items() if k not in ("header", "_header")}
     body["status"] = row.status
     if row.error and row.status == "error":
         body["error"] = row.error
@@ -220,7 +245,7 @@ def create(u: Unit, req: FhirRequest) -> FhirResponse:
 def read(u: Unit, req: FhirRequest) -> FhirResponse:
     assert req.id
     row = visible(u, req.id)
-    return FhirResponse(200, resource(row), _headers(row, req.base_url))
+    return FhirResponse(200, resource(row, u.caller), _headers(row, req.base_url))
 
 
 def update(u: Unit, req: FhirRequest) -> FhirResponse:
@@ -296,7 +321,7 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
     u.touch(key or "", query=req.query_text)
     for row in rows:
         u.touch(row.patient_key, f"Subscription/{row.id}")
-    entries = [{"fullUrl": f"{req.base_url}/Subscription/{r.id}", "resource": resource(r),
+    entries = [{"fullUrl": f"{req.base_url}/Subscription/{r.id}", "resource": resource(r, u.caller),
                 "search": {"mode": "match"}} for r in rows]
     links = results.page_links(req.base_url, "Subscription", list(req.query), None)
     return FhirResponse(200, results.bundle("searchset", entries, links, len(entries)))

@@ -30,9 +30,11 @@ PATIENT = {"actor": "patient", "sub": INS, "patient": INS}
 
 
 def subscription(endpoint: str, filter_: str, *, topic: str = DOC_TOPIC, content: str = "id-only",
-                 heartbeat: int | None = None, **extra: Any) -> dict:
+                 heartbeat: int | None = None, channel_header: list[str] | None = None, **extra: Any) -> dict:
     channel: dict = {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
                      "_payload": {"extension": [{"url": BACKPORT + "backport-payload-content", "valueCode": content}]}}
+    if channel_header is not None:
+        channel["header"] = channel_header
     if heartbeat is not None:
         channel["extension"] = [{"url": BACKPORT + "backport-heartbeat-period", "valueUnsignedInt": heartbeat}]
     return {"resourceType": "Subscription", "status": "requested", "reason": "tests", "criteria": topic,

@@ -272,3 +272,12 @@ def test_a_redirecting_endpoint_is_not_followed(world: World, receiver: Receiver
         assert world.status(sid) == "error" and not elsewhere.received
     finally:
         elsewhere.down()
+
+
+def test_the_channel_headers_go_with_every_notification(world: World, receiver: Receiver):
+    world.subscribe(DOCTOR, receiver.url, channel_header=["Authorization: Bearer receiver-secret"])
+    world.deliver()
+    file(world)
+    world.deliver()
+    assert len(receiver.headers) == 2
+    assert all(h.get("Authorization") == "Bearer receiver-secret" for h in receiver.headers)

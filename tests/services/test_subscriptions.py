@@ -48,6 +48,10 @@ def test_a_subscription_starts_requested_and_the_handshake_makes_it_active(world
                                                    s["_criteria"]["extension"][0]["valueString"] + "&_text=x"}]}},
      "Subscription.criteria"),  # a parameter the topic does not filter by
     (lambda s: {k: v for k, v in s.items() if k != "_criteria"}, "Subscription.criteria"),
+    (lambda s: {**s, "channel": {**s["channel"], "header": ["Host: 10.0.0.1"]}}, "Subscription.channel.header"),
+    (lambda s: {**s, "channel": {**s["channel"], "header": ["X-A: 1\r\nHost: x"]}}, "Subscription.channel.header"),
+    (lambda s: {**s, "channel": {**s["channel"], "header": ["no colon"]}}, "Subscription.channel.header"),
+    (lambda s: {**s, "channel": {**s["channel"], "header": ["Bad Name: 1"]}}, "Subscription.channel.header"),
     (lambda s: {**s, "channel": {**s["channel"], "_payload": {"extension": [
         {**s["channel"]["_payload"]["extension"][0], "valueCode": "everything"}]}}}, "Subscription.channel.payload"),
 ])
@@ -116,6 +120,15 @@ def test_the_patient_sees_every_subscription_on_their_dmp_and_others_only_their_
     assert world.as_(PATIENT).delete(f"Subscription/{mine}").status_code == 403  # reads it, does not manage it
     assert world.as_(KINE).delete(f"Subscription/{mine}").status_code == 204  # as absent: nothing deleted
     assert world.as_(DOCTOR).get(f"Subscription/{mine}").status_code == 200
+
+
+def test_the_patient_reads_a_subscription_without_the_receivers_credentials(world: World, receiver: Receiver):
+    body = subscription(receiver.url, f"DocumentReference?patient=Patient/{world.pid}",
+                        channel_header=["Authorization: Bearer receiver-secret"])
+    sid = json_of(world.as_(DOCTOR).post("Subscription", body))["id"]
+    assert "receiver-secret" in str(json_of(world.as_(DOCTOR).get(f"Subscription/{sid}")))
+    assert "receiver-secret" not in str(json_of(world.as_(PATIENT).get(f"Subscription/{sid}")))
+    assert "receiver-secret" not in str(json_of(world.as_(PATIENT).get(f"Subscription?patient={world.pid}")))
 
 
 def test_the_owner_turns_a_subscription_off_or_deletes_it(world: World, receiver: Receiver):
