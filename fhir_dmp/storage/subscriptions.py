@@ -136,7 +136,9 @@ def number_events(conn: Connection, sid: str, patient_key: str, foci: Sequence[s
         return []
     last = conn.execute(update(subscription).where(subscription.c.id == sid)
                         .values(events=subscription.c.events + len(foci))
-                        .returning(subscription.c.events)).scalar_one()
+                        .returning(subscription.c.events)).scalar_one_or_none()
+    if last is None:  # deleted since the write read it: nobody left to tell
+        return []
     numbers = list(range(last - len(foci) + 1, last + 1))
     conn.execute(insert(subscription_event), [
         {"subscription_id": sid, "number": n, "patient_key": patient_key, "focus": f, "occurred": when}
@@ -177,7 +179,8 @@ def number_many(conn: Connection, events: Sequence[tuple[str, str, Sequence[str]
         numbers += range(first, last + 1)
         rows += [{"subscription_id": sid, "number": first + i, "patient_key": key, "focus": f, "occurred": when}
                  for i, f in enumerate(foci)]
-    conn.execute(insert(subscription_event), rows)
+    if rows:
+        conn.execute(insert(subscription_event), rows)
     return numbers
 
 

@@ -31,6 +31,13 @@ def test_numbers_have_no_gap_when_a_write_rolls_back(database):  # type: ignore[
         assert [e.focus.split("/")[1] for e in store.pending(tx, "s1", 0, 10)] == ["a", "c", "d"]
 
 
+def test_a_subscription_deleted_meanwhile_numbers_nothing_and_fails_no_write(database):  # type: ignore[no-untyped-def]
+    with database.transaction(write=True) as tx:
+        assert store.number_events(tx, "gone", "A", ["DocumentReference/a/_history/1"], now_utc()) == []
+        assert store.number_many(tx, [("gone", "A", ["DocumentReference/a/_history/1"]),
+                                      ("gone2", "A", ["DocumentReference/a/_history/1"])], now_utc()) == []
+
+
 def test_several_subscriptions_are_numbered_together(database):  # type: ignore[no-untyped-def]
     with database.transaction(write=True) as tx:
         for sid in ("s1", "s2", "s3"):
