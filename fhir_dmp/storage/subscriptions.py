@@ -195,7 +195,7 @@ def claim(conn: Connection, now: datetime, margin: float, limit: int) -> list[Su
     rows = [_row(r) for r in conn.execute(query)]
     waited = margin
     for row in rows:
-        waited += row.timeout
+        waited += 2 * row.timeout  # the connection's timeout, then the answer's
         conn.execute(update(subscription).where(subscription.c.id == row.id)
                      .values(lease_until=now + timedelta(seconds=waited)))
     return rows
