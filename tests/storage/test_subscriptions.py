@@ -63,7 +63,7 @@ def test_a_claimed_subscription_is_not_claimed_again_until_its_lease_ends(databa
     assert len(first) == 4 and len(second) == 2 and not {r.id for r in first} & {r.id for r in second}
     with database.transaction(write=True) as tx:
         assert store.claim(tx, now, 30, 4) == []
-        assert len(store.claim(tx, now + timedelta(seconds=100), 30, 10)) == 6  # leases expired: taken over
+        assert len(store.claim(tx, now + timedelta(seconds=300), 30, 10)) == 6  # leases expired: taken over
 
 
 def test_concurrent_claims_never_share_a_subscription(database):  # type: ignore[no-untyped-def]
