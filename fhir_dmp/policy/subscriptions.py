@@ -59,11 +59,10 @@ def creation_refusal(caller: Caller, access: Access | None, patient_dependent: b
         if caller.actor != "professional":
             return forbidden("A patient or representative subscribes to their own DMP (a patient-dependent topic)")
         return None
-    if access is None or access.refusal is not None:
-        return (access.refusal if access is not None and access.refusal is not None
-                else forbidden("You may not open this DMP"))
-    if access.kind == "identity":
-        return forbidden("You are not authorised on this DMP: the patient must authorise you first")
+    if access is None or access.kind == "identity":  # a DMP that does not exist answers as one not theirs to open
+        return policy.not_authorised()
+    if access.refusal is not None:
+        return access.refusal
     if access.kind == "emergency":
         return forbidden("An emergency access does not extend to a subscription: it needs an authorisation")
     return None
@@ -107,3 +106,19 @@ def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: str | None, 
 def may_manage(caller: Caller, owner: str) -> bool:
     """Changing, deleting, replaying a subscription's events: its owner and systems only."""
     return caller.is_system or owner == owner_key(caller)
+
+
+def sees_counts(caller: Caller, owner: str) -> bool:
+    """How many events a subscription numbered is its subscriber's to know (and a system's): the patient who reads
+    a subscription on their DMP must not count through it the documents hidden from them (INVISIBLE_PATIENT, or,
+    for a multi-patient one, those of other DMPs). Hidden is absent."""
+    return may_manage(caller, owner)
+
+
+def replayer(caller: Caller, owner: str, stored: str) -> Caller:
+    """Whom a `$events` replay is read as: the owner as their token says now (its claims and SMART scopes, at
+    normal access: a replay is an ITI-67 of theirs, never more than their present token grants), a system as the
+    subscriber the subscription keeps."""
+    if not caller.is_system and owner == owner_key(caller):
+        return subscriber_of(caller)
+    return load_subscriber(stored)

@@ -25,6 +25,7 @@ OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/
 STATUS_DEFINITION = OPERATIONS + "backport-subscription-status"
 EVENTS_DEFINITION = OPERATIONS + "backport-subscription-events"
 MAX_REPLAY = 100  # events per `$events` answer
+MAX_DIGITS = 18  # an event number fits the database's BIGINT column (more: a 400, not a driver fault)
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ class Shown:
 
 
 def as_subscriber(u: Unit, row: SubscriptionRow) -> Unit:
-    """A unit on the same transaction acting as the subscription's subscriber (their scope, their trace)."""
-    return Unit(u.rt, rules.load_subscriber(row.subscriber), u.req, tx=u.tx, now=u.now)
+    """A unit on the same transaction acting as the subscriber replaying its events (their scope, their trace):
+    the owner as their present token says (policy `replayer`)."""
+    return Unit(u.rt, rules.replayer(u.caller, row.owner, row.subscriber), u.req, tx=u.tx, now=u.now)
 
 
 def shown(sub: Unit, events: list[Event]) -> list[Shown]:
@@ -52,17 +54,19 @@ def shown(sub: Unit, events: list[Event]) -> list[Shown]:
 
 
 def status_parameters(row: SubscriptionRow, kind: str, events: list[Shown] = (), *,  # type: ignore[assignment]
-                      content: str | None = None) -> dict:
+                      content: str | None = None, counted: bool = True) -> dict:
     """A SubscriptionStatus (R4: Parameters) of `kind`: handshake, heartbeat, event-notification, query-status,
-    query-event."""
+    query-event. `counted` False leaves out `events-since-subscription-start` (0..1): the count of what the
+    subscriber heard of is theirs, not the patient's (it would count documents hidden from the patient)."""
     content = content or row.content
     params: list[dict] = [
         {"name": "subscription", "valueReference": {"reference": f"{row.base_url}/Subscription/{row.id}"}},
         {"name": "topic", "valueCanonical": row.topic},
         {"name": "status", "valueCode": row.status},
         {"name": "type", "valueCode": kind},
-        {"name": "events-since-subscription-start", "valueString": str(row.events)},
     ]
+    if counted:
+        params.append({"name": "events-since-subscription-start", "valueString": str(row.events)})
     for item in events:
         part = [{"name": "event-number", "valueString": str(item.event.number)},
                 {"name": "timestamp", "valueInstant": instant(item.event.occurred)}]
@@ -118,8 +122,8 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
         rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids)
         for found in rows:
             u.touch(found.patient_key, f"Subscription/{found.id}")
-    entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": status_parameters(r, "query-status"),
-                "search": {"mode": "match"}} for r in rows]
+    entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "match"}, "resource": status_parameters(
+        r, "query-status", counted=rules.sees_counts(u.caller, r.owner))} for r in rows]
     path = f"Subscription/{req.id}/$status" if req.id else "Subscription/$status"
     return FhirResponse(200, results.bundle("searchset", entries, results.page_links(req.base_url, path,
                                                                                     list(req.query), None), None))
@@ -160,6 +164,6 @@ def _params(req: FhirRequest) -> list[tuple[str, str]]:
 def _number(value: str | None, name: str, default: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit():
-        raise bad_request(f"{name} must be an event number", name)
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_DIGITS:
+        raise bad_request(f"{name} must be an event number (digits 0-9, at most {MAX_DIGITS})", name)
     return int(value)

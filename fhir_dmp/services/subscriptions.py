@@ -84,6 +84,13 @@ def allowed_endpoint(endpoint: str, prefixes: str | None) -> bool:
                for p in allowed)
 
 
+def _parameter(name: str) -> str:
+    """The topic parameter a filter's parameter is: its name without modifier, or, for a chain written behind a
+    type modifier (`patient:Patient.name`), the chain (`patient.name`), which the topic must allow as such."""
+    base, _, modifier = name.partition(":")
+    return f"{base}.{modifier.split('.', 1)[1]}" if "." in modifier else base
+
+
 def parse_spec(u: Unit, body: dict) -> Spec:
     """The body's topic, filter, channel and payload, each checked (422 naming what is wrong)."""
     known = topics.load(u.rt.settings.home)
@@ -96,7 +103,7 @@ def parse_spec(u: Unit, body: dict) -> Spec:
         raise unprocessable(f"The filter (extension {FILTER_URL} on Subscription.criteria) must be a search of "
                             f"{topic.resource_type}: '{topic.resource_type}?...'", "Subscription.criteria")
     query = found.split("?", 1)[1]
-    names = {name.split(":")[0] for name, _ in parse_qsl(query, keep_blank_values=True)}
+    names = {_parameter(name) for name, _ in parse_qsl(query, keep_blank_values=True)}
     unknown = sorted(names - topic.filters)
     if unknown:
         raise unprocessable(f"The topic does not filter by {', '.join(unknown)} (it allows "

@@ -1,0 +1,140 @@
+"""Attacks on subscriptions: what a subscription, its status, its replay or its endpoint could tell anybody beyond
+what a read or an ITI-67 of theirs would. Hidden is absent: nobody may tell through a subscription that a document
+they may not see was filed (docs/subscriptions.md)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.fhirclient import DOCTOR, document, json_of
+from tests.receiver import Receiver
+from tests.services import subscribing
+from tests.services.subscribing import DOC_TOPIC_MULTI, PATIENT, TRE_A07, World, subscription
+
+world = subscribing.world
+receiver = subscribing.receiver
+
+
+def invisible_to_patient() -> dict:
+    return {"securityLabel": [{"coding": [{"system": TRE_A07, "code": "INVISIBLE_PATIENT"}]}]}
+
+
+def file(world: World, **extra: object) -> str:
+    response = world.client.post("DocumentReference", document(world.pid, **extra))
+    assert response.status_code == 201, response.data
+    return json_of(response)["id"]
+
+
+def status_values(bundle: dict) -> dict[str, str]:
+    params = bundle["entry"][0]["resource"]["parameter"]
+    return {p["name"]: next((v for k, v in p.items() if k.startswith("value")), None) for p in params}
+
+
+def test_the_patient_cannot_count_a_document_hidden_from_them_through_a_subscription_on_their_dmp(
+        world: World, receiver: Receiver):
+    sid = world.subscribe(DOCTOR, receiver.url)
+    world.deliver()
+    hidden = file(world, **invisible_to_patient())  # the doctor sees it; the patient must not tell it exists
+    world.deliver()
+    assert [n for n, _ in receiver.events()] == [1]  # the doctor heard of it
+    mine = json_of(world.as_(PATIENT).get(f"DocumentReference?patient={world.pid}"))
+    assert hidden not in str(mine)
+    as_patient = [json_of(world.as_(PATIENT).get(f"Subscription/{sid}/$status")),
+                  json_of(world.as_(PATIENT).get("Subscription/$status")),
+                  json_of(world.as_(PATIENT).get(f"Subscription/{sid}")),
+                  json_of(world.as_(PATIENT).get(f"Subscription?patient={world.pid}"))]
+    for answer in as_patient:
+        assert hidden not in str(answer)
+        for entry in answer.get("entry", []):
+            if entry["resource"]["resourceType"] == "Parameters":
+                assert "events-since-subscription-start" not in status_values({"entry": [entry]})
+    owner = status_values(json_of(world.as_(DOCTOR).get(f"Subscription/{sid}/$status")))
+    assert owner["events-since-subscription-start"] == "1"  # its owner still counts what they heard of
+
+
+def test_a_multi_patient_subscription_shows_the_patient_nothing_of_other_dmps(world: World, receiver: Receiver):
+    sid = world.subscribe(DOCTOR, receiver.url, "DocumentReference?type=11488-4", topic=DOC_TOPIC_MULTI)
+    world.deliver()
+    file(world)
+    world.deliver()
+    shown = json_of(world.as_(PATIENT).get(f"Subscription/{sid}/$status"))
+    assert "events-since-subscription-start" not in status_values(shown)
+
+
+def test_events_replay_is_held_to_the_token_asking_for_it(world: World, receiver: Receiver):
+    sid = world.subscribe(DOCTOR, receiver.url, content="full-resource")
+    world.deliver()
+    filed = file(world)
+    world.deliver()
+    narrow = world.as_({**DOCTOR, "scope": "user/Subscription.cruds"})  # no DocumentReference any more
+    assert narrow.get(f"DocumentReference/{filed}").status_code == 403
+    replay = narrow.get(f"Subscription/{sid}/$events?content=full-resource")
+    assert replay.status_code in (200, 403), replay.data
+    assert filed not in str(json_of(replay))
+    assert filed in str(json_of(world.as_(DOCTOR).get(f"Subscription/{sid}/$events?content=full-resource")))
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "1" * 30, "-1", " 1"])
+def test_a_bad_event_number_is_a_400_not_a_fault(world: World, receiver: Receiver, value: str):
+    sid = world.subscribe(DOCTOR, receiver.url)
+    for name in ("eventsSinceNumber", "eventsUntilNumber"):
+        answer = world.as_(DOCTOR).get(f"Subscription/{sid}/$events?{urlencode({name: value})}")
+        assert answer.status_code == 400, (name, value, answer.data)
+        assert json_of(answer)["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("filter_", [
+    "DocumentReference?patient:Patient.name=martin",  # a chain behind a modifier is not the topic's `patient`
+    "DocumentReference?patient:Patient.birthdate=1980-01-01",
+    "DocumentReference?patient:Patient._has:Consent:patient:status=active",
+])
+def test_a_filter_cannot_name_the_patient_by_what_the_topic_does_not_filter_by(world: World, receiver: Receiver,
+                                                                                  filter_: str):
+    answer = world.as_(DOCTOR).post("Subscription", subscription(receiver.url, filter_))
+    assert answer.status_code == 422, answer.data
+    assert "Subscription.criteria" in str(json_of(answer))
+
+
+def test_a_dmp_the_caller_may_not_open_answers_as_an_absent_one(world: World, receiver: Receiver):
+    stranger = {"actor": "professional", "sub": "810000000555", "profession": "10"}
+    there = stranger_answer = world.as_(stranger).post(
+        "Subscription", subscription(receiver.url, f"DocumentReference?patient=Patient/{world.pid}"))
+    absent = world.as_(stranger).post("Subscription", subscription(receiver.url,
+                                                                   "DocumentReference?patient=Patient/nobody"))
+    assert there.status_code == absent.status_code == 403, (stranger_answer.data, absent.data)
+    assert (json_of(there)["issue"][0]["diagnostics"] == json_of(absent)["issue"][0]["diagnostics"])
+    for who in (PATIENT, {**PATIENT, "actor": "representative", "sub": "rep-1"}):
+        absent = world.as_(who).post("Subscription", subscription(receiver.url,
+                                                                  "DocumentReference?patient=Patient/nobody"))
+        assert absent.status_code == 403, absent.data
+
+
+@pytest.mark.parametrize("claims", [
+    {"actor": "insurer", "sub": "cpam"}, {"actor": "employer", "sub": "acme"},
+    {"actor": "professional", "sub": "810000000777", "profession": "10", "specialty": "SM25"}])
+def test_refused_actors_are_refused_subscriptions_too(world: World, receiver: Receiver, claims: dict):
+    sid = world.subscribe(DOCTOR, receiver.url)
+    who = world.as_(claims)
+    for answer in (who.post("Subscription", subscription(receiver.url, f"DocumentReference?patient=Patient/"
+                                                                       f"{world.pid}")),
+                   who.get(f"Subscription/{sid}"), who.get("Subscription"), who.get(f"Subscription/{sid}/$status"),
+                   who.get(f"Subscription/{sid}/$events"), who.delete(f"Subscription/{sid}")):
+        assert answer.status_code in (401, 403), answer.data
+        assert json_of(answer)["resourceType"] == "OperationOutcome"
+
+
+def test_another_professionals_subscription_is_absent_to_every_operation(world: World, receiver: Receiver):
+    sid = world.subscribe(DOCTOR, receiver.url)
+    other = world.as_({"actor": "professional", "sub": "810000000555", "profession": "10"})
+    body = json_of(world.as_(DOCTOR).get(f"Subscription/{sid}"))
+    for path in (f"Subscription/{sid}", f"Subscription/{sid}/$status", f"Subscription/{sid}/$events"):
+        mine, absent = other.get(path), other.get(path.replace(sid, "nobody"))
+        assert mine.status_code == absent.status_code == 404, (path, mine.data)
+    mine = other.put(f"Subscription/{sid}", body)
+    absent = other.put("Subscription/nobody", {**body, "id": "nobody"})
+    assert mine.status_code == absent.status_code == 404
+    assert other.get("Subscription/$status").status_code == 200
+    assert json_of(other.get(f"Subscription/$status?id={sid}")).get("entry", []) == []
+    assert json_of(other.get(f"Subscription?_id={sid}")).get("entry", []) == []
