@@ -8,7 +8,7 @@ ITI-67 of theirs is given, in the same SQL), and it carries no more than that re
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
 from fhir_dmp.errors import FhirError, forbidden
@@ -82,25 +82,50 @@ def event_scope(subscriber: Caller, dmp: Dmp | None, resource_type: str, matrix:
     return policy.scope(subscriber, standing, matrix, now)
 
 
-def listing(caller: Caller, own_dmp: str | None) -> tuple[str | None, str | None]:
-    """Which Subscriptions a caller may list, as (owner, patient key) for the SQL (None: no condition): a system
-    all of them, a patient or representative those on their DMP (whoever made them, and the multi-patient ones
-    with events about it), a professional their own."""
+@dataclass(frozen=True)
+class Listing:
+    """Which Subscriptions a caller may list, for the SQL: `owner` (None: any), `patient_key` (None: any DMP), and
+    with it the owners whose multi-patient subscriptions are listed too (`hearers`, and every system's)."""
+
+    owner: str | None
+    patient_key: str | None
+    hearers: frozenset[str] = frozenset()
+
+
+def hearers(dmp: Dmp | None) -> frozenset[str]:
+    """The owners whose multi-patient subscriptions may hear of DMP `dmp` now: the professionals who stand in it
+    (médecin traitant, authorised, not blocked) of an open DMP. Decided from the DMP's facts, never from the
+    events a subscription numbered: those follow documents the patient may not see (INVISIBLE_PATIENT), and a
+    subscription appearing after one was filed would tell them it was."""
+    if dmp is None or not dmp.active:
+        return frozenset()
+    named = {ps for t in dmp.terms if t.is_authorisation for ps in t.actors} | set(dmp.treating)
+    return frozenset(f"professional|{ps}" for ps in named if not dmp.blocks(ps))
+
+
+def listing(caller: Caller, own_dmp: Dmp | None) -> Listing:
+    """A system lists all of them, a patient or representative those on their DMP (whoever made them) and the
+    multi-patient ones that may hear of it (`hearers`, and the systems'), a professional their own."""
     if caller.is_system:
-        return None, None
+        return Listing(None, None)
     if caller.actor in ("patient", "representative"):
-        return None, own_dmp or "\x00"  # no DMP of theirs: a key no row has
-    return owner_key(caller), None
+        if own_dmp is None:
+            return Listing(None, "\x00")  # no DMP of theirs: a key no row has
+        return Listing(None, own_dmp.key, hearers(own_dmp))
+    return Listing(owner_key(caller), None)
 
 
-def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: str | None, told_about: set[str]) -> bool:
+def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: Dmp | None) -> bool:
     """The owner, a system, and the patient (or representative) of the DMP the subscription is on, or, for a
-    multi-patient one, of a DMP it has numbered events about (`told_about`): a patient knows who hears of theirs."""
+    multi-patient one, whose DMP it may hear of now (`hearers`, or a system's): a patient knows who hears of
+    theirs."""
     if caller.is_system or owner == owner_key(caller):
         return True
-    if caller.actor not in ("patient", "representative") or not own_dmp:
+    if caller.actor not in ("patient", "representative") or own_dmp is None:
         return False
-    return patient_key == own_dmp or (not patient_key and own_dmp in told_about)
+    if patient_key:
+        return patient_key == own_dmp.key
+    return owner in hearers(own_dmp) or owner.startswith("system|")
 
 
 def may_manage(caller: Caller, owner: str) -> bool:

@@ -116,10 +116,11 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
             u.after_commit.append(wakeup.wake)
         rows = [row]
     else:
-        owner, key = rules.listing(u.caller, u.own_dmp() if u.caller.actor in ("patient", "representative") else None)
+        listing = rules.listing(u.caller, subscriptions.own_dmp(u))
         ids = [v for k, v in _params(req) if k == "id"]
         statuses = [v for k, v in _params(req) if k == "status"]
-        rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids)
+        rows = store.listed(u.tx, owner=listing.owner, patient_key=listing.patient_key, hearers=listing.hearers,
+                            statuses=statuses, ids=ids)
         for found in rows:
             u.touch(found.patient_key, f"Subscription/{found.id}")
     entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "match"}, "resource": status_parameters(

@@ -18,6 +18,7 @@ from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, bad_request, forbidden, not_found, unprocessable
 from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.consents import Dmp
 from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc, parse_date_range
 from fhir_dmp.search.parse import parse_query
@@ -211,11 +212,11 @@ def _headers(row: SubscriptionRow, base_url: str, *, location: bool = False) -> 
 def visible(u: Unit, sid: str) -> SubscriptionRow:
     """The subscription if the caller may read it (404 alike when absent or not theirs to see)."""
     row = store.get(u.tx, sid)
-    own = _own(u)
-    told = store.told_about(u.tx, sid, own) if row is not None and not row.patient_key and own else set()
-    if row is None or not rules.may_read(u.caller, row.owner, row.patient_key, own, told):
+    own = own_dmp(u)
+    if row is None or not rules.may_read(u.caller, row.owner, row.patient_key, own):
         raise not_found(f"Subscription/{sid} does not exist")
-    u.touch(row.patient_key or (own if told else ""), f"Subscription/{sid}")  # in the trail of the DMP it is about
+    # in the trail of the DMP it is about (a multi-patient one read by a patient: theirs)
+    u.touch(row.patient_key or (own.key if own is not None else ""), f"Subscription/{sid}")
     return row
 
 
@@ -227,8 +228,10 @@ def managed(u: Unit, sid: str) -> SubscriptionRow:
     return row
 
 
-def _own(u: Unit) -> str | None:
-    return u.own_dmp() if u.caller.actor in ("patient", "representative") else None
+def own_dmp(u: Unit) -> Dmp | None:
+    """The DMP a patient's or representative's token acts for, as the policy sees it (None: none, or not one)."""
+    key = u.own_dmp() if u.caller.actor in ("patient", "representative") else None
+    return u.dmp(key) if key else None
 
 
 # -- interactions ------------------------------------------------------------------------------------------------
@@ -305,7 +308,8 @@ def delete(u: Unit, req: FhirRequest) -> FhirResponse:
 def search(u: Unit, req: FhirRequest) -> FhirResponse:
     """`Subscription?patient=...` (the patient sees every subscription on their DMP), `status`, `_id`; a
     professional lists their own."""
-    owner, key = rules.listing(u.caller, _own(u))
+    listing = rules.listing(u.caller, own_dmp(u))
+    key = listing.patient_key
     statuses: list[str] = []
     ids: list[str] = []
     updated: list[tuple[datetime | None, datetime | None]] = []
@@ -324,7 +328,8 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
         elif name not in ("_count", "_format"):
             raise FhirError.of(400, "not-supported", f"Subscription searches take patient, status, _id and "
                                f"_lastUpdated, not {name}", name)
-    rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids, updated=updated)
+    rows = store.listed(u.tx, owner=listing.owner, patient_key=key, hearers=listing.hearers, statuses=statuses,
+                        ids=ids, updated=updated)
     u.touch(key or "", query=req.query_text)
     for row in rows:
         u.touch(row.patient_key, f"Subscription/{row.id}")

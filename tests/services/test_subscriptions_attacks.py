@@ -138,3 +138,18 @@ def test_another_professionals_subscription_is_absent_to_every_operation(world: 
     assert other.get("Subscription/$status").status_code == 200
     assert json_of(other.get(f"Subscription/$status?id={sid}")).get("entry", []) == []
     assert json_of(other.get(f"Subscription?_id={sid}")).get("entry", []) == []
+
+
+def test_a_multi_patient_subscription_appears_to_the_patient_by_standing_not_by_a_hidden_event(
+        world: World, receiver: Receiver):
+    sid = world.subscribe(DOCTOR, receiver.url, "DocumentReference?type=11488-4", topic=DOC_TOPIC_MULTI)
+    world.deliver()
+    before = json_of(world.as_(PATIENT).get(f"Subscription?patient={world.pid}"))
+    before_read = world.as_(PATIENT).get(f"Subscription/{sid}").status_code
+    file(world, **invisible_to_patient())  # numbered for the doctor: the patient must not tell it was filed
+    world.deliver()
+    assert [n for n, _ in receiver.events()] == [1]
+    after = json_of(world.as_(PATIENT).get(f"Subscription?patient={world.pid}"))
+    assert [e["resource"]["id"] for e in after.get("entry", [])] == [e["resource"]["id"]
+                                                                     for e in before.get("entry", [])]
+    assert world.as_(PATIENT).get(f"Subscription/{sid}").status_code == before_read
