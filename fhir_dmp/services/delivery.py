@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-
-import requests
 
 from fhir_dmp import fhirjson
 from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.search.dates import now_utc
-from fhir_dmp.services import audit, notifications, wakeup
+from fhir_dmp.services import audit, endpoints, notifications, wakeup
+from fhir_dmp.services.endpoints import Sent
 from fhir_dmp.services.requests import FhirRequest
 from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.subscriptions import channel_headers
@@ -35,19 +34,12 @@ LEASE_MARGIN = 30  # seconds beyond the endpoint's timeout before another worker
 CLAIM = 8  # subscriptions claimed per round (served one after the other)
 
 
-@dataclass(frozen=True)
-class Sent:
-    ok: bool
-    error: str | None = None
-
-
 class Worker:
     """One delivery worker (a thread of `serve`, or `fhir-dmp worker`); `run_once` is one round."""
 
     def __init__(self, rt: Runtime, *, poll: float = 0.5) -> None:
         self.rt = rt
         self.poll = poll
-        self.http = requests.Session()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -78,8 +70,8 @@ class Worker:
             except (Unavailable, TransientConflict):
                 raise  # the database is away: its lease ends by itself, the round stops here
             except Exception:  # noqa: BLE001 - the next subscription must not wait for this one's fault
-                log.exception("subscription %s: delivery failed", row.id)
-                self._release(row.id, {})
+                log.exception("subscription %s: delivery failed", row.id)  # and it backs off like a failure
+                self._failed(row, Sent(False, "the server could not prepare the notification"), now_utc())
         return len(claimed)
 
     def serve(self, row: SubscriptionRow) -> None:
@@ -130,18 +122,11 @@ class Worker:
         self._release(row.id, {"failures": 0, "next_attempt": None, **self._sent(row, now)})
 
     def post(self, row: SubscriptionRow, body: dict) -> Sent:
-        """POST a Bundle to the endpoint: 2xx is taken; a redirect is not followed (the endpoint was allowed,
-        where it points to was not)."""
-        try:  # its answer's body is never read: a receiver cannot make the worker hold what it sends back
-            headers = {**channel_headers(fhirjson.loads(row.body)), "Content-Type": "application/fhir+json"}
-            with self.http.post(row.endpoint, data=fhirjson.dumps(body).encode(), timeout=row.timeout, stream=True,
-                                allow_redirects=False, headers=headers) as answer:
-                status = answer.status_code
-        except requests.RequestException as exc:
-            return Sent(False, f"{type(exc).__name__}: {str(exc)[:200]}")
-        if 200 <= status < 300:
-            return Sent(True)
-        return Sent(False, f"the endpoint answered {status}")
+        """POST a Bundle to the endpoint through the guarded client (services/endpoints.py: public addresses
+        unless the operator named the host, no redirect, a deadline for the whole exchange, uniform errors)."""
+        headers = {**channel_headers(fhirjson.loads(row.body)), "Content-Type": "application/fhir+json"}
+        return endpoints.post(row.endpoint, fhirjson.dumps(body).encode(), headers, row.timeout,
+                              self.rt.settings.subscription_endpoints)
 
     # -- bookkeeping -----------------------------------------------------------------------------------------------
     def _sent(self, row: SubscriptionRow, now: datetime) -> dict:

@@ -22,7 +22,7 @@ from fhir_dmp.policy.consents import Dmp
 from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc, parse_date_range
 from fhir_dmp.search.parse import parse_query
-from fhir_dmp.services import content, lookups, results, topics, wakeup
+from fhir_dmp.services import content, endpoints, lookups, results, topics, wakeup
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
@@ -81,8 +81,7 @@ def allowed_endpoint(endpoint: str, prefixes: str | None) -> bool:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
     allowed = [p.strip() for p in (prefixes or "https://").split(",") if p.strip()]
-    return any(endpoint == p or (endpoint.startswith(p) and (p.endswith(("/", "://")) or endpoint[len(p)] in "/:?#"))
-               for p in allowed)
+    return any(endpoints.matches(endpoint, p) for p in allowed)
 
 
 def _parameter(name: str) -> str:
@@ -120,6 +119,9 @@ def parse_spec(u: Unit, body: dict) -> Spec:
     if not isinstance(endpoint, str) or not allowed_endpoint(endpoint, u.rt.settings.subscription_endpoints):
         raise unprocessable("channel.endpoint is not an endpoint this server may call (FHIR_DMP_SUBSCRIPTION_"
                             "ENDPOINTS; https only by default)", "Subscription.channel.endpoint")
+    refusal = endpoints.address_refusal(endpoint, u.rt.settings.subscription_endpoints)
+    if refusal is not None:
+        raise unprocessable(f"channel.endpoint: {refusal}", "Subscription.channel.endpoint")
     channel_headers(body)  # 422 for a header the server would not send
     if channel.get("payload") not in (None, "application/fhir+json", "application/json"):
         raise unprocessable("channel.payload: notifications are sent as application/fhir+json",
@@ -149,7 +151,7 @@ def channel_headers(body: dict) -> dict[str, str]:
         name, sep, value = str(line).partition(":")
         name, value = name.strip(), value.strip()
         if (not sep or not name or not all(33 <= ord(ch) <= 126 and ch not in "()<>@,;:\\\"/[]?={}" for ch in name)
-                or any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or name.lower() in _FORBIDDEN_HEADERS):
+                or not all(32 <= ord(ch) <= 126 or ch == "\t" for ch in value) or name.lower() in _FORBIDDEN_HEADERS):
             raise unprocessable(f"channel.header {str(line)[:80]!r} is not a header this server sends "
                                 "('Name: value', not an HTTP exchange's own)", "Subscription.channel.header")
         out[name] = value
