@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -31,20 +32,26 @@ from fhir_dmp.storage.subscriptions import SubscriptionRow
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN = 30  # seconds beyond the endpoint's timeout before another worker may take a subscription over
-CLAIM = 8  # subscriptions claimed per round (served one after the other)
+CLAIM = 8  # subscriptions served at once by one worker (each endpoint in a thread of its own)
 
 
 class Worker:
-    """One delivery worker (a thread of `serve`, or `fhir-dmp worker`); `run_once` is one round."""
+    """One delivery worker (a thread of `serve`, or `fhir-dmp worker`); `run_once` is one round.
+    Each claimed subscription is served in a thread of its pool: a receiver that is slow, or never answers, holds
+    one of CLAIM slots until its deadline, never the others' deliveries (the loop claims again as soon as a slot is
+    free; a subscription's own events still leave in order, one exchange at a time)."""
 
     def __init__(self, rt: Runtime, *, poll: float = 0.5) -> None:
         self.rt = rt
         self.poll = poll
+        self.pool = ThreadPoolExecutor(CLAIM, thread_name_prefix="fhir-dmp-endpoint")
+        self.busy: set[Future] = set()
+        self.lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                busy = self.run_once()
+                busy = self.run_once(wait=False)
             except (Unavailable, TransientConflict) as exc:
                 log.warning("subscription delivery: database unavailable (%s)", exc)
                 busy = 0
@@ -55,24 +62,49 @@ class Worker:
             if not busy:
                 wakeup.NUDGE.wait(self.poll)
                 wakeup.NUDGE.clear()
+        self.pool.shutdown(wait=False)
 
-    def run_once(self) -> int:
-        """Claim what is due and serve it; returns how many subscriptions were served."""
+    def run_once(self, *, wait: bool = True) -> int:
+        """Claim what is due (as many as free slots) and serve it, each in a thread of the pool; `wait`: until all
+        are served (a database away in one of them is raised here). Returns how many subscriptions were claimed."""
+        with self.lock:
+            free = CLAIM - len(self.busy)
+        if free <= 0:
+            return 0
         now = now_utc()
         with self.rt.db.transaction() as tx:
             if not store.anything_due(tx, now):
                 return 0
         with self.rt.db.transaction(write=True) as tx:
-            claimed = store.claim(tx, now, LEASE_MARGIN, CLAIM)
-        for row in claimed:
-            try:
-                self.serve(row)
-            except (Unavailable, TransientConflict):
-                raise  # the database is away: its lease ends by itself, the round stops here
-            except Exception:  # noqa: BLE001 - the next subscription must not wait for this one's fault
-                log.exception("subscription %s: delivery failed", row.id)  # and it backs off like a failure
-                self._failed(row, Sent(False, "the server could not prepare the notification"), now_utc())
+            claimed = store.claim(tx, now, LEASE_MARGIN, free)
+        futures = [self.pool.submit(self._serve_one, row) for row in claimed]
+        with self.lock:
+            self.busy.update(futures)
+        for future in futures:
+            future.add_done_callback(self._done)
+        if wait:
+            for future in futures:
+                fault = future.result()
+                if fault is not None:
+                    raise fault
         return len(claimed)
+
+    def _done(self, future: Future) -> None:
+        with self.lock:
+            self.busy.discard(future)
+
+    def _serve_one(self, row: SubscriptionRow) -> Exception | None:
+        """Serve one subscription; the database's absence is returned (its lease ends by itself), any other fault
+        backs the subscription off like a failed delivery."""
+        try:
+            self.serve(row)
+        except (Unavailable, TransientConflict) as exc:
+            log.warning("subscription %s: database unavailable (%s)", row.id, exc)
+            return exc
+        except Exception:  # noqa: BLE001 - the other subscriptions must not wait for this one's fault
+            log.exception("subscription %s: delivery failed", row.id)
+            self._failed(row, Sent(False, "the server could not prepare the notification"), now_utc())
+        return None
 
     def serve(self, row: SubscriptionRow) -> None:
         if row.status == "requested":

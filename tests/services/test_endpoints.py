@@ -126,3 +126,22 @@ def test_a_header_the_wire_cannot_carry_is_refused_at_creation(world: World, rec
                         channel_header=["X-Receiver: \u2603"])
     answer = world.as_(DOCTOR).post("Subscription", body)
     assert answer.status_code == 422 and "Subscription.channel.header" in str(json_of(answer))
+
+
+def test_a_receiver_that_never_answers_does_not_hold_another_subscriptions_notifications(world: World,
+                                                                                          receiver: Receiver):
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (the kernel's backlog) and never answers
+    try:
+        slow = subscription(f"http://127.0.0.1:{silent.getsockname()[1]}/hook",
+                            f"DocumentReference?patient=Patient/{world.pid}")
+        slow["channel"]["extension"] = [{"url": subscribing.BACKPORT + "backport-timeout", "valueUnsignedInt": 30}]
+        assert world.as_(DOCTOR).post("Subscription", slow).status_code == 201
+        world.subscribe(DOCTOR, receiver.url)
+        stop = threading.Event()
+        threading.Thread(target=world.worker.run, args=(stop,), daemon=True).start()
+        try:
+            receiver.wait_for(lambda: receiver.of_type("handshake"), seconds=5)  # not after the 60 s of the other
+        finally:
+            stop.set()
+    finally:
+        silent.close()
