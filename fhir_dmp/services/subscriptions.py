@@ -180,7 +180,13 @@ def _dmp_of(u: Unit, spec: Spec) -> str:
         if refusal is not None:
             raise refusal
         return ""
-    lookup = lookups.for_search(u, spec.topic.resource_type, criteria)
+    try:
+        lookup = lookups.for_search(u, spec.topic.resource_type, criteria)
+    except FhirError as exc:  # a filter naming no DMP, or several: the body's fault (a 403 stays a 403)
+        if exc.status != 400:
+            raise
+        raise unprocessable("The filter is not a search this server runs: "
+                            + "; ".join(i.diagnostics for i in exc.issues), "Subscription.criteria") from None
     if not lookup.key:
         raise unprocessable("The filter's patient is not a DMP of this server", "Subscription.criteria")
     refusal = rules.creation_refusal(u.caller, lookup.access, True)

@@ -153,3 +153,55 @@ def test_a_multi_patient_subscription_appears_to_the_patient_by_standing_not_by_
     assert [e["resource"]["id"] for e in after.get("entry", [])] == [e["resource"]["id"]
                                                                      for e in before.get("entry", [])]
     assert world.as_(PATIENT).get(f"Subscription/{sid}").status_code == before_read
+
+
+def test_a_representative_hears_nothing_of_what_is_hidden_from_representatives(world: World):
+    representative = {"actor": "representative", "sub": "rep-1", "patient": PATIENT["patient"]}
+    with Receiver() as rep, Receiver() as patient:
+        world.subscribe(representative, rep.url, content="full-resource")
+        world.subscribe(PATIENT, patient.url, content="full-resource")
+        world.deliver()
+        hidden = file(world, securityLabel=[{"coding": [{"system": TRE_A07,
+                                                          "code": "INVISIBLE_REPRESENTANTS_LEGAUX"}]}])
+        seen = file(world)
+        world.deliver()
+        assert [f.rsplit("/", 1)[-1] for _, f in rep.events()] == [seen]
+        assert hidden not in str(rep.received)
+        assert [f.rsplit("/", 1)[-1] for _, f in patient.events()] == [hidden, seen]
+
+
+def test_no_notification_once_the_authorisation_is_withdrawn(world: World, receiver: Receiver):
+    from tests.services.subscribing import KINE
+
+    world.subscribe(KINE, receiver.url)
+    world.deliver()
+    consents = json_of(world.client.get(f"Consent?patient={world.pid}"))
+    [kine] = [e["resource"] for e in consents["entry"] if KINE["sub"] in str(e["resource"]["provision"])]
+    assert world.client.put(f"Consent/{kine['id']}", {**kine, "status": "inactive"}).status_code == 200
+    discharge = file(world, type={"coding": [{"system": "http://loinc.org", "code": "11490-0"}]})
+    world.deliver()
+    assert receiver.events() == [] and discharge not in str(receiver.received)
+    assert world.as_(KINE).get(f"DocumentReference?patient={world.pid}").status_code == 403
+
+
+@pytest.mark.parametrize("extra", ["&_include=DocumentReference:author", "&_revinclude=Provenance:target",
+                                   "&_has:List:item:code=x", "&_sort=date", "&_count=1", "&_summary=count",
+                                   "&_elements=id", "&_total=accurate", "&_filter=x", "&_id=1"])
+def test_a_filter_is_a_filter_not_a_query_with_results_of_its_own(world: World, receiver: Receiver, extra: str):
+    body = subscription(receiver.url, f"DocumentReference?patient=Patient/{world.pid}{extra}")
+    answer = world.as_(DOCTOR).post("Subscription", body)
+    assert answer.status_code == 422, answer.data
+    assert "Subscription.criteria" in str(json_of(answer))
+
+
+@pytest.mark.parametrize("filter_", [
+    "DocumentReference?patient=Patient/{pid}&patient=Patient/{pid}x",  # two DMPs
+    "DocumentReference?patient=Patient/{pid},Patient/other",
+    "DocumentReference?patient:missing=false",
+    "DocumentReference?patient=Patient/{pid}&date=yesterday",
+])
+def test_a_filter_the_search_engine_refuses_is_a_422_of_the_subscription(world: World, receiver: Receiver,
+                                                                          filter_: str):
+    answer = world.as_(DOCTOR).post("Subscription", subscription(receiver.url, filter_.format(pid=world.pid)))
+    assert answer.status_code == 422, answer.data
+    assert json_of(answer)["resourceType"] == "OperationOutcome"
