@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -33,6 +34,8 @@ from fhir_dmp.storage.subscriptions import SubscriptionRow
 log = logging.getLogger(__name__)
 LEASE_MARGIN = 30  # seconds beyond the endpoint's timeout before another worker may take a subscription over
 CLAIM = 8  # subscriptions served at once by one worker (each endpoint in a thread of its own)
+PER_OWNER = CLAIM // 2  # of which one owner's, at most
+DEFER = 1  # seconds an owner's subscription waits for a slot of theirs
 
 
 class Worker:
@@ -45,7 +48,8 @@ class Worker:
         self.rt = rt
         self.poll = poll
         self.pool = ThreadPoolExecutor(CLAIM, thread_name_prefix="fhir-dmp-endpoint")
-        self.busy: set[Future] = set()
+        self.busy: dict[Future, str] = {}  # in flight, with their owner
+        self.owners: Counter[str] = Counter()
         self.lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
@@ -66,7 +70,9 @@ class Worker:
 
     def run_once(self, *, wait: bool = True) -> int:
         """Claim what is due (as many as free slots) and serve it, each in a thread of the pool; `wait`: until all
-        are served (a database away in one of them is raised here). Returns how many subscriptions were claimed."""
+        are served (a database away in one of them is raised here). An owner holds at most PER_OWNER slots: one
+        whose subscriptions all point to receivers that never answer cannot take every slot; the rest of theirs
+        is leased back for DEFER seconds. Returns how many subscriptions were claimed."""
         with self.lock:
             free = CLAIM - len(self.busy)
         if free <= 0:
@@ -77,11 +83,22 @@ class Worker:
                 return 0
         with self.rt.db.transaction(write=True) as tx:
             claimed = store.claim(tx, now, LEASE_MARGIN, free)
-        futures = [self.pool.submit(self._serve_one, row) for row in claimed]
+        futures, deferred = [], []
         with self.lock:
-            self.busy.update(futures)
+            for row in claimed:
+                if self.owners[row.owner] >= PER_OWNER:
+                    deferred.append(row.id)
+                    continue
+                self.owners[row.owner] += 1
+                future = self.pool.submit(self._serve_one, row)
+                self.busy[future] = row.owner
+                futures.append(future)
         for future in futures:
             future.add_done_callback(self._done)
+        if deferred:
+            with self.rt.db.transaction(write=True) as tx:
+                for sid in deferred:
+                    store.change(tx, sid, {"lease_until": now + timedelta(seconds=DEFER)})
         if wait:
             for future in futures:
                 fault = future.result()
@@ -91,7 +108,9 @@ class Worker:
 
     def _done(self, future: Future) -> None:
         with self.lock:
-            self.busy.discard(future)
+            owner = self.busy.pop(future, None)
+            if owner is not None:
+                self.owners[owner] -= 1
 
     def _serve_one(self, row: SubscriptionRow) -> Exception | None:
         """Serve one subscription; the database's absence is returned (its lease ends by itself), any other fault

@@ -145,3 +145,21 @@ def test_a_receiver_that_never_answers_does_not_hold_another_subscriptions_notif
             stop.set()
     finally:
         silent.close()
+
+
+def test_one_owners_silent_receivers_cannot_take_every_slot(world: World, receiver: Receiver):
+    from fhir_dmp.services.delivery import CLAIM
+
+    silent = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        for _ in range(2 * CLAIM):  # more than every slot, claimed before the other's whatever the order
+            world.subscribe(DOCTOR, f"http://127.0.0.1:{silent.getsockname()[1]}/hook")
+        world.subscribe(subscribing.KINE, receiver.url)
+        stop = threading.Event()
+        threading.Thread(target=world.worker.run, args=(stop,), daemon=True).start()
+        try:
+            receiver.wait_for(lambda: receiver.of_type("handshake"), seconds=8)
+        finally:
+            stop.set()
+    finally:
+        silent.close()
