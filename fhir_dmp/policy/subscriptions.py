@@ -133,13 +133,19 @@ def may_manage(caller: Caller, owner: str) -> bool:
     return caller.is_system or owner == owner_key(caller)
 
 
-def sees_counts(caller: Caller, owner: str) -> bool:
-    """How many events a subscription numbered is its subscriber's to know (and a system's): the patient who reads
-    a subscription on their DMP must not count through it the documents hidden from them (INVISIBLE_PATIENT, or,
-    for a multi-patient one, those of other DMPs). Hidden is absent."""
+def sees_delivery(caller: Caller, owner: str) -> bool:
+    """How a subscription's deliveries go (how many events it numbered, a failed delivery, the endpoint's error) is
+    its subscriber's to know (and a system's), not the patient's who reads a subscription on their DMP: events
+    follow documents hidden from the patient (INVISIBLE_PATIENT; for a multi-patient one, other DMPs' documents),
+    and a count that moves, or a subscription that falls in error, would tell them one was filed. Hidden is
+    absent."""
     return may_manage(caller, owner)
 
 
+def shown_status(caller: Caller, owner: str, status: str) -> str:
+    """The status a reader is shown: to others than the owner, one in error reads `active` (its events are kept
+    and numbered as before; whether a delivery failed follows those events, see `sees_delivery`)."""
+    return "active" if status == "error" and not sees_delivery(caller, owner) else status
 def replayer(caller: Caller, owner: str, stored: str) -> Caller:
     """Whom a `$events` replay is read as: the owner as their token says now (its claims and SMART scopes, at
     normal access: a replay is an ITI-67 of theirs, never more than their present token grants), a system as the

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from fhir_dmp.errors import FhirError, bad_request
 from fhir_dmp.policy import subscriptions as rules
+from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.services import reads, results, subscriptions, wakeup
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
@@ -54,18 +55,21 @@ def shown(sub: Unit, events: list[Event]) -> list[Shown]:
 
 
 def status_parameters(row: SubscriptionRow, kind: str, events: list[Shown] = (), *,  # type: ignore[assignment]
-                      content: str | None = None, counted: bool = True) -> dict:
+                      content: str | None = None, reader: Caller | None = None) -> dict:
     """A SubscriptionStatus (R4: Parameters) of `kind`: handshake, heartbeat, event-notification, query-status,
-    query-event. `counted` False leaves out `events-since-subscription-start` (0..1): the count of what the
-    subscriber heard of is theirs, not the patient's (it would count documents hidden from the patient)."""
+    query-event. `reader`: who asks (`$status`; None: the subscriber's own notifications); to others than the owner,
+    without `events-since-subscription-start` (0..1) nor the error, and in error reads active (policy
+    `sees_delivery`: they would tell the patient of documents hidden from them)."""
+    told = reader is None or rules.sees_delivery(reader, row.owner)
+    status = row.status if reader is None else rules.shown_status(reader, row.owner, row.status)
     content = content or row.content
     params: list[dict] = [
         {"name": "subscription", "valueReference": {"reference": f"{row.base_url}/Subscription/{row.id}"}},
         {"name": "topic", "valueCanonical": row.topic},
-        {"name": "status", "valueCode": row.status},
+        {"name": "status", "valueCode": status},
         {"name": "type", "valueCode": kind},
     ]
-    if counted:
+    if told:
         params.append({"name": "events-since-subscription-start", "valueString": str(row.events)})
     for item in events:
         part = [{"name": "event-number", "valueString": str(item.event.number)},
@@ -74,7 +78,7 @@ def status_parameters(row: SubscriptionRow, kind: str, events: list[Shown] = (),
             part.append({"name": "focus", "valueReference": {
                 "reference": f"{row.base_url}/{item.stored.resource_type}/{item.stored.id}"}})
         params.append({"name": "notification-event", "part": part})
-    if row.status == "error" and row.error:
+    if told and row.status == "error" and row.error:
         params.append({"name": "error", "valueCodeableConcept": {"text": row.error}})
     return {"resourceType": "Parameters", "parameter": params}
 
@@ -124,7 +128,7 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
         for found in rows:
             u.touch(found.patient_key, f"Subscription/{found.id}")
     entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "match"}, "resource": status_parameters(
-        r, "query-status", counted=rules.sees_counts(u.caller, r.owner))} for r in rows]
+        r, "query-status", reader=u.caller)} for r in rows]
     path = f"Subscription/{req.id}/$status" if req.id else "Subscription/$status"
     return FhirResponse(200, results.bundle("searchset", entries, results.page_links(req.base_url, path,
                                                                                     list(req.query), None), None))

@@ -198,12 +198,13 @@ def _dmp_of(u: Unit, spec: Spec) -> str:
 # -- the resource as served -------------------------------------------------------------------------------------
 def resource(row: SubscriptionRow, caller: Caller | None = None) -> dict:
     """The stored body with the server's status (and error) as they are now; to another than its owner (the
-    patient), without the channel's headers (they carry the receiver's credentials)."""
+    patient), without the channel's headers (they carry the receiver's credentials), and one in error reads
+    active, without the error (policy `shown_status`: a failed delivery follows events the patient may not see)."""
     body = fhirjson.loads(row.body)
     if caller is not None and not rules.may_manage(caller, row.owner) and isinstance(body.get("channel"), dict):
         body["channel"] = {k: v for k, v in body["channel"].items() if k not in ("header", "_header")}
-    body["status"] = row.status
-    if row.error and row.status == "error":
+    body["status"] = row.status if caller is None else rules.shown_status(caller, row.owner, row.status)
+    if row.error and body["status"] == "error":
         body["error"] = row.error
     else:
         body.pop("error", None)

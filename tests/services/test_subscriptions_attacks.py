@@ -205,3 +205,24 @@ def test_a_filter_the_search_engine_refuses_is_a_422_of_the_subscription(world: 
     answer = world.as_(DOCTOR).post("Subscription", subscription(receiver.url, filter_.format(pid=world.pid)))
     assert answer.status_code == 422, answer.data
     assert json_of(answer)["resourceType"] == "OperationOutcome"
+
+
+def test_the_patient_cannot_tell_a_hidden_document_by_a_delivery_that_failed(world: World):
+    down = Receiver()  # never brought up: every delivery fails
+    sid = world.subscribe(DOCTOR, down.url)
+    with Receiver() as up:  # the handshake succeeds there, then the endpoint goes away
+        body = json_of(world.as_(DOCTOR).get(f"Subscription/{sid}"))
+        body["channel"]["endpoint"] = up.url
+        assert world.as_(DOCTOR).put(f"Subscription/{sid}", body).status_code == 200
+        world.deliver()
+    assert world.status(sid) == "active"
+    file(world, **invisible_to_patient())
+    world.deliver_until(lambda: world.status(sid) == "error")  # the owner sees it fail
+    shown = json_of(world.as_(PATIENT).get(f"Subscription/{sid}"))
+    assert shown["status"] == "active" and "error" not in shown
+    status = status_values(json_of(world.as_(PATIENT).get(f"Subscription/{sid}/$status")))
+    assert status["status"] == "active" and "error" not in status
+    listed = json_of(world.as_(PATIENT).get(f"Subscription?patient={world.pid}"))
+    assert [e["resource"]["status"] for e in listed["entry"]] == ["active"]
+    assert status_values(json_of(world.as_(DOCTOR).get(f"Subscription/{sid}/$status")))["status"] in (
+        "error", "requested")  # its owner's $status asks for it again
