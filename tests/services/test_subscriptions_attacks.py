@@ -226,3 +226,41 @@ def test_the_patient_cannot_tell_a_hidden_document_by_a_delivery_that_failed(wor
     assert [e["resource"]["status"] for e in listed["entry"]] == ["active"]
     assert status_values(json_of(world.as_(DOCTOR).get(f"Subscription/{sid}/$status")))["status"] in (
         "error", "requested")  # its owner's $status asks for it again
+
+
+def test_a_document_masked_or_retyped_after_its_event_is_named_by_no_notification_nor_replay(world: World):
+    from tests.services.subscribing import KINE, masked
+
+    discharge = {"type": {"coding": [{"system": "http://loinc.org", "code": "11490-0"}]}}
+    with Receiver() as doctor, Receiver() as kine:
+        world.subscribe(DOCTOR, doctor.url, content="full-resource")
+        kine_sid = world.subscribe(KINE, kine.url, content="full-resource")
+        world.deliver()
+        first = file(world, **discharge)  # both may see it when it is filed: both get an event number
+        stored = json_of(world.client.get(f"DocumentReference/{first}"))
+        hidden = {**stored, "securityLabel": stored["securityLabel"] + masked()["securityLabel"]}  # before delivery
+        assert world.client.put(f"DocumentReference/{first}", hidden).status_code == 200
+        second = file(world, **discharge)
+        retyped = {**json_of(world.client.get(f"DocumentReference/{second}")),
+                   "type": {"coding": [{"system": "http://loinc.org", "code": "11488-4"}]},
+                   "category": [{"coding": [{"system": "https://mos.esante.gouv.fr/NOS/TRE_A03-ClasseDocument/FHIR/"
+                                             "TRE-A03-ClasseDocument", "code": "10"}]}]}
+        assert world.client.put(f"DocumentReference/{second}", retyped).status_code == 200
+        world.deliver()
+        assert [n for n, _ in kine.events()] == [1, 2] and all(f is None for _, f in kine.events())
+        assert first not in str(kine.received) and second not in str(kine.received)
+        assert [n for n, _ in doctor.events()] == [1, 2] and doctor.events()[0][1] is None  # masked: nobody's
+        replay = json_of(world.as_(KINE).get(f"Subscription/{kine_sid}/$events?content=full-resource"))
+        assert first not in str(replay) and second not in str(replay)
+
+
+def test_an_emergency_callers_multi_patient_subscription_hears_only_where_they_stand_normally(world: World,
+                                                                                               receiver: Receiver):
+    emergency = {"actor": "professional", "sub": "810000000555", "profession": "10", "purpose_of_use": "BTG",
+                 "access_reason": "urgence"}
+    assert world.as_(emergency).get(f"DocumentReference?patient={world.pid}").status_code == 200  # opens it now
+    world.subscribe(emergency, receiver.url, "DocumentReference?type=11488-4", topic=DOC_TOPIC_MULTI)
+    world.deliver()
+    filed = file(world)
+    world.deliver()
+    assert receiver.events() == [] and filed not in str(receiver.received)
