@@ -70,9 +70,9 @@ class Worker:
 
     def run_once(self, *, wait: bool = True) -> int:
         """Claim what is due (as many as free slots) and serve it, each in a thread of the pool; `wait`: until all
-        are served (a database away in one of them is raised here). An owner holds at most PER_OWNER slots: one
-        whose subscriptions all point to receivers that never answer cannot take every slot; the rest of theirs
-        is leased back for DEFER seconds. Returns how many subscriptions were claimed."""
+        are served (a database away in one of them is raised here). Not waited for (the `run` loop), an owner holds
+        at most PER_OWNER slots: one whose subscriptions all point to receivers that never answer cannot take every
+        slot; the rest of theirs is leased back for DEFER seconds. Returns how many subscriptions were claimed."""
         with self.lock:
             free = CLAIM - len(self.busy)
         if free <= 0:
@@ -86,7 +86,7 @@ class Worker:
         futures, deferred = [], []
         with self.lock:
             for row in claimed:
-                if self.owners[row.owner] >= PER_OWNER:
+                if not wait and self.owners[row.owner] >= PER_OWNER:  # waited for, a round holds nobody
                     deferred.append(row.id)
                     continue
                 self.owners[row.owner] += 1
