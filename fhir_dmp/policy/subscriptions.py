@@ -90,6 +90,7 @@ class Listing:
     owner: str | None
     patient_key: str | None
     hearers: frozenset[str] = frozenset()
+    nothing: bool = False  # a patient's or representative's token acting for no DMP: no subscription at all
 
 
 def hearers(dmp: Dmp | None) -> frozenset[str]:
@@ -110,7 +111,7 @@ def listing(caller: Caller, own_dmp: Dmp | None) -> Listing:
         return Listing(None, None)
     if caller.actor in ("patient", "representative"):
         if own_dmp is None:
-            return Listing(None, "\x00")  # no DMP of theirs: a key no row has
+            return Listing(None, None, nothing=True)  # no DMP of theirs: nothing, not everything
         return Listing(None, own_dmp.key, hearers(own_dmp))
     return Listing(owner_key(caller), None)
 

@@ -121,9 +121,10 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
         rows = [row]
     else:
         listing = rules.listing(u.caller, subscriptions.own_dmp(u))
-        ids = [v for k, v in _params(req) if k == "id"]
-        statuses = [v for k, v in _params(req) if k == "status"]
-        rows = store.listed(u.tx, owner=listing.owner, patient_key=listing.patient_key, hearers=listing.hearers,
+        params = subscriptions.plain(_params(req))
+        ids = [v for k, v in params if k == "id"]
+        statuses = [v for k, v in params if k == "status"]
+        rows = [] if listing.nothing else store.listed(u.tx, owner=listing.owner, patient_key=listing.patient_key, hearers=listing.hearers,
                             statuses=statuses, ids=ids)
         for found in rows:
             u.touch(found.patient_key, f"Subscription/{found.id}")
@@ -140,7 +141,7 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
     if req.id is None:
         raise FhirError.of(405, "not-supported", "$events is an instance operation: Subscription/{id}/$events")
     row = subscriptions.managed(u, req.id)
-    params = dict(_params(req))
+    params = dict(subscriptions.plain(_params(req)))
     low = _number(params.get("eventsSinceNumber"), "eventsSinceNumber", 1)
     high = _number(params.get("eventsUntilNumber"), "eventsUntilNumber", row.events)
     content = params.get("content") or row.content

@@ -322,7 +322,7 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
     statuses: list[str] = []
     ids: list[str] = []
     updated: list[tuple[datetime | None, datetime | None]] = []
-    for name, value in req.query:
+    for name, value in plain(req.query):
         if name in ("patient", "patient:Patient"):
             named = value.rsplit("/", 1)[-1]
             if key is not None and named != key:
@@ -337,8 +337,9 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
         elif name not in ("_count", "_format"):
             raise FhirError.of(400, "not-supported", f"Subscription searches take patient, status, _id and "
                                f"_lastUpdated, not {name}", name)
-    rows = store.listed(u.tx, owner=listing.owner, patient_key=key, hearers=listing.hearers, statuses=statuses,
-                        ids=ids, updated=updated)
+    rows = [] if listing.nothing else store.listed(u.tx, owner=listing.owner, patient_key=key,
+                                                   hearers=listing.hearers, statuses=statuses, ids=ids,
+                                                   updated=updated)
     u.touch(key or "", query=req.query_text)
     for row in rows:
         u.touch(row.patient_key, f"Subscription/{row.id}")
@@ -346,6 +347,15 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
                 "search": {"mode": "match"}} for r in rows]
     links = results.page_links(req.base_url, "Subscription", list(req.query), None)
     return FhirResponse(200, results.bundle("searchset", entries, links, len(entries)))
+
+
+def plain(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Search or operation parameters as given, 400 for a value with a control character (PostgreSQL's text takes
+    no NUL: a 400, not a driver fault)."""
+    for name, value in pairs:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise bad_request(f"{name}: a value with a control character", name)
+    return pairs
 
 
 def _updated(value: str) -> tuple[datetime | None, datetime | None]:

@@ -132,7 +132,7 @@ def test_who_may_subscribe_and_who_lists_what():
     assert listing(system, None) == Listing(None, None)
     assert listing(pro, None) == Listing(owner_key(pro), None)
     assert listing(patient_, dmp_a) == Listing(None, "A", hearers(dmp_a))
-    assert listing(patient_, None).patient_key not in ("", None)  # no DMP of theirs: nothing, not everything
+    assert listing(patient_, None).nothing  # no DMP of theirs: nothing, not everything
     assert may_read(patient_, owner_key(pro), "A", dmp_a) and not may_read(patient_, owner_key(pro), "B", dmp_a)
     # a multi-patient one: the patient of a DMP its owner stands in (may hear of), whatever events it numbered
     assert may_read(patient_, owner_key(pro), "", dmp_a) and not may_read(patient_, owner_key(pro), "", dmp_b)

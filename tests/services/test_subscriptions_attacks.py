@@ -264,3 +264,18 @@ def test_an_emergency_callers_multi_patient_subscription_hears_only_where_they_s
     filed = file(world)
     world.deliver()
     assert receiver.events() == [] and filed not in str(receiver.received)
+
+
+def test_a_patient_without_a_dmp_and_control_characters_get_answers_not_faults(world: World, receiver: Receiver):
+    sid = world.subscribe(DOCTOR, receiver.url)
+    nobody = world.as_({"actor": "patient", "sub": "2990175123456", "patient": "2990175123456"})
+    for path in ("Subscription", "Subscription/$status", "Subscription?patient=x"):
+        answer = nobody.get(path)
+        assert answer.status_code in (200, 403), (path, answer.data)
+        assert sid not in str(json_of(answer).get("entry", []))
+    assert nobody.get(f"Subscription/{sid}").status_code == 404
+    for path in ("Subscription/$status?id=%00", "Subscription?_id=%00", "Subscription?status=a%01",
+                 f"Subscription/{sid}/$events?content=%00"):
+        answer = world.as_(DOCTOR).get(path)
+        assert answer.status_code == 400, (path, answer.data)
+        assert json_of(answer)["resourceType"] == "OperationOutcome"
