@@ -124,8 +124,9 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
         params = subscriptions.plain(_params(req))
         ids = [v for k, v in params if k == "id"]
         statuses = [v for k, v in params if k == "status"]
-        rows = [] if listing.nothing else store.listed(u.tx, owner=listing.owner, patient_key=listing.patient_key, hearers=listing.hearers,
-                            statuses=statuses, ids=ids)
+        rows = [] if listing.nothing else store.listed(
+            u.tx, owner=listing.owner, patient_key=listing.patient_key, hearers=listing.hearers, statuses=statuses,
+            ids=ids)
         for found in rows:
             u.touch(found.patient_key, f"Subscription/{found.id}")
     entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "match"}, "resource": status_parameters(
