@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -40,14 +40,14 @@ DEFER = 1  # seconds an owner's subscription waits for a slot of theirs
 
 class Worker:
     """One delivery worker (a thread of `serve`, or `fhir-dmp worker`); `run_once` is one round.
-    Each claimed subscription is served in a thread of its pool: a receiver that is slow, or never answers, holds
-    one of CLAIM slots until its deadline, never the others' deliveries (the loop claims again as soon as a slot is
-    free; a subscription's own events still leave in order, one exchange at a time)."""
+    Each claimed subscription is served in a thread of its own (a daemon: a process that stops never waits for a
+    receiver), at most CLAIM at once: a receiver that is slow, or never answers, holds one of CLAIM slots until its
+    deadline, never the others' deliveries (the loop claims again as soon as a slot is free; a subscription's own
+    events still leave in order, one exchange at a time)."""
 
     def __init__(self, rt: Runtime, *, poll: float = 0.5) -> None:
         self.rt = rt
         self.poll = poll
-        self.pool = ThreadPoolExecutor(CLAIM, thread_name_prefix="fhir-dmp-endpoint")
         self.busy: dict[Future, str] = {}  # in flight, with their owner
         self.owners: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -66,10 +66,9 @@ class Worker:
             if not busy:
                 wakeup.NUDGE.wait(self.poll)
                 wakeup.NUDGE.clear()
-        self.pool.shutdown(wait=False)
 
     def run_once(self, *, wait: bool = True) -> int:
-        """Claim what is due (as many as free slots) and serve it, each in a thread of the pool; `wait`: until all
+        """Claim what is due (as many as free slots) and serve it, each in a thread of its own; `wait`: until all
         are served (a database away in one of them is raised here). Not waited for (the `run` loop), an owner holds
         at most PER_OWNER slots: one whose subscriptions all point to receivers that never answer cannot take every
         slot; the rest of theirs is leased back for DEFER seconds. Returns how many subscriptions were claimed."""
@@ -90,7 +89,7 @@ class Worker:
                     deferred.append(row.id)
                     continue
                 self.owners[row.owner] += 1
-                future = self.pool.submit(self._serve_one, row)
+                future = self._submit(row)
                 self.busy[future] = row.owner
                 futures.append(future)
         for future in futures:
@@ -105,6 +104,15 @@ class Worker:
                 if fault is not None:
                     raise fault
         return len(claimed)
+
+    def _submit(self, row: SubscriptionRow) -> Future:
+        future: Future = Future()
+
+        def serve() -> None:
+            future.set_result(self._serve_one(row))
+
+        threading.Thread(target=serve, name=f"fhir-dmp-endpoint-{row.id}", daemon=True).start()
+        return future
 
     def _done(self, future: Future) -> None:
         with self.lock:

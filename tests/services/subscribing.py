@@ -92,7 +92,7 @@ def subscription_settings(database: Any, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def world(database: Any) -> Iterator[World]:
+def world(database: Any) -> World:
     app = create_app(subscription_settings(database), database=database)
     client = FhirTestClient(app.test_client(), SECRET)
     response = client.post("Patient", patient(INS))
@@ -100,9 +100,7 @@ def world(database: Any) -> Iterator[World]:
     pid = json_of(response)["id"]
     for who in (DOCTOR, KINE):
         assert client.post("Consent", authorisation(pid, who["sub"])).status_code == 201
-    worker = Worker(app.extensions["fhir_dmp"]["pipeline"].rt)
-    yield World(client, pid, worker)
-    worker.pool.shutdown(wait=False, cancel_futures=True)
+    return World(client, pid, Worker(app.extensions["fhir_dmp"]["pipeline"].rt))
 
 
 @pytest.fixture
