@@ -147,6 +147,8 @@ def shown_status(caller: Caller, owner: str, status: str) -> str:
     """The status a reader is shown: to others than the owner, one in error reads `active` (its events are kept
     and numbered as before; whether a delivery failed follows those events, see `sees_delivery`)."""
     return "active" if status == "error" and not sees_delivery(caller, owner) else status
+
+
 def replayer(caller: Caller, owner: str, stored: str) -> Caller:
     """Whom a `$events` replay is read as: the owner as their token says now (its claims and SMART scopes, at
     normal access: a replay is an ITI-67 of theirs, never more than their present token grants), a system as the
