@@ -31,9 +31,10 @@ from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import INS_SYSTEMS
 from fhir_dmp.services import content, writes
 from fhir_dmp.services.pipeline import Pipeline
+from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.services.unit import Unit
-from fhir_dmp.storage import resources
+from fhir_dmp.storage import bulk, resources
 from fhir_dmp.storage.db import Database
 from fhir_dmp.storage.records import NewResource
 
@@ -182,6 +183,7 @@ class Importer:
             # Patients first, stored before the rest: a document may name its DMP by INS (a lookup in the store)
             for group in ([c for c in batch if c.rtype == "Patient"], [c for c in batch if c.rtype != "Patient"]):
                 news: list[NewResource] = []
+                _know_patients(u, [c for c in group if c.rtype != "Patient"])
                 for n, cand in ((batch.index(c), c) for c in group):
                     if (cand.rtype, cand.rid) in taken or any(i in held for i in cand.identifiers):
                         outcome[n] = "skipped"
@@ -260,3 +262,21 @@ class Importer:
             return
         entries = response.body.get("entry", []) if isinstance(response.body, dict) else []
         self.report.created += sum(1 for e in entries if str(e.get("response", {}).get("status", "")).startswith("201"))
+
+
+def _know_patients(u: Unit, batch: list[_Candidate]) -> None:
+    """The DMPs a batch's resources name by INS, and their facts, in one statement (the lookups and decisions that
+    follow read them from the unit instead of asking the database once per resource)."""
+    wanted = []
+    for cand in batch:
+        definition = RESOURCES.get(cand.rtype)
+        for path in definition.patient_paths if definition else ():
+            ref = cand.body.get(path)
+            ident = ref.get("identifier") if isinstance(ref, dict) and "reference" not in ref else None
+            if isinstance(ident, dict) and ident.get("system") in INS_SYSTEMS and isinstance(ident.get("value"), str):
+                wanted.append((ident["system"], ident["value"]))
+    for pair, matches in bulk.patients_by_identifier(u.tx, wanted).items():
+        if len(matches) == 1 and matches[0][0] not in u.changed_dmps:
+            pid, facts = matches[0]
+            u.found_ins[pair] = pid
+            u.know_facts(pid, facts)

@@ -14,12 +14,12 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Integer, Numeric, delete, insert, text, update
+from sqlalchemy import Connection, DateTime, Integer, Numeric, delete, insert, select, text, tuple_, update
 
 from fhir_dmp.storage import prepared
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.records import IndexRows, NewResource, Stored
-from fhir_dmp.storage.tables import INDEX_TABLES, resource, resource_version
+from fhir_dmp.storage.tables import INDEX_TABLES, dmp_facts, resource, resource_version
 
 _COMMON = ("resource_pk", "patient_key", "resource_type")
 
@@ -220,3 +220,23 @@ def _sqlite_index(conn: Connection, items: list[tuple[int, str, str, IndexRows]]
 def _sqlite_governed(conn: Connection, doc_id: str, facts: AccessFacts) -> None:
     conn.execute(update(resource).where(resource.c.governed_by == f"DocumentReference/{doc_id}")
                  .values(doc_type=facts.doc_type, labels=facts.labels, doc_date=facts.doc_date))
+
+
+def patients_by_identifier(conn: Connection, identifiers: list[tuple[str, str]]) -> dict[tuple[str, str],
+                                                                                       list[tuple[str, str | None]]]:
+    """The current Patients holding each (system, value) identifier, with their DMP's stored facts: what naming
+    a DMP by INS resolves to (`references._resolve_patient`), for a whole import batch in one statement.
+    Identifiers longer than the index keeps are left out (their lookup stays the search's)."""
+    wanted = sorted({(s, v) for s, v in identifiers if len(s) <= 255 and len(v) <= 255})
+    if not wanted:
+        return {}
+    token = INDEX_TABLES["token"]
+    query = (select(token.c.system, token.c.code, resource.c.id, dmp_facts.c.facts)
+             .select_from(token.join(resource, resource.c.pk == token.c.resource_pk)
+                          .outerjoin(dmp_facts, dmp_facts.c.patient_key == resource.c.id))
+             .where(token.c.param == "identifier", token.c.resource_type == "Patient",
+                    resource.c.deleted.is_(False), tuple_(token.c.system, token.c.code).in_(wanted)))
+    found: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    for system, code, pid, facts in conn.execute(query):
+        found.setdefault((system, code), []).append((pid, facts))
+    return found
