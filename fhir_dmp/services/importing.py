@@ -139,11 +139,12 @@ class Importer:
         self.report.files += [str(p) for p in paths]
         lines = read_lines(paths)
         while chunk := list(islice(lines, self.batch)):
-            self._chunk(chunk)
+            self.import_lines(chunk)
             advance(len(chunk))
         return self.report
 
-    def _chunk(self, lines: list[Line]) -> None:
+    def import_lines(self, lines: list[Line]) -> None:
+        """A batch of lines (one unit of work for its resources, one for each transaction Bundle), into the report."""
         pending: list[_Candidate] = []
         for line in lines:
             self.report.read += 1
