@@ -231,7 +231,7 @@ class _Conformity:
         for i in self._judged():
             try:
                 self.per_entry[i] = self._entry(i, self._alone)
-            except _NeedsStore:
+            except NeedsStore:
                 self.stored.append(i)
         self.bundle_level = validating.bundle_issues(self.conf, parent.body)
 
@@ -240,10 +240,7 @@ class _Conformity:
             req.body, dict) and req.resource_type == req.body.get("resourceType")]
 
     def _alone(self, url: str) -> bytes | None:
-        found = self.bundled(url)
-        if found is None and references.local_id(url, "Binary", self.parent.base_url) is not None:
-            raise _NeedsStore
-        return found
+        return bytes_at_hand(self.parent.base_url, self.bundled)(url)
 
     def _entry(self, i: int, bytes_of: writes.BytesOf) -> list[Issue]:
         return [_located(issue, i) for issue in validating.conformity_issues(self.conf, self.requests[i].body,
@@ -273,8 +270,20 @@ class _Conformity:
         return FhirError(422, issues) if issues else None
 
 
-class _NeedsStore(Exception):
-    """An attachment names a Binary of this server that is not in the Bundle."""
+class NeedsStore(Exception):
+    """An attachment names a Binary of this server that is not in the Bundle: only the unit of work can tell."""
+
+
+def bytes_at_hand(base_url: str, bundled: writes.BytesOf = lambda _url: None) -> writes.BytesOf:
+    """`writes.bytes_of` without a database: the bytes of a Binary of the Bundle (`bundled`), None for a document
+    kept elsewhere, `NeedsStore` for a Binary of this server (judged in the unit of work, as the caller may read
+    it)."""
+    def resolve(url: str) -> bytes | None:
+        found = bundled(url)
+        if found is None and references.local_id(url, "Binary", base_url) is not None:
+            raise NeedsStore
+        return found
+    return resolve
 
 
 def _prepare_create(u: Unit, req: FhirRequest, index: int, pending: dict[tuple[str, str], str],

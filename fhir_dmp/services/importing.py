@@ -29,7 +29,8 @@ from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import INS_SYSTEMS
-from fhir_dmp.services import content, writes
+from fhir_dmp.services import content, validating, writes
+from fhir_dmp.services.bundles import NeedsStore, bytes_at_hand
 from fhir_dmp.services.pipeline import Pipeline
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
@@ -81,6 +82,7 @@ class _Candidate:
     rtype: str
     rid: str
     identifiers: tuple[tuple[str, str, str], ...]
+    verdict: FhirError | bool  # judged before the unit of work: its refusal, True (fine), False (judged in it)
 
 
 def open_lines(path: Path) -> Iterator[bytes]:
@@ -165,7 +167,8 @@ class Importer:
             except ValueError as exc:
                 self.report.refuse(line, bad_request(f"The line is not JSON: {exc}"))
                 continue
-            pending.append(_Candidate(line, body, rtype, content_id(rtype, body), business_identifiers(rtype, body)))
+            pending.append(_Candidate(line, body, rtype, content_id(rtype, body), business_identifiers(rtype, body),
+                                      self._judged(body, rtype)))
         self._store(pending)
 
     # -- resources --------------------------------------------------------------------------------------------
@@ -221,12 +224,31 @@ class Importer:
             else:
                 self.report.skipped += 1
 
+    def _judged(self, body: dict, rtype: str) -> FhirError | bool:
+        """Structure and conformity, before the unit of work opens its transaction (which then holds only what needs
+        the database): the refusal; True when fine; False when an attachment names a stored Binary, which only
+        the unit of work can read. Applied in the unit (`_prepare`), so that a line already stored is skipped
+        whatever it says, as before."""
+        try:
+            resource = content.resource_body(body, rtype)
+            if self.pipeline.rt.settings.enforce_profiles:
+                validating.enforce(self.pipeline.rt.conformance, resource, bytes_at_hand(self.base_url))
+        except NeedsStore:
+            return False
+        except FhirError as error:
+            return error
+        return True
+
     def _prepare(self, u: Unit, cand: _Candidate, pending: dict[tuple[str, str], str]) -> NewResource:
-        """Parse, conform, decide and index one create, as the API does; a refusal leaves nothing in the trace."""
+        """Decide and index one create (judged by `_judged`), as the API does; a refusal leaves nothing in the
+        trace."""
         before = {key: len(t.references) for key, t in u.touched.items()}
         try:
-            body = content.resource_body(cand.body, cand.rtype)
-            writes.conform(u, body)
+            if isinstance(cand.verdict, FhirError):
+                raise cand.verdict
+            body = cand.body
+            if cand.verdict is False:
+                writes.conform(u, body)
             req = FhirRequest("POST", cand.rtype, base_url=self.base_url)
             new, _ = writes.prepare_new(u, req, body, cand.rid, pending)
         except FhirError:

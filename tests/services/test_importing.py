@@ -180,3 +180,28 @@ def test_a_batch_names_its_dmps_by_ins_in_one_statement(database, tmp_path):
     assert costs[0][0] == costs[1][0], costs  # the DMPs' lookups
     if not database.is_sqlite:  # a round trip each (SQLite's in-process inserts are per table and row kind)
         assert costs[0][1] == costs[1][1], costs
+
+
+def test_a_document_naming_a_stored_binary_is_checked_against_its_bytes(database, tmp_path):
+    """Conformity is judged before the unit of work, except an attachment naming a Binary of the store: in the
+    unit, where it is read; a wrong hash is refused there all the same, by line number."""
+    import base64
+
+    from tests.fhirclient import linked
+
+    text = b"Resultats de biologie"
+    first = tmp_path / "first.ndjson"
+    first.write_text(json.dumps(patient(_ins(1))) + "\n" + json.dumps(
+        {"resourceType": "Binary", "contentType": "text/plain", "data": base64.b64encode(text).decode()}) + "\n")
+    assert _run(database, first)["created"] == 2
+    with database.engine.connect() as conn:
+        bid = conn.execute(select(resource.c.id).where(resource.c.resource_type == "Binary")).scalar_one()
+    good, bad = _doc(1), _doc(2)
+    good["content"] = [{"attachment": linked(text, f"Binary/{bid}")}]
+    bad["content"] = [{"attachment": linked(b"something else", f"Binary/{bid}")}]
+    bad["subject"] = good["subject"]
+    second = tmp_path / "second.ndjson"
+    second.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+    report = _run(database, second)
+    assert (report["created"], report["refused"]) == (1, 1) and report["refusals"][0]["line"] == 1
+    assert report["refusals"][0]["status"] == 422 and "size" in report["refusals"][0]["issue"]
