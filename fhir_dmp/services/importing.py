@@ -185,10 +185,12 @@ class Importer:
                                                    [i for c in batch for i in c.identifiers])
             pending: dict[tuple[str, str], str] = {}
             # Patients first, stored before the rest: a document may name its DMP by INS (a lookup in the store)
-            for group in ([c for c in batch if c.rtype == "Patient"], [c for c in batch if c.rtype != "Patient"]):
+            numbered = list(enumerate(batch))
+            for group in ([(n, c) for n, c in numbered if c.rtype == "Patient"],
+                          [(n, c) for n, c in numbered if c.rtype != "Patient"]):
                 news: list[NewResource] = []
-                _know_patients(u, [c for c in group if c.rtype != "Patient"])
-                for n, cand in ((batch.index(c), c) for c in group):
+                _know_patients(u, [c for _, c in group if c.rtype != "Patient"])
+                for n, cand in group:
                     if (cand.rtype, cand.rid) in taken or any(i in held for i in cand.identifiers):
                         outcome[n] = "skipped"
                         continue
