@@ -10,8 +10,10 @@ from pathlib import Path
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import indexed_params
 from fhir_dmp.services.conformance import capability_entry, supported_profiles
+from fhir_dmp.services.oidc import Issuer
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
 from fhir_dmp.services.routes import operations_of
+from fhir_dmp.services.smart import security
 from fhir_dmp.terminology.store import load as load_conformance
 from fhir_dmp.version import __version__
 
@@ -19,7 +21,8 @@ _RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (
 
 
 class CapabilityBuilder:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, issuer: Issuer | None = None) -> None:
+        self.issuer = issuer  # the SMART authorization server the security part names (services/smart.py)
         self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
         self.profiles = supported_profiles(load_conformance(home))
 
@@ -31,7 +34,7 @@ class CapabilityBuilder:
         statement["rest"] = [{
             "mode": "server",
             "documentation": "FHIR R4 RESTful API. " + _RESULT_PARAMS_DOC,
-            "security": statement.pop("security"),
+            "security": security(statement.pop("security"), self.issuer),
             "resource": [capability_entry(d) if d.shipped else _resource(d, self.profiles.get(d.name, []))
                          for d in RESOURCES.values()],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
