@@ -57,11 +57,12 @@ def parse_etag(value: str, header: str = "If-Match") -> int:
 
 
 def resource_body(body: object, resource_type: str) -> dict:
-    """The request body as a resource of the expected type, structurally valid R4 (400 otherwise)."""
+    """The request body as a resource of the expected type (400 when it is none), structurally valid R4 (422
+    listing every structure issue otherwise; `writes.parsed` adds the profiles' issues to that answer)."""
     resource = as_resource(body, resource_type)
     issues = validate_structure(resource)
     if issues:
-        raise FhirError(400, issues)
+        raise FhirError(422, issues)
     return resource
 
 

@@ -17,7 +17,7 @@ JSON_PATCH = "application/json-patch+json"
 
 def create(u: Unit, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
-    body = content.resource_body(req.body, req.resource_type)
+    body = writes.parsed(u, req.body, req.resource_type)
     # `POST Patient?identifier=...` (fhirpy's get-or-create) means the same as If-None-Exist: ignoring the query
     # would silently open a second DMP for one INS.
     condition = req.if_none_exist or conditions.in_url(req)
@@ -39,7 +39,7 @@ def existing_match(u: Unit, resource_type: str, condition: str, what: str) -> St
 
 def update(u: Unit, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
-    body = content.resource_body(req.body, req.resource_type)
+    body = writes.parsed(u, req.body, req.resource_type)
     if req.id is None:
         return _conditional_update(u, req, body)
     if body.get("id") is None:
@@ -105,9 +105,7 @@ def patch(u: Unit, req: FhirRequest) -> FhirResponse:
         raise unprocessable("A patch may not change the resourceType", "resourceType")
     if req.resource_type == "DocumentReference":  # PDSm flux 03: metadata only
         mhd.check_metadata_update(content.resource_of(stored), patched)
-    issues = content.validate_structure(patched)
-    if issues:
-        raise FhirError(422, issues)
+    writes.checked(u, patched)
     return writes.change(u, req, stored, patched, "PATCH")
 
 

@@ -27,8 +27,31 @@ from fhir_dmp.storage import resources
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.records import NewResource, Stored
 from fhir_dmp.validation import documents
+from fhir_dmp.validation.structure import validate_structure
 
 BytesOf = Callable[[str], bytes | None]
+
+
+# -- parse ------------------------------------------------------------------------------------------------------
+def parsed(u: Unit, body: object, resource_type: str) -> dict:
+    """The request body as a resource of the URL's type (400 when it is none), structurally valid (`checked`)."""
+    resource = content.as_resource(body, resource_type)
+    checked(u, resource)
+    return resource
+
+
+def checked(u: Unit, resource: dict) -> None:
+    """A resource R4 refuses is one 422 listing its structure issues and, in the same answer, its profiles' and
+    the DMP rules' errors: a vendor fixes everything in one round, not the structure first and the profile next.
+    A structurally valid resource passes here and is conformed after the decision (`conform`)."""
+    issues = validate_structure(resource)
+    if not issues:
+        return
+    if u.rt.settings.enforce_profiles:
+        seen = {(i.code, i.expression) for i in issues}
+        issues += [i for i in validating.conformity_issues(u.rt.conformance, resource, bytes_of(u))
+                   if (i.code, i.expression) not in seen]
+    raise FhirError(422, issues)
 
 
 # -- conform ----------------------------------------------------------------------------------------------------

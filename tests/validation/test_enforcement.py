@@ -228,3 +228,26 @@ def test_a_binary_the_caller_may_not_read_is_no_oracle(client):
     # the system may read it, so its link is checked against the bytes
     assert client.post("DocumentReference", document(mine, content=[{"attachment": linked(
         secret, f"Binary/{binary['id']}")}])).status_code == 201
+
+
+def test_structure_and_profile_errors_come_in_one_round(client):
+    """An R4 structure error (unknown element, wrong type) and the DMP profile's errors of the same body: one
+    422 listing all of them, each with its expression, on create, update, patch and in a transaction."""
+    pid = _pid(client)
+    before = written(client)
+    body = {k: v for k, v in document(pid).items() if k != "author"}
+    body["unknownElement"] = 1
+    body["date"] = "07/12/2026"
+    expected = {("structure", ("DocumentReference.unknownElement",)), ("value", ("DocumentReference.date",)),
+                ("required", ("DocumentReference.author",))}
+    assert expected <= set(_refused(client.post("DocumentReference", body)))
+    doc = json_of(client.post("DocumentReference", document(pid)))
+    assert expected <= set(_refused(client.put(f"DocumentReference/{doc['id']}", {**body, "id": doc["id"]})))
+    entries = [{"resource": body, "request": {"method": "POST", "url": "DocumentReference"}}]
+    response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    located = {(c, tuple(e.replace("Bundle.entry[0].resource", "DocumentReference") for e in x))
+               for c, x in _refused(response)}
+    assert expected <= located
+    assert written(client) == before + 1  # the one good create
+    # a body that is no resource at all is the only 400
+    _refused(client.post("DocumentReference", [body]), 400)
