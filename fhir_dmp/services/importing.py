@@ -29,7 +29,7 @@ from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import INS_SYSTEMS
-from fhir_dmp.services import content, writes
+from fhir_dmp.services import writes
 from fhir_dmp.services.pipeline import Pipeline
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.services.unit import Unit
