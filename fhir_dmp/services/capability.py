@@ -10,6 +10,7 @@ from pathlib import Path
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import indexed_params
 from fhir_dmp.services.conformance import capability_entry, supported_profiles
+from fhir_dmp.services.patching import PATCH_FORMATS
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
 from fhir_dmp.services.routes import operations_of
 from fhir_dmp.terminology.store import load as load_conformance
@@ -27,6 +28,7 @@ class CapabilityBuilder:
         statement = copy.deepcopy(self.base)
         statement["date"] = instant(now_utc())
         statement["software"] = {**statement.get("software", {}), "version": __version__}
+        statement["patchFormat"] = list(PATCH_FORMATS)  # what services/patching.py applies
         statement["implementation"] = {"description": "fhir-dmp", "url": base_url}
         statement["rest"] = [{
             "mode": "server",

@@ -294,7 +294,8 @@ def test_metadata_needs_no_token(client):
     assert statement["fhirVersion"] == "4.0.1" and statement["kind"] == "instance"
     assert statement["status"] == "active" and statement["date"]
     assert {"json", "xml"} <= set(statement["format"])
-    assert statement["patchFormat"] == ["application/json-patch+json"]
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/merge-patch+json",
+                                        "application/fhir+json", "application/fhir+xml"]
     rest = statement["rest"][0]
     assert rest["mode"] == "server"
     codings = [c for s in rest["security"]["service"] for c in s["coding"]]

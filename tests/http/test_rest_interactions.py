@@ -219,7 +219,8 @@ def test_patch(client, ops, check):
     ([{"op": "frobnicate", "path": "/gender"}], {}, None, 400),
     ([{"path": "/gender", "value": "male"}], {}, None, 400),
     ({"op": "replace", "path": "/gender", "value": "male"}, {}, None, 400),
-    ([{"op": "replace", "path": "/gender", "value": "male"}], {}, "application/fhir+json", 415),
+    ({"resourceType": "Observation", "status": "final"}, {}, "application/fhir+json", 400),  # not a Patient
+    ({"gender": "male"}, {}, "text/plain", 415),
     ([{"op": "replace", "path": "/gender", "value": "male"}], {"If-Match": 'W/"2"'}, None, 412),
     ([{"op": "replace", "path": "/gender", "value": "male"}], {"If-Match": "nope"}, None, 400),
 ])
