@@ -7,12 +7,15 @@ import copy
 import json
 from pathlib import Path
 
+from fhir_dmp.errors import bad_request
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import indexed_params
+from fhir_dmp.search.includes import includes, revincludes
 from fhir_dmp.services.conformance import capability_entry, supported_profiles
 from fhir_dmp.services.patching import PATCH_FORMATS
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
 from fhir_dmp.services.routes import operations_of
+from fhir_dmp.services.terminology_capabilities import terminology_capabilities
 from fhir_dmp.terminology.store import load as load_conformance
 from fhir_dmp.version import __version__
 
@@ -22,9 +25,16 @@ _RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (
 class CapabilityBuilder:
     def __init__(self, home: Path) -> None:
         self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
-        self.profiles = supported_profiles(load_conformance(home))
+        self.conformance = load_conformance(home)
+        self.profiles = supported_profiles(self.conformance)
 
-    def build(self, base_url: str) -> dict:
+    def build(self, base_url: str, mode: str | None = None) -> dict:
+        """`mode` (R4 capabilitystatement.html#mode): full (the default) or normative, the same statement here;
+        terminology, the TerminologyCapabilities; anything else a 400."""
+        if mode == "terminology":
+            return terminology_capabilities(self.conformance, base_url, instant(now_utc()))
+        if mode not in (None, "full", "normative"):
+            raise bad_request(f"mode={mode!r}: /metadata takes full, normative or terminology", "mode")
         statement = copy.deepcopy(self.base)
         statement["date"] = instant(now_utc())
         statement["software"] = {**statement.get("software", {}), "version": __version__}
@@ -62,5 +72,10 @@ def _resource(definition: ResourceDef, profiles: list[str]) -> dict:
         {"name": p.code, "definition": p.url, "type": p.type, "documentation": p.description}
         for p in indexed_params(definition.name).values()
     ]
+    # what `_include` / `_revinclude` take (search/parse.py), from the same parameter table
+    if includes(definition.name):
+        out["searchInclude"] = list(includes(definition.name))
+    if revincludes(definition.name):
+        out["searchRevInclude"] = list(revincludes(definition.name))
     out["operation"] = operations_of(definition.name)
     return out
