@@ -24,7 +24,6 @@ from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage.records import NewResource
 from fhir_dmp.validation import documents
-from fhir_dmp.validation.structure import validate_structure
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 Run = Callable[[Caller, FhirRequest, Callable[[Unit], FhirResponse]], FhirResponse]
@@ -46,7 +45,7 @@ def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, 
 
     def transaction(u: Unit) -> FhirResponse:
         # all or nothing: every issue of every entry, structure and profiles, in one 422, first
-        issues = validate_structure(bundle)
+        issues = validating.r4_issues(rt.conformance, bundle)
         return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, enforce_profiles,
                                                                               issues)))
     return run(caller, req, transaction)

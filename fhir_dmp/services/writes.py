@@ -27,7 +27,6 @@ from fhir_dmp.storage import resources
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.records import NewResource, Stored
 from fhir_dmp.validation import documents
-from fhir_dmp.validation.structure import validate_structure
 
 BytesOf = Callable[[str], bytes | None]
 
@@ -44,7 +43,7 @@ def checked(u: Unit, resource: dict) -> None:
     """A resource R4 refuses is one 422 listing its structure issues and, in the same answer, its profiles' and
     the DMP rules' errors: a vendor fixes everything in one round, not the structure first and the profile next.
     A structurally valid resource passes here and is conformed after the decision (`conform`)."""
-    issues = validate_structure(resource)
+    issues = validating.r4_issues(u.rt.conformance, resource)
     if not issues:
         return
     if u.rt.settings.enforce_profiles:

@@ -102,6 +102,13 @@ def element_shape(type_name: str, key: str) -> tuple[str, bool] | None:
     return (element.type, element.array) if element is not None else None
 
 
+def required_codes(type_name: str, key: str) -> frozenset[str] | None:
+    """The codes of the required binding of `code` element `key`, None when it has none."""
+    typ = _tables().types.get(type_name)
+    element = typ.elements.get(key) if typ is not None else None
+    return element.codes if element is not None else None
+
+
 # -- layer 2: the R4 table walk ---------------------------------------------------------------------
 
 

@@ -69,7 +69,8 @@ def test_a_bare_document_is_refused_with_every_issue_at_once(client):
      [("invariant", ("DocumentReference.content[0].attachment",)),
       ("business-rule", ("DocumentReference.content[0].attachment.hash",))]),
     ({"category": [{"coding": [{"system": TRE_A03, "code": "nope"}]}]},
-     [("code-invalid", ("DocumentReference.category[0]",)),  # required binding JDV_J57
+     [("code-invalid", ("DocumentReference.category[0].coding[0].code",)),  # not a code of the shipped TRE_A03
+      ("code-invalid", ("DocumentReference.category[0]",)),  # required binding JDV_J57
       ("business-rule", ("DocumentReference.category",))]),
     ({"docStatus": "final"}, [("structure", ("DocumentReference.docStatus",))]),
     ({"securityLabel": [{"coding": [{"system": TRE_A03, "code": "10"}]}]},
@@ -182,7 +183,7 @@ def test_a_patch_leaving_a_broken_resource_is_refused(client):
 def test_a_claimed_profile_is_checked_too_and_unknown_ones_are_not(client):
     pid = _pid(client)
     claims_patient = {**patient(_ins()), "meta": {"profile": ["https://fhir-dmp.example.org/StructureDefinition/"
-                                                              "dmp-patient", "https://example.org/other"]}}
+                                                              "dmp-patient", "https://profiles.other.fr/other"]}}
     assert client.post("Patient", claims_patient).status_code == 201
     org = {"resourceType": "Organization", "name": "Clinique",
            "meta": {"profile": ["https://fhir-dmp.example.org/StructureDefinition/dmp-patient"]}}
