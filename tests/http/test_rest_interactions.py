@@ -13,7 +13,7 @@ from tests.fhirclient import document, json_of, patient
 from tests.http.helpers import bundle, create, history_total, ids, link, new_patient, outcome, pause, walk
 
 INS = "urn:oid:1.2.250.1.213.1.4.10"
-OTHER = "http://example.org/mrn"
+OTHER = "http://example.test/mrn"
 
 
 def stripped(resource: dict) -> dict:
@@ -23,9 +23,9 @@ def stripped(resource: dict) -> dict:
 # -- create ---------------------------------------------------------------------------------------
 def test_create_assigns_id_and_meta_and_keeps_the_rest(client):
     sent = patient(id="client-chosen", meta={"versionId": "42", "lastUpdated": "2001-01-01T00:00:00Z",
-                                             "profile": ["http://example.org/StructureDefinition/p"],
-                                             "tag": [{"system": "http://example.org/tags", "code": "t1"}]},
-                   extension=[{"url": "http://example.org/weight", "valueDecimal": Decimal("1.50")}])
+                                             "profile": ["http://example.test/StructureDefinition/p"],
+                                             "tag": [{"system": "http://example.test/tags", "code": "t1"}]},
+                   extension=[{"url": "https://hl7.fr/ig/test/weight", "valueDecimal": Decimal("1.50")}])
     before = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     resp = client.post("Patient", sent)
     assert resp.status_code == 201
@@ -330,7 +330,7 @@ def test_search_by_id_and_identifier(client):
     def with_ins(n: int, other: dict) -> list[dict]:
         return [{"system": INS, "value": f"180017512345{n}"}, other]
     a = new_patient(client, identifier=with_ins(1, {"system": OTHER, "value": "v1"}))
-    b = new_patient(client, identifier=with_ins(2, {"system": "http://example.org/other", "value": "v1"}))
+    b = new_patient(client, identifier=with_ins(2, {"system": "http://example.test/other", "value": "v1"}))
     c = new_patient(client, identifier=with_ins(3, {"value": "v1"}))
     d = new_patient(client, identifier=with_ins(4, {"system": OTHER, "value": "v2"}))
     cases = {
