@@ -10,6 +10,7 @@ Run: python tools/build_r4_rules.py (paths are relative to this file, not the cw
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 from pathlib import Path
 
@@ -18,17 +19,8 @@ TGZ = ROOT.parent / "shared" / "reference" / "fhir-r4" / "hl7.fhir.r4.core-4.0.1
 DATA = ROOT / "fhir_dmp" / "data"
 REGEX = "http://hl7.org/fhir/StructureDefinition/regex"
 SOURCE = "hl7.fhir.r4.core 4.0.1 (package/StructureDefinition-*.json)"
-
-
-def extension_rule(sd: dict) -> dict:
-    """An extension definition as the validator needs it (also used for the shipped DMP extensions)."""
-    elements = (sd.get("snapshot") or sd.get("differential") or {}).get("element", [])
-    value = next((e for e in elements if e.get("id") == "Extension.value[x]"), None)
-    types = [t["code"] for t in (value or {}).get("type", [])] if value and value.get("max") != "0" else []
-    children = sorted({e.get("fixedUri") for e in elements if e.get("path") == "Extension.extension.url"
-                       and e.get("fixedUri")})
-    return {"context": [{"type": c.get("type"), "expression": c.get("expression")} for c in sd.get("context", [])],
-            "value": types, "extensions": children}
+sys.path.insert(0, str(ROOT))
+from fhir_dmp.validation.r4rules import extension_rule  # noqa: E402 - one reading of an extension, shared
 
 
 def main() -> None:
