@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
+from html.entities import name2codepoint
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,6 +47,8 @@ _HTML_TAG = re.compile(r"<\s*/?\s*(script|iframe|object|embed|form|input|img|a|d
                        r"center|strong|em|pre|code|blockquote|hr|frame|frameset|applet|base)(\s[^<>]*)?/?\s*>",
                        re.IGNORECASE)
 _MARKDOWN_TAG = re.compile(r"(?<!\\)<[A-Za-z!/][^\s<>]?")
+_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
+_XML_ENTITIES = frozenset({"amp", "lt", "gt", "quot", "apos"})
 _BASES = {"Element", "Base"}
 _RESOURCE_BASES = {"Resource", "DomainResource"}
 
@@ -241,7 +244,7 @@ class _Walk:
         if not isinstance(div, str):
             return
         try:
-            root = etree.fromstring(div.encode("utf-8"), _xhtml_parser())
+            root = etree.fromstring(_ENTITY.sub(_entity, div).encode("utf-8"), _xhtml_parser())
         except etree.XMLSyntaxError as error:
             self.issue("invariant", f"The narrative div is not well-formed XHTML: {error}", f"{where}.div")
             return
@@ -330,6 +333,12 @@ def _well_formed(code: str, syntax: dict) -> bool:
             total += sum(divmod(d * 2, 10)) if i % 2 == 0 else d
         return (10 - total % 10) % 10 == int(digit)
     return True
+
+
+def _entity(match: re.Match) -> str:
+    """An HTML named entity (`&nbsp;`) as its character, as the validator's XHTML parser reads it."""
+    name = match.group(1)
+    return match.group(0) if name in _XML_ENTITIES or name not in name2codepoint else chr(name2codepoint[name])
 
 
 def _codings_of(value: Any) -> list[dict]:

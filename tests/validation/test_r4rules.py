@@ -64,7 +64,7 @@ def _patient(**extra: object) -> dict:
      [("invalid", "Patient.extension[0].url"), ("structure", "Patient.extension[0]")]),
     # narrative, markdown, strings
     (_patient(text={"status": "generated", "div": DIV.format("<script>alert(1)</script>")}),
-     _patient(text={"status": "generated", "div": DIV.format("<p><b>MARTIN</b> Claire</p>")}),
+     _patient(text={"status": "generated", "div": DIV.format("<p><b>MARTIN</b>&nbsp;Claire &amp; Co</p>")}),
      [("invariant", "Patient.text.div")]),
     (_patient(text={"status": "generated", "div": DIV.format('<p onclick="x()">a</p>')}),
      _patient(text={"status": "generated", "div": DIV.format('<p class="x">a</p>')}),
