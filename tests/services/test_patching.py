@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from fhir_dmp.http.fhirxml import json_to_xml
 from tests.fhirclient import document, json_of, patient
 from tests.http.helpers import history_total, new_patient, outcome
 
@@ -143,5 +144,13 @@ def test_a_fhirpath_patch_in_a_transaction(client):
     entry = {"resource": _fhirpath_patch(_op("replace", "Patient.gender", value={"valueCode": "male"})),
              "request": {"method": "PATCH", "url": f"Patient/{pid}"}}
     response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+    assert response.status_code == 200, response.data
+    assert json_of(client.get(f"Patient/{pid}"))["gender"] == "male"
+
+
+def test_a_fhirpath_patch_in_xml(client):
+    pid = new_patient(client)
+    body = json_to_xml(_fhirpath_patch(_op("replace", "Patient.gender", value={"valueCode": "male"})))
+    response = client.patch(f"Patient/{pid}", raw=body, content_type="application/fhir+xml")
     assert response.status_code == 200, response.data
     assert json_of(client.get(f"Patient/{pid}"))["gender"] == "male"
