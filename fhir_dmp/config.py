@@ -48,6 +48,16 @@ class Settings:
     body_timeout: float = 60.0  # seconds from the head's end to the body's end (408 beyond)
     idle_timeout: float = 30.0  # seconds a keep-alive connection may stay silent
     connection_limit: int = 1000  # open connections per serving process
+    # OpenID Connect issuers (docs/identity.md): their URLs, each one's audience and claim mapping (one value for all,
+    # or one per issuer, in order), the clock leeway, how long a fetched JWKS is trusted, the least time between two
+    # refreshes forced by an unknown `kid`, the registered system clients (client id -> system caller, a JSON file).
+    oidc_issuers: tuple[str, ...] = ()
+    oidc_audiences: tuple[str, ...] = ()
+    oidc_claims: tuple[str, ...] = ()
+    oidc_leeway: int = 30
+    oidc_jwks_lifespan: float = 300.0
+    oidc_refresh_cooldown: float = 30.0
+    oidc_clients: Path | None = None
 
     def __post_init__(self) -> None:
         if self.habilitation_matrix is None:  # the default follows `home`, so it is set here, not as a field default
@@ -78,8 +88,20 @@ class Settings:
             body_timeout=float(env.get("FHIR_DMP_BODY_TIMEOUT", cls.body_timeout)),
             idle_timeout=float(env.get("FHIR_DMP_IDLE_TIMEOUT", cls.idle_timeout)),
             connection_limit=int(env.get("FHIR_DMP_CONNECTION_LIMIT", cls.connection_limit)),
+            oidc_issuers=_list(env.get("FHIR_DMP_OIDC_ISSUER")),
+            oidc_audiences=_list(env.get("FHIR_DMP_OIDC_AUDIENCE")),
+            oidc_claims=_list(env.get("FHIR_DMP_OIDC_CLAIMS")),
+            oidc_leeway=int(env.get("FHIR_DMP_OIDC_LEEWAY", cls.oidc_leeway)),
+            oidc_jwks_lifespan=float(env.get("FHIR_DMP_OIDC_JWKS_LIFESPAN", cls.oidc_jwks_lifespan)),
+            oidc_refresh_cooldown=float(env.get("FHIR_DMP_OIDC_REFRESH_COOLDOWN", cls.oidc_refresh_cooldown)),
+            oidc_clients=Path(clients) if (clients := env.get("FHIR_DMP_OIDC_CLIENTS")) else None,
         )
         return cls(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    """A setting of several values: separated by commas or whitespace."""
+    return tuple(v for v in (value or "").replace(",", " ").split() if v)
 
 
 def _read_key(value: str | None) -> str | None:

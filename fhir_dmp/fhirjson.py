@@ -70,6 +70,33 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def trusted_loads(text: str) -> Any:
+    """JSON this server wrote itself (a stored resource): decimals kept, without the checks a client's body needs
+    (duplicate names, depth), which it passed when it was stored."""
+    return simplejson.loads(text, parse_float=ExactDecimal)
+
+
+Raw = simplejson.RawJSON
+
+
+def raw(text: str) -> Raw:
+    """Stored JSON to answer as it is: `dumps` writes it verbatim, so a read or a search page is never parsed and
+    written again."""
+    return simplejson.RawJSON(text)
+
+
+def materialize(value: Any) -> Any:
+    """`value` with every `raw` piece parsed, for what must walk the resource (XML, pretty printing, a batch's
+    entries)."""
+    if isinstance(value, Raw):
+        return trusted_loads(value.encoded_json)
+    if isinstance(value, dict):
+        return {k: materialize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [materialize(v) for v in value]
+    return value
+
+
 def dumps(value: Any) -> str:
     return simplejson.dumps(value, use_decimal=True, ensure_ascii=False, separators=(",", ":"))
 

@@ -60,10 +60,21 @@ def serve(host: str, port: int, database_url: str, front: str, workers: int, thr
         settings = Settings.from_env()
     except (OSError, ValueError) as exc:
         _fail(EX_CONFIG, f"the configuration cannot be read: {exc}")
-    if not settings.jwt_secret and not settings.jwt_public_key:
-        _fail(EX_CONFIG, "no key to check bearer tokens with: set FHIR_DMP_JWT_PUBLIC_KEY (RS256, production) or "
-                         "FHIR_DMP_JWT_SECRET (HS256), or pass --dev-secret for development. Without one every "
-                         "request would be answered 401.")
+    from fhir_dmp.services.identity import load_keys, token_sources
+
+    try:
+        sources = token_sources(load_keys(settings))
+    except (OSError, ValueError) as exc:
+        _fail(EX_CONFIG, f"the token sources cannot be read: {exc}")
+    if not sources:
+        _fail(EX_CONFIG, "no key to check bearer tokens with: set FHIR_DMP_OIDC_ISSUER (OpenID Connect), "
+                         "FHIR_DMP_JWT_PUBLIC_KEY (RS256) or FHIR_DMP_JWT_SECRET (HS256), or pass --dev-secret for "
+                         "development. Without one every request would be answered 401.")
+    for source in sources:
+        click.echo(f"tokens accepted from: {source}", err=True)
+    if settings.jwt_secret:
+        click.echo("warning: the shared secret (FHIR_DMP_JWT_SECRET) signs tokens any holder of it can mint for "
+                   "anyone: for development and tests, not for production", err=True)
     from fhir_dmp.http.front import PortInUse, bind
 
     if workers <= 0:
@@ -123,11 +134,14 @@ def _first_line(exc: BaseException) -> str:
 @click.option("--purpose-of-use", type=click.Choice(["TREAT", "ETREAT", "BTG"]))
 @click.option("--access-reason")
 @click.option("--secret", is_flag=True, help="a minor's secret connection")
+@click.option("--scope", help="SMART scopes restricting the token, e.g. 'user/DocumentReference.rs' (docs/identity.md)")
 @click.option("--ttl", default=3600, show_default=True, type=int, help="seconds before it expires")
-def token(ttl: int, secret: bool, **claims: str | None) -> None:
+def token(ttl: int, secret: bool, scope: str | None, **claims: str | None) -> None:
     """Mint a development bearer token (HS256 with FHIR_DMP_JWT_SECRET, or RS256 with FHIR_DMP_JWT_PRIVATE_KEY)."""
     from fhir_dmp.config import project_dir
     from fhir_dmp.policy.claims import InvalidClaim, load_claim_shapes
+    from fhir_dmp.policy.scopes import InvalidScope
+    from fhir_dmp.policy.scopes import parse as parse_scopes
     from fhir_dmp.services.identity import mint_token
 
     private_key = os.environ.get("FHIR_DMP_JWT_PRIVATE_KEY")
@@ -136,9 +150,13 @@ def token(ttl: int, secret: bool, **claims: str | None) -> None:
     body = {k: v for k, v in claims.items() if v}
     if secret:
         body["secret"] = True
+    if scope is not None:
+        body["scope"] = scope
     try:  # a token the server would answer 401 helps nobody: say which claim is wrong now
         load_claim_shapes(project_dir() / "terminologies").read(body)
-    except InvalidClaim as exc:
+        if scope is not None:
+            parse_scopes(scope)
+    except (InvalidClaim, InvalidScope) as exc:
         raise click.BadParameter(str(exc)) from None
     click.echo(mint_token(body, secret=os.environ.get("FHIR_DMP_JWT_SECRET", DEV_SECRET),
                           private_key=private_key, ttl_seconds=ttl))
@@ -263,9 +281,20 @@ def doctor(database_url: str) -> None:
             warnings.append("FHIR_DMP_JWT_SECRET is the development secret: not for production")
         elif len(secret.encode()) < 32:
             warnings.append("FHIR_DMP_JWT_SECRET is shorter than 32 bytes: weak for HS256")
-    if not public and not secret:
+    issuers = settings.oidc_issuers if settings else ()
+    for url in issuers:
+        show("token issuer", url)
+    if settings and issuers:
+        from fhir_dmp.services.identity import load_keys
+
+        try:
+            load_keys(settings)
+        except (OSError, ValueError) as exc:
+            problems.append(f"the OpenID Connect issuers' settings do not fit: {exc}")
+    if not public and not secret and not issuers:
         show("token key", "none")
-        problems.append("no token key: set FHIR_DMP_JWT_PUBLIC_KEY or FHIR_DMP_JWT_SECRET (serve refuses to start)")
+        problems.append("no token key or issuer: set FHIR_DMP_OIDC_ISSUER, FHIR_DMP_JWT_PUBLIC_KEY or "
+                        "FHIR_DMP_JWT_SECRET (serve refuses to start)")
     if settings:
         show("base URL", settings.base_url or "(from each request)")
         show("notify URL", masked(settings.notify_url) or "(none)")
@@ -317,3 +346,6 @@ main.add_command(audit)
 from fhir_dmp.cli.importing import import_command  # noqa: E402
 
 main.add_command(import_command)
+from fhir_dmp.cli.devidp import dev_idp  # noqa: E402
+
+main.add_command(dev_idp)

@@ -15,8 +15,9 @@ from fhir_dmp.http.render import error_response
 from fhir_dmp.http.routes import bp
 from fhir_dmp.services.admin import Database, counting, watch
 from fhir_dmp.services.capability import CapabilityBuilder
-from fhir_dmp.services.identity import TokenKeys, load_claim_shapes
+from fhir_dmp.services.identity import load_claim_shapes, load_keys
 from fhir_dmp.services.pipeline import Pipeline
+from fhir_dmp.services.smart import smart_issuer
 
 log = logging.getLogger("fhir_dmp")
 
@@ -26,16 +27,17 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     db = database or Database(settings.database_url)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    keys = load_keys(settings, load_claim_shapes(settings.home / "terminologies"))
     app.extensions["fhir_dmp"] = {
         "settings": settings,
         "db": db,
         "pipeline": Pipeline.load(db, settings),
-        "keys": TokenKeys(settings.jwt_secret, settings.jwt_public_key,
-                          load_claim_shapes(settings.home / "terminologies")),
-        "capability": CapabilityBuilder(settings.home),
+        "keys": keys,
+        "capability": CapabilityBuilder(settings.home, smart_issuer(keys)),
     }
-    if not settings.jwt_secret and not settings.jwt_public_key:
-        log.warning("Neither FHIR_DMP_JWT_SECRET nor FHIR_DMP_JWT_PUBLIC_KEY is set: every request will get 401")
+    if not settings.jwt_secret and not settings.jwt_public_key and not keys.issuers:
+        log.warning("No token source (FHIR_DMP_OIDC_ISSUER, FHIR_DMP_JWT_PUBLIC_KEY, FHIR_DMP_JWT_SECRET) is set: "
+                    "every request will get 401")
     app.register_blueprint(bp)
     app.register_blueprint(health.bp)
     app.register_error_handler(FhirError, _fhir_error)

@@ -16,10 +16,11 @@ from fhir_dmp.services.requests import FhirResponse
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def serialise(resource: dict, fmt: str, pretty: bool = False) -> bytes:
+def serialise(resource: dict | fhirjson.Raw, fmt: str, pretty: bool = False) -> bytes:
+    """Compact JSON writes stored pieces (`fhirjson.raw`) verbatim; XML and pretty JSON walk them parsed."""
     if fmt == XML:
-        return fhirxml.json_to_xml(resource)
-    text = fhirjson.dumps_pretty(resource) if pretty else fhirjson.dumps(resource)
+        return fhirxml.json_to_xml(fhirjson.materialize(resource))
+    text = fhirjson.dumps_pretty(fhirjson.materialize(resource)) if pretty else fhirjson.dumps(resource)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate (JSON's "\\ud800", echoed or stored): not UTF-8, so U+FFFD
@@ -37,7 +38,7 @@ def respond(result: FhirResponse, fmt: str, *, prefer_return: str | None = None,
     response = Response(status=result.status)
     for name, value in result.headers.items():
         response.headers[name] = value
-    if isinstance(body, dict):
+    if isinstance(body, dict | fhirjson.Raw):
         response.set_data(b"" if head else serialise(body, fmt, pretty))
         response.headers["Content-Type"] = content_type_of(fmt)
     elif isinstance(body, bytes):

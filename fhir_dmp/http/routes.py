@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl
@@ -14,6 +15,7 @@ from fhir_dmp.errors import FhirError, bad_request
 from fhir_dmp.http import binary, fhirxml
 from fhir_dmp.http.negotiate import JSON, body_kind, parse_media_type, response_format
 from fhir_dmp.http.render import respond
+from fhir_dmp.services import smart
 from fhir_dmp.services.identity import caller_from_header
 from fhir_dmp.services.requests import FhirResponse, head_of, parse_url
 
@@ -28,6 +30,14 @@ def _ext() -> dict[str, Any]:
 def base_url() -> str:
     configured = _ext()["settings"].base_url
     return (configured or request.host_url.rstrip("/") + "/fhir").rstrip("/")
+
+
+@bp.route("/.well-known/smart-configuration", methods=["GET", "HEAD"])
+def smart_configuration() -> Response:
+    """SMART discovery: JSON whatever the Accept header (SMART App Launch 2.0, Conformance); no token needed."""
+    document = smart.configuration(smart.smart_issuer(_ext()["keys"]))
+    return Response(json.dumps(document, indent=2), 200, mimetype="application/json",
+                    headers={"Cache-Control": "max-age=300"})
 
 
 @bp.route("/metadata", methods=_ALL)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fhir_dmp.policy.scopes import Grants
+
 PURPOSES = ("TREAT", "ETREAT", "BTG")
 
 
@@ -20,6 +22,8 @@ class Caller:
     purpose_of_use: str = "TREAT"
     access_reason: str | None = None
     secret: bool = False
+    # the token's SMART scopes (policy/scopes.py); None: no `scope` claim, the DMP rules alone decide
+    scopes: Grants | None = None
 
     @property
     def is_system(self) -> bool:

@@ -92,15 +92,16 @@ def _patch_from_binary(binary: dict, where: str) -> tuple[Any, str]:
 
 def _response_entry(resp: FhirResponse, *, with_resource: bool = True) -> dict:
     out: dict = {}
-    if with_resource and isinstance(resp.body, dict):
-        out["resource"] = resp.body
+    body = fhirjson.materialize(resp.body)  # a read's stored text, parsed: its meta is looked at below
+    if with_resource and isinstance(body, dict):
+        out["resource"] = body
     response: dict = {"status": content.status_line(resp.status)}
     if "Location" in resp.headers:
         response["location"] = resp.headers["Location"]
     if "ETag" in resp.headers:
         response["etag"] = resp.headers["ETag"]
-    if isinstance(resp.body, dict) and isinstance(resp.body.get("meta"), dict):
-        response["lastModified"] = resp.body["meta"].get("lastUpdated")
+    if isinstance(body, dict) and isinstance(body.get("meta"), dict):
+        response["lastModified"] = body["meta"].get("lastUpdated")
     out["response"] = {k: v for k, v in response.items() if v is not None}
     return out
 

@@ -12,9 +12,11 @@ from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import indexed_params
 from fhir_dmp.search.includes import includes, revincludes
 from fhir_dmp.services.conformance import capability_entry, supported_profiles
+from fhir_dmp.services.oidc import Issuer
 from fhir_dmp.services.patching import PATCH_FORMATS
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
 from fhir_dmp.services.routes import operations_of
+from fhir_dmp.services.smart import security
 from fhir_dmp.services.terminology_capabilities import terminology_capabilities
 from fhir_dmp.terminology.store import load as load_conformance
 from fhir_dmp.version import __version__
@@ -23,7 +25,8 @@ _RESULT_PARAMS_DOC = "Also: _count, _total (none, estimate, accurate), _cursor (
 
 
 class CapabilityBuilder:
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, issuer: Issuer | None = None) -> None:
+        self.issuer = issuer  # the SMART authorization server the security part names (services/smart.py)
         self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
         self.conformance = load_conformance(home)
         self.profiles = supported_profiles(self.conformance)
@@ -43,7 +46,7 @@ class CapabilityBuilder:
         statement["rest"] = [{
             "mode": "server",
             "documentation": "FHIR R4 RESTful API. " + _RESULT_PARAMS_DOC,
-            "security": statement.pop("security"),
+            "security": security(statement.pop("security"), self.issuer),
             "resource": [capability_entry(d) if d.shipped else _resource(d, self.profiles.get(d.name, []))
                          for d in RESOURCES.values()],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],

@@ -31,7 +31,12 @@ def stamp(body: dict, rid: str, version_id: int, when: object) -> dict:
 
 
 def resource_of(stored: Stored) -> dict:
-    return fhirjson.loads(stored.content or "{}")
+    return fhirjson.trusted_loads(stored.content or "{}")
+
+
+def as_stored(stored: Stored) -> fhirjson.Raw:
+    """The stored resource to answer verbatim (no shaping asked): never parsed nor written again."""
+    return fhirjson.raw(stored.content or "{}")
 
 
 def version_headers(stored: Stored, base_url: str, *, location: bool = False) -> dict[str, str]:

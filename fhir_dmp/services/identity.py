@@ -1,18 +1,29 @@
-"""Bearer JWT -> `Caller` (HS256 with a shared secret in development, RS256 in production)."""
+"""Bearer JWT -> `Caller`: a token of a configured OpenID Connect issuer (services/oidc.py, its claims mapped by
+policy/mappings.py), or one signed with the shared secret (HS256, development) or the configured RS256 key.
+
+Which path a token takes is decided by its `iss`: a configured issuer's tokens are verified against that issuer's
+JWKS only (never the shared secret); a token naming another issuer is refused when issuers are configured; a token
+naming none is for the shared secret or the RS256 key. Every path ends in the same strict claims parser
+(policy/claims.py), and the `scope` claim, if any, in policy/scopes.py."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from threading import Lock
 
 import jwt
 
-from fhir_dmp.config import project_dir
+from fhir_dmp.config import Settings, project_dir
 from fhir_dmp.errors import FhirError, Issue
+from fhir_dmp.policy import scopes
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.claims import ClaimShapes, InvalidClaim, load_claim_shapes
+from fhir_dmp.policy.mappings import DEFAULT as DEFAULT_MAPPING
+from fhir_dmp.policy.mappings import load_mapping, load_registry
+from fhir_dmp.services.oidc import Issuer, Refused
 
 _CHALLENGE = 'Bearer realm="fhir-dmp"'
 
@@ -29,16 +40,17 @@ class _Verified:
     out first."""
 
     def __init__(self, size: int = 4096) -> None:
-        self.size, self.items, self.lock = size, OrderedDict[str, tuple[Caller, float]](), Lock()
+        self.size, self.items, self.lock = size, OrderedDict[str, tuple](), Lock()
 
-    def get(self, key: str) -> tuple[Caller, float] | None:
+    def get(self, key: str) -> tuple | None:
         with self.lock:
             found = self.items.get(key)
             if found is not None:
                 self.items.move_to_end(key)
             return found
 
-    def put(self, key: str, value: tuple[Caller, float]) -> None:
+    def put(self, key: str, value: tuple) -> None:
+        """`value`: (caller, expires) or, for an issuer's token, (caller, expires, issuer, kid)."""
         with self.lock:
             self.items[key] = value
             if len(self.items) > self.size:
@@ -54,6 +66,7 @@ class TokenKeys:
     secret: str | None
     public_key: str | None
     shapes: ClaimShapes | None = None
+    issuers: Mapping[str, Issuer] = field(default_factory=dict, compare=False, hash=False)
     # the tokens these keys verified (the cache lives and dies with the key set it speaks for)
     verified: _Verified = field(default_factory=lambda: _Verified(), compare=False, hash=False, repr=False)
 
@@ -74,17 +87,44 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
         raise unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request")
     token = token.strip()
     known = keys.verified.get(token)
-    if known is not None and time.time() < known[1]:
+    if known is not None and time.time() < known[1] and (len(known) == 2 or known[2].knows(known[3])):
         return known[0]
-    caller, expires = _verify(token, keys)
-    keys.verified.put(token, (caller, expires))
+    issuer, caller, expires, kid = _verify(token, keys)
+    keys.verified.put(token, (caller, expires) if issuer is None else (caller, expires, issuer, kid))
     return caller
 
 
-def _verify(token: str, keys: TokenKeys) -> tuple[Caller, float]:
-    """The caller a token names, and until when it is valid (its `exp`, without the clock leeway)."""
+def _verify(token: str, keys: TokenKeys) -> tuple[Issuer | None, Caller, float, str]:
+    """(the issuer or None, the caller a token names, until when it is valid (its `exp`, without the clock
+    leeway), the `kid` that verified it)."""
     try:
         header = jwt.get_unverified_header(token)
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.InvalidTokenError as exc:
+        raise unauthorized(f"The bearer token is not valid: {exc}") from exc
+    if keys.issuers and iss is not None:
+        issuer = keys.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise unauthorized(f"The bearer token's issuer is not one this server trusts: {_short(iss)}")
+        try:
+            claims, kid = issuer.verify(token, header)
+            mapped = issuer.mapping.apply(claims)
+        except (Refused, InvalidClaim) as exc:
+            raise unauthorized(str(exc)) from None
+        if "scope" in claims:
+            mapped["scope"] = claims["scope"]
+        return issuer, caller_from_claims(mapped, keys.shapes), float(claims["exp"]), kid
+    return None, *_verify_shared(token, header, keys), ""
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _verify_shared(token: str, header: dict, keys: TokenKeys) -> tuple[Caller, float]:
+    """A token of the shared secret (HS256) or of the configured RS256 key."""
+    try:
         algorithms, key = keys.algorithms_and_key(str(header.get("alg")))
         claims = jwt.decode(token, key, algorithms=algorithms, options={"require": ["exp", "sub"]},
                             leeway=30)
@@ -102,8 +142,9 @@ def caller_from_claims(claims: dict, shapes: ClaimShapes | None = None) -> Calle
     (policy/claims.py) makes the token invalid: 401, never a reading of it that some later rule would miss
     (" SM25" is not SM25 to the refused-actor rule, so it must not be a médecin either)."""
     try:
-        return (shapes or load_claim_shapes(project_dir() / "terminologies")).read(claims)
-    except InvalidClaim as exc:
+        caller = (shapes or load_claim_shapes(project_dir() / "terminologies")).read(claims)
+        return caller if "scope" not in claims else replace(caller, scopes=scopes.parse(claims["scope"]))
+    except (InvalidClaim, scopes.InvalidScope) as exc:
         raise unauthorized(str(exc)) from None
 
 
@@ -117,3 +158,40 @@ def mint_token(claims: dict, *, secret: str | None = None, private_key: str | No
     if not secret:
         raise ValueError("a secret (HS256) or a private key (RS256) is needed to sign a token")
     return jwt.encode(body, secret, algorithm="HS256")
+
+
+def load_keys(settings: Settings, shapes: ClaimShapes | None = None) -> TokenKeys:
+    """The token sources `settings` configure: the shared secret, the RS256 key, the OpenID Connect issuers (each
+    with its audience and claim mapping; a ValueError names a setting that does not fit)."""
+    registries = load_registry(settings.oidc_clients) if settings.oidc_issuers else {}
+    count = len(settings.oidc_issuers)
+    issuers = {}
+    for i, url in enumerate(settings.oidc_issuers):
+        audience = _nth(settings.oidc_audiences, i, count, "FHIR_DMP_OIDC_AUDIENCE", None)
+        mapping = load_mapping(_nth(settings.oidc_claims, i, count, "FHIR_DMP_OIDC_CLAIMS", DEFAULT_MAPPING),
+                               registries)
+        issuers[url] = Issuer(url, audience, mapping, settings.oidc_leeway, settings.oidc_jwks_lifespan,
+                              settings.oidc_refresh_cooldown)
+    return TokenKeys(settings.jwt_secret, settings.jwt_public_key, shapes, issuers)
+
+
+def _nth(values: tuple[str, ...], i: int, count: int, name: str, default: str | None) -> str:
+    """Issuer i's value of a setting: its only value, or its i-th of one per issuer."""
+    if not values and default is not None:
+        return default
+    if len(values) == 1:
+        return values[0]
+    if len(values) == count:
+        return values[i]
+    raise ValueError(f"{name} must hold one value, or one per issuer of FHIR_DMP_OIDC_ISSUER ({count})")
+
+
+def token_sources(keys: TokenKeys) -> list[str]:
+    """What `serve` says at start: each source of accepted tokens."""
+    out = [f"OpenID Connect issuer {i.url} (audience {i.audience}, claims {i.mapping.name})"
+           for i in keys.issuers.values()]
+    if keys.public_key:
+        out.append("RS256 key (FHIR_DMP_JWT_PUBLIC_KEY)")
+    if keys.secret:
+        out.append("shared secret (FHIR_DMP_JWT_SECRET, HS256)")
+    return out

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from fhir_dmp import fhirjson
 from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, precondition_failed
-from fhir_dmp.policy import actors, consents, emergency
+from fhir_dmp.policy import actors, consents, emergency, scopes
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.facts import access_facts
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
-from fhir_dmp.services import audit, bundles, content, notify, routes, vsm
+from fhir_dmp.services import audit, bundles, content, notify, routes, scoping, vsm
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
@@ -52,7 +52,13 @@ class Pipeline:
             raise refusal
 
     def handle(self, caller: Caller, req: FhirRequest) -> FhirResponse:
-        """An admitted caller's request (`admit` first)."""
+        """An admitted caller's request (`admit` first). A token with SMART scopes may do only what they grant
+        as well (policy/scopes.py): checked on the whole request, its form-encoded search and entries included."""
+        if caller.scopes is not None:
+            refusal = scopes.refusal(caller.scopes, caller.actor, scoping.needs_of(req))
+            if refusal is not None:
+                self.trace_refusal(Unit(self.rt, caller, req), refusal)
+                raise refusal
         if req.interaction == "batch/transaction":
             return bundles.process(self.run, caller, req, self.rt.settings.enforce_profiles, self.rt)
         return self.run(caller, req, lambda u: routes.route(req)(u, req))

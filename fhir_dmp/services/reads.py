@@ -53,6 +53,8 @@ def read(u: Unit, req: FhirRequest) -> FhirResponse:
     if req.if_none_match and _etag_matches(req.if_none_match, stored.version_id):
         return FhirResponse(304, None, headers)
     summary, elements = shape.requested(req.query)
+    if summary is None and not elements and req.resource_type != "Binary":  # Binary: http/ may answer its bytes
+        return FhirResponse(200, content.as_stored(stored), headers)
     return FhirResponse(200, shape.subset(content.resource_of(stored), summary, elements), headers)
 
 

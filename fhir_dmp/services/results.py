@@ -37,9 +37,10 @@ def bundle(kind: str, entries: list[dict], links: list[dict], total: int | None)
     return out
 
 
-def match_entry(base: str, stored: Stored, mode: str = "match") -> dict:
-    return {"fullUrl": f"{base}/{stored.resource_type}/{stored.id}", "resource": content.resource_of(stored),
-            "search": {"mode": mode}}
+def match_entry(base: str, stored: Stored, mode: str = "match", resource: object = None) -> dict:
+    """A search entry, with `resource` as shaped for the caller (by default, the stored resource parsed)."""
+    resource = content.resource_of(stored) if resource is None else resource
+    return {"fullUrl": f"{base}/{stored.resource_type}/{stored.id}", "resource": resource, "search": {"mode": mode}}
 
 
 def history_entry(base: str, stored: Stored) -> dict:

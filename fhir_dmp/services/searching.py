@@ -13,7 +13,7 @@ from fhir_dmp.errors import bad_request, operation_outcome
 from fhir_dmp.policy.access import IDENTITY_ELEMENTS
 from fhir_dmp.search import shape
 from fhir_dmp.search.parse import SearchQuery, parse_query
-from fhir_dmp.services import lookups, results
+from fhir_dmp.services import content, lookups, results
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
@@ -107,6 +107,6 @@ def _included(tx: Tx, query: SearchQuery, page: list[Stored], scope: c.Criterion
 
 def _entry(base: str, stored: Stored, mode: str, query: SearchQuery, elements: tuple[str, ...]) -> dict:
     """`_elements` names elements of the searched type, so it shapes the matches only; `_summary` all."""
-    entry = results.match_entry(base, stored, mode)
-    entry["resource"] = shape.subset(entry["resource"], query.summary, elements)
-    return entry
+    if query.summary is None and not elements:  # nothing to shape: the stored text, never parsed
+        return results.match_entry(base, stored, mode, content.as_stored(stored))
+    return results.match_entry(base, stored, mode, shape.subset(content.resource_of(stored), query.summary, elements))

@@ -47,6 +47,9 @@ def _normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+NEVER_AUTOMATIC = 2**31 - 1  # psycopg prepares a statement by itself after this many runs: never
+
+
 class Database:
     """One engine per process; units of work are short transactions on pooled connections."""
 
@@ -58,13 +61,15 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            # No server-side prepared statements: after five runs PostgreSQL may switch a prepared search to
-            # a generic plan that cannot see how selective a patient key is (measured: 10 ms -> 500 ms).
+            # No automatic server-side prepared statements: after five runs PostgreSQL may switch a prepared
+            # search to a generic plan that cannot see how selective a patient key is (measured: 10 ms -> 500 ms).
+            # A threshold never reached, not None: with None psycopg ignores `prepare=True` too, and the hot
+            # statements `storage/prepared.py` chooses would be planned afresh at every run.
             # No pre-ping either (a round trip per transaction): a connection found dead fails its unit of work,
             # which `Unavailable` lets the caller run again on a fresh one.
             # A bounded connect (a PostgreSQL host that does not answer must not hold a request for minutes),
             # unless the URL says otherwise.
-            connect: dict = {"prepare_threshold": None}
+            connect: dict = {"prepare_threshold": NEVER_AUTOMATIC}
             if "connect_timeout" not in make_url(self.url).query:
                 connect["connect_timeout"] = CONNECT_TIMEOUT
             self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=20, connect_args=connect)

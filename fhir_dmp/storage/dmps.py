@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from fhir_dmp.storage import prepared
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.records import Stored, row_to_stored
 from fhir_dmp.storage.resources import CURRENT
 from fhir_dmp.storage.tables import INDEX_TABLES, audit_chain, dmp_accessor, dmp_facts, resource, resource_version
 
+_FACTS = select(dmp_facts.c.facts).where(dmp_facts.c.patient_key == bindparam("key", ""))
+
 
 def facts_of(conn: Connection, patient_key: str) -> str | None:
-    """The DMP's stored access facts (a JSON text the policy wrote), None when it has none yet."""
-    return conn.execute(select(dmp_facts.c.facts).where(dmp_facts.c.patient_key == patient_key)).scalar()
+    """The DMP's stored access facts (a JSON text the policy wrote), None when it has none yet (a row by its key:
+    prepared once, as every search naming its patient asks it)."""
+    found = prepared.rows(conn, _FACTS, {"key": patient_key})
+    return found[0].facts if found else None
 
 
 def facts_of_many(conn: Connection, patient_keys: Sequence[str]) -> dict[str, str]:

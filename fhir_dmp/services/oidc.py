@@ -1,0 +1,136 @@
+"""OpenID Connect issuers: discovery, their JWKS (PyJWT's PyJWKClient), and the verification of their tokens.
+
+Per process and per issuer, `/.well-known/openid-configuration` is fetched once (again after a failure, no more
+often than the refresh cooldown) and the JWKS is kept `lifespan` seconds; a token naming a `kid` the kept set does
+not hold forces one refresh, no more often than the cooldown (PyJWKClient's), so a flood of invented `kid`s costs
+the issuer one request per cooldown. Nothing here runs per request for a token already verified: the verified
+token is cached by `services/identity.py` with its issuer and `kid`, and dropped once its key leaves the JWKS.
+
+Refused (401): a token of an issuer not configured, signed with anything but RS256, PS256 or ES256 (`none`, HS*:
+the issuer's public key is no shared secret), with a `kid` not in the issuer's JWKS or a key of another type than
+its `alg`, with another `aud`, or outside `exp`/`nbf`/`iat` by more than the leeway. An issuer that cannot be
+reached is a 503: the token may be good, the server cannot tell now.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Any
+
+import jwt
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from fhir_dmp.errors import FhirError
+from fhir_dmp.policy.mappings import ClaimMapping
+
+ALGORITHMS = ("RS256", "PS256", "ES256")
+DISCOVERY = "/.well-known/openid-configuration"
+RETRY_AFTER = 5
+
+
+class Refused(Exception):
+    """A token this issuer does not vouch for (the caller answers 401 with this text)."""
+
+
+def unreachable(why: str) -> FhirError:
+    return FhirError.of(503, "transient", f"The token's issuer cannot be reached to check its keys: {why}",
+                        headers={"Retry-After": str(RETRY_AFTER)})
+
+
+@dataclass
+class Issuer:
+    """One configured issuer: its URL (the exact `iss`), the audience its tokens must name, its claim mapping."""
+
+    url: str
+    audience: str
+    mapping: ClaimMapping
+    leeway: int = 30
+    lifespan: float = 300.0
+    cooldown: float = 30.0
+    timeout: float = 5.0
+    _discovery: dict | None = field(default=None, repr=False)
+    _tried: float = field(default=-1e9, repr=False)
+    _jwks: jwt.PyJWKClient | None = field(default=None, repr=False)
+    _lock: Lock = field(default_factory=Lock, repr=False)
+
+    def discovery(self) -> dict:
+        """The issuer's OpenID configuration, fetched once; its `issuer` must be this issuer's URL exactly."""
+        with self._lock:
+            if self._discovery is not None:
+                return self._discovery
+            if time.monotonic() - self._tried < self.cooldown:
+                raise unreachable(f"{self.url}{DISCOVERY} failed less than {self.cooldown:g} s ago")
+            self._tried = time.monotonic()
+            try:
+                answer = requests.get(self.url.rstrip("/") + DISCOVERY, timeout=self.timeout)
+                answer.raise_for_status()
+                document = answer.json()
+            except (requests.RequestException, ValueError) as exc:
+                raise unreachable(f"{self.url}{DISCOVERY}: {exc}") from None
+            if not isinstance(document, dict) or document.get("issuer") != self.url \
+                    or not isinstance(document.get("jwks_uri"), str):
+                raise unreachable(f"{self.url}{DISCOVERY} does not describe this issuer (issuer, jwks_uri)")
+            self._discovery = document
+            return document
+
+    def jwks(self) -> jwt.PyJWKClient:
+        if self._jwks is None:
+            uri = self.discovery()["jwks_uri"]
+            with self._lock:
+                if self._jwks is None:
+                    try:
+                        self._jwks = jwt.PyJWKClient(uri, cache_jwk_set=True, lifespan=self.lifespan,
+                                                     cooldown_duration=self.cooldown, timeout=self.timeout)
+                    except jwt.PyJWKClientError as exc:  # e.g. a jwks_uri that is not http(s)
+                        raise unreachable(f"{self.url}'s jwks_uri {uri!r}: {exc}") from None
+        return self._jwks
+
+    def signing_key(self, kid: Any) -> jwt.PyJWK:
+        if not isinstance(kid, str) or not kid:
+            raise Refused(f"The bearer token of issuer {self.url} names no key ('kid')")
+        try:
+            return self.jwks().get_signing_key(kid)
+        except jwt.PyJWKClientConnectionError as exc:
+            raise unreachable(str(exc)) from None
+        except jwt.PyJWKClientError as exc:
+            raise Refused(f"The bearer token's key {kid!r} is not in the JWKS of issuer {self.url}") from exc
+
+    def knows(self, kid: str) -> bool:
+        """Whether `kid` is still in the issuer's JWKS as kept (fetched again once its lifespan is over): a token
+        verified with a key the issuer has since withdrawn is no longer accepted."""
+        try:
+            return any(k.key_id == kid for k in self.jwks().get_signing_keys())
+        except (jwt.PyJWKClientError, jwt.PyJWKSetError):
+            return False
+
+    def verify(self, token: str, header: Mapping[str, Any]) -> tuple[dict, str]:
+        """The verified claims of a token of this issuer, and the `kid` that verified it; `Refused` otherwise."""
+        alg = header.get("alg")
+        if alg not in ALGORITHMS:
+            raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {alg!r}")
+        kid = header.get("kid")
+        jwk = self.signing_key(kid)
+        if not _fits(jwk, str(alg)):
+            raise Refused(f"The key {kid!r} of issuer {self.url} is not a key for {alg}")
+        try:
+            claims = jwt.decode(token, jwk.key, algorithms=[str(alg)], audience=self.audience, issuer=self.url,
+                                leeway=self.leeway, options={"require": ["exp", "iat", "iss", "aud"]})
+        except jwt.ExpiredSignatureError:
+            raise Refused("The bearer token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise Refused(f"The bearer token is not valid: {exc}") from None
+        return claims, str(kid)
+
+
+def _fits(jwk: jwt.PyJWK, alg: str) -> bool:
+    """The JWK is of the token's algorithm: its declared `alg` if any, its key type (RSA for RS/PS, P-256 for ES)."""
+    declared = getattr(jwk, "_jwk_data", {}).get("alg")
+    if declared is not None and declared != alg:
+        return False
+    if alg == "ES256":
+        return isinstance(jwk.key, ec.EllipticCurvePublicKey) and jwk.key.curve.name == "secp256r1"
+    return isinstance(jwk.key, rsa.RSAPublicKey)
