@@ -4,7 +4,7 @@ Run by hand when refreshing the cases (it reads a clone of https://github.com/FH
 
     python tools/extract_validator_cases.py /path/to/fhir-test-cases
 
-Selection (docs/conformance.md): `version` 4.0, a JSON file, a resource of a type the server stores, a base
+Selection (docs/conformance.md): `version` 4.0, a JSON or XML file, a resource of a type the server stores, a base
 validation (no `packages`, `supporting`, `profiles`, `logical`, `ips`... to load first: the server validates
 against R4 and its own profiles only), not the `matchetype` module (a validator mode, not R4), with an
 expected outcome of the reference (Java) validator. Each case keeps its file and its expected errors (severity
@@ -27,6 +27,14 @@ NEEDS_MORE = {"packages", "supporting", "supporting5", "profiles", "package-map"
 MODES = {"examples", "security-checks", "noHtmlInMarkdown", "validateContains", "wrong-displays", "best-practice",
          "assumeValidRestReferences", "allowed-extension-domain", "for-publication", "no-tx", "explanation"}
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "validator-r4"
+
+
+def _xml_type(raw: bytes) -> dict | None:
+    """{"resourceType": root element} of a FHIR XML file (its type is all the selection needs)."""
+    match = re.search(rb"<([A-Za-z]+)[\s>][^<]*?xmlns=\"http://hl7.org/fhir\"", raw)
+    if match is None:
+        raise ValueError("not FHIR XML")
+    return {"resourceType": match.group(1).decode()}
 
 
 def _show(repo: Path, path: str) -> bytes | None:
@@ -56,13 +64,13 @@ def main(repo: Path) -> None:
     (OUT / "cases").mkdir(parents=True, exist_ok=True)
     for case in manifest["test-cases"]:
         name, file = case["name"], case["file"]
-        if case.get("version") != "4.0" or case.get("use-test") is False or not file.endswith(".json"):
+        if case.get("version") != "4.0" or case.get("use-test") is False or not file.endswith((".json", ".xml")):
             continue
         if set(case) & NEEDS_MORE or case.get("module") == "matchetype":
             continue
         raw = _show(repo, f"validator/{file}")
         try:
-            resource = json.loads(raw) if raw else None
+            resource = (json.loads(raw) if file.endswith(".json") else _xml_type(raw)) if raw else None
         except ValueError:
             continue
         if not isinstance(resource, dict) or resource.get("resourceType") not in STORED:
@@ -71,9 +79,10 @@ def main(repo: Path) -> None:
         if errors is None:
             continue
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
-        target = f"cases/{stem}.json"
+        suffix = ".json" if file.endswith(".json") else ".xml"
+        target = f"cases/{stem}{suffix}"
         while any(c["file"] == target for c in cases):
-            target = target.replace(".json", "-2.json")
+            target = target.replace(suffix, "-2" + suffix)
         (OUT / target).write_bytes(raw)  # type: ignore[arg-type]
         options = {k: v for k, v in case.items() if k in MODES}
         cases.append({"name": name, "file": target, "source": f"validator/{file}", "module": case.get("module"),

@@ -8,14 +8,14 @@
   ships in `profiles/`), or its url be in a domain whose extensions are accepted unseen
   (`data/extension-domains.json`, as the validator's `allowed-extension-domain`); a known one is used only
   in its contexts, with one of its value types, and a complex one only with its own sub-extensions;
-- example urls (`example.org`, `acme.com`) where a url is followed, not merely named: `url` and `canonical`
-  values and extension urls (an identifier's `system` is a namespace), unless it is a canonical this server
-  ships;
+- example urls (`example.org`, `acme.com`) where a url is followed, not merely named: `url` values and
+  extension urls (an identifier's `system` is a namespace, a `meta.profile` a claim), unless it is a canonical
+  this server ships;
 - the narrative: `txt-1` (the XHTML subset of R4's narrative.html: no script, no event attribute, no unknown
   element) and `txt-2` (some non-whitespace content); markdown and strings without embedded HTML tags;
-- a Coding of a code system the server ships: the code exists, and its display is the code system's;
-- the vital signs profiles R4 requires of an Observation of category vital-signs (`data/vital-signs.json`):
-  the magic LOINC code in `code`.
+- codes (`r4codes.py`): a Coding of a code system the server ships (the code exists, its display is the code
+  system's), the syntax of SNOMED CT and LOINC codes, and the vital signs profiles R4 requires of an
+  Observation of a vital sign (the magic LOINC code, the vital-signs category, the UCUM units).
 
 Rules that are data live in `fhir_dmp/data/` (sources in each file). One walk over the resource, dictionary
 lookups only: this runs on every write, next to the structural walk.
@@ -35,11 +35,12 @@ from lxml import etree
 
 from fhir_dmp.errors import Issue
 from fhir_dmp.terminology.store import Conformance
+from fhir_dmp.validation import r4codes
 from fhir_dmp.validation.structure import element_shape, required_codes
 
 _DATA = Path(__file__).resolve().parent.parent / "data"
 _SKIPPED_REGEX = frozenset({"boolean", "integer", "decimal", "positiveInt", "unsignedInt", "base64Binary"})
-_URL_TYPES = frozenset({"url", "canonical"})
+_URL_TYPES = frozenset({"url"})
 _EXAMPLE_HOSTS = ("example.org", "acme.com")  # what the HL7 validator flags (not example.com, not .example)
 _XHTML = "http://www.w3.org/1999/xhtml"
 _HTML_TAG = re.compile(r"<\s*/?\s*(script|iframe|object|embed|form|input|img|a|div|span|p|b|i|u|br|table|tr|td|"
@@ -71,8 +72,12 @@ def extension_rule(sd: dict) -> dict:
     types = [t["code"] for t in (value or {}).get("type", [])] if value and value.get("max") != "0" else []
     children = sorted({e.get("fixedUri") for e in elements if e.get("path") == "Extension.extension.url"
                        and e.get("fixedUri")})
+    slices = {e.get("id"): e.get("min", 0) for e in elements
+              if e.get("path") == "Extension.extension" and e.get("sliceName")}
+    required = sorted({e["fixedUri"] for e in elements if e.get("path") == "Extension.extension.url"
+                       and e.get("fixedUri") and slices.get(e.get("id", "").rsplit(".", 1)[0], 0) >= 1})
     return {"context": [{"type": c.get("type"), "expression": c.get("expression")} for c in sd.get("context", [])],
-            "value": types, "extensions": children}
+            "value": types, "extensions": children, "required": required}
 
 
 _SHIPPED: dict[int, tuple[Conformance, dict[str, dict], frozenset[str]]] = {}
@@ -208,12 +213,17 @@ class _Walk:
             self.issue("invariant", "Constraint failed: ext-1: Must have either extensions or value[x], not both",
                        where)
         if "://" not in url and not url.startswith("urn:"):
+            if _type_at(context) != "Extension":
+                self.issue("invalid", f"Extension.url must be an absolute URL, not {url!r} (only a sub-extension's "
+                           "url is relative)", where)
             return  # a sub-extension's local name: its parent checks it
         self.example_url(url, f"{where}.url")
         rule = self.extensions.get(url) or _data("r4-extensions.json")["extensions"].get(url)
         if rule is None:
             host = urlsplit(url).hostname or ""
-            if not any(host == d or host.endswith("." + d) for d in _data("extension-domains.json")["domains"]):
+            accepted = _data("extension-domains.json")
+            if not any(host == d or host.endswith("." + d) for d in accepted["domains"]) and not any(
+                    re.match(pattern, url) for pattern in accepted["patterns"]):
                 self.issue("structure", f"The extension {url} could not be found so is not allowed here", where)
             return
         if not _in_context(rule["context"], context, rtype):
@@ -232,6 +242,9 @@ class _Walk:
                 self.issue("structure", f"The extension {url} takes a value of type "
                            f"{', '.join(rule['value'])}, not {vtype}", f"{where}.{value_key}")
         known = set(rule["extensions"])
+        present = {s.get("url") for s in ext.get("extension") or () if isinstance(s, dict)}
+        for missing in (u for u in rule.get("required", ()) if u not in present):
+            self.issue("structure", f"The extension {url} needs its sub-extension {missing!r}", where)
         for i, sub in enumerate(ext.get("extension") or ()):
             sub_url = sub.get("url") if isinstance(sub, dict) else None
             if isinstance(sub_url, str) and "://" not in sub_url and known and sub_url not in known:
@@ -261,93 +274,18 @@ class _Walk:
             self.issue("invariant", "Constraint failed: txt-2: The narrative SHALL have some non-whitespace content",
                        f"{where}.div")
 
-    # -- codings -----------------------------------------------------------------------------------------------
+    # -- codings and vital signs (r4codes.py) -------------------------------------------------------------------
     def coding(self, coding: dict, where: str) -> None:
-        system, code = coding.get("system"), coding.get("code")
-        if not isinstance(system, str) or not isinstance(code, str):
-            return
-        cs = self.conf.code_system(system, coding.get("version") if isinstance(coding.get("version"), str) else None)
-        if cs is None:
-            syntax = _data("code-syntax.json")["systems"].get(system)
-            if syntax is not None and not _well_formed(code, syntax):
-                self.issue("code-invalid", f"Unknown code '{code}' in the CodeSystem '{system}': not a well-formed "
-                           "code of that system", f"{where}.code")
-            return
-        if cs.content != "complete":
-            return
-        concept = cs.find(code)
-        if concept is None:
-            self.issue("code-invalid", f"Unknown code '{code}' in the CodeSystem '{system}'", f"{where}.code")
-            return
-        display = coding.get("display")
-        if isinstance(display, str) and concept.display is not None:
-            allowed = {_fold(concept.display)} | {_fold(d.get("value", "")) if isinstance(d, dict) else _fold(
-                str(getattr(d, "value", d))) for d in concept.designations}
-            if _fold(display) not in allowed:
-                self.issue("invalid", f"Wrong Display Name '{display}' for {system}#{code}: should be "
-                           f"'{concept.display}'", f"{where}.display")
+        self.out += r4codes.coding_issues(self.conf, coding, where)
 
-    # -- vital signs -------------------------------------------------------------------------------------------
     def vital_signs(self, obs: dict, where: str) -> None:
-        table = _data("vital-signs.json")
-        if not any(c.get("code") == "vital-signs" and c.get("system") == table["category"]
-                   for c in _codings_of(obs.get("category"))):
-            return
-        codes = {(c.get("system"), c.get("code")) for c in _codings_of(obs.get("code"))}
-        components = {(c.get("system"), c.get("code")) for comp in obs.get("component") or ()
-                      if isinstance(comp, dict) for c in _codings_of(comp.get("code"))}
-        for sign in table["signs"]:
-            signals = {tuple(s) for s in sign["signals"]}
-            by_components = sign.get("components") and {tuple(s) for s in sign["components"]} <= components
-            if (codes & signals or by_components) and ("http://loinc.org", sign["code"]) not in codes:
-                self.issue("structure", f"{sign['slice']}: magic LOINC code {sign['code']} required, but not found "
-                           f"(from {sign['profile']}|4.0.1). Note that other Observation codes are allowed in "
-                           "addition to this required magic code", f"{where}.code")
-                return
-
-
-_D = ((0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
-      (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
-      (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3), (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
-      (9, 8, 7, 6, 5, 4, 3, 2, 1, 0))
-_P = ((0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 5, 7, 6, 2, 8, 3, 0, 9, 4), (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
-      (8, 9, 1, 6, 0, 4, 3, 5, 2, 7), (9, 4, 5, 3, 1, 2, 6, 8, 7, 0), (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
-      (2, 7, 9, 3, 8, 0, 6, 4, 1, 5), (7, 0, 4, 6, 9, 1, 3, 2, 5, 8))
-
-
-def _well_formed(code: str, syntax: dict) -> bool:
-    if any(c in code for c in syntax["skip_if_any"]):
-        return True
-    if not re.fullmatch(syntax["pattern"], code):
-        return False
-    if syntax["check"] == "verhoeff":  # the last digit makes the Verhoeff checksum of the whole id 0
-        check = 0
-        for i, digit in enumerate(reversed(code)):
-            check = _D[check][_P[i % 8][int(digit)]]
-        return check == 0
-    if syntax["check"] == "loinc" and code[:1].isdigit():  # mod 10 of the digits before the dash (not LA, LP...)
-        body, _, digit = code.rpartition("-")
-        digits = [int(c) for c in body if c.isdigit()]
-        total = 0
-        for i, d in enumerate(reversed(digits)):
-            total += sum(divmod(d * 2, 10)) if i % 2 == 0 else d
-        return (10 - total % 10) % 10 == int(digit)
-    return True
+        self.out += r4codes.vital_sign_issues(obs, where)
 
 
 def _entity(match: re.Match) -> str:
     """An HTML named entity (`&nbsp;`) as its character, as the validator's XHTML parser reads it."""
     name = match.group(1)
     return match.group(0) if name in _XML_ENTITIES or name not in name2codepoint else chr(name2codepoint[name])
-
-
-def _codings_of(value: Any) -> list[dict]:
-    concepts = value if isinstance(value, list) else [value]
-    return [c for cc in concepts if isinstance(cc, dict) for c in cc.get("coding") or () if isinstance(c, dict)]
-
-
-def _fold(text: str) -> str:
-    return " ".join(text.split()).casefold()
 
 
 def _in_context(contexts: list[dict], context: str, rtype: str) -> bool:

@@ -104,6 +104,9 @@ def test_a_vital_sign_carries_its_magic_loinc_code():
           "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": c}]}}
                         for c in ("8480-6", "8462-4")]}
     assert _found(bp) == [("structure", "Observation.code")]
+    weight = {**_obs([("http://loinc.org", "29463-7")], category="laboratory"),
+              "valueQuantity": {"value": 70, "system": "http://unitsofmeasure.org", "code": "kilo"}}
+    assert _found(weight) == [("structure", "Observation.category"), ("value", "Observation.valueQuantity.code")]
 
 
 def test_contained_resources_and_bundle_entries_are_walked_too():
@@ -113,8 +116,19 @@ def test_contained_resources_and_bundle_entries_are_walked_too():
     assert _found(bundle) == [("value", "Bundle.entry[0].resource.gender")]
 
 
-def test_the_servers_own_canonicals_are_no_example_urls():
-    dmp = "https://fhir-dmp.example.org/StructureDefinition/dmp-patient"
-    assert _found(_patient(meta={"profile": [dmp]})) == []
-    assert _found(_patient(meta={"profile": ["http://example.org/StructureDefinition/other"]})) == [
-        ("invalid", "Patient.meta.profile[0]")]
+def test_example_urls_are_refused_where_followed_only():
+    dmp = "https://fhir-dmp.example.org/StructureDefinition/audit-chain"  # a canonical the server ships
+    assert _found(_patient(meta={"profile": ["http://example.org/StructureDefinition/other"]})) == []  # a claim
+    assert _found(_patient(identifier=[{"system": "http://example.org/mrn", "value": "1"}])) == []  # a namespace
+    assert _found(_patient(photo=[{"url": dmp}])) == []
+    assert _found(_patient(photo=[{"url": "https://acme.com/a.png"}])) == [("invalid", "Patient.photo[0].url")]
+
+
+def test_extension_urls_are_absolute_and_required_sub_extensions_present():
+    animal = "http://hl7.org/fhir/StructureDefinition/patient-animal"
+    assert _found(_patient(extension=[{"url": "weight", "valueString": "x"}])) == [
+        ("invalid", "Patient.extension[0]")]
+    assert _found(_patient(extension=[{"url": animal, "extension": [
+        {"url": "breed", "valueCodeableConcept": {"text": "x"}}]}])) == [("structure", "Patient.extension[0]")]
+    assert _found(_patient(extension=[{"url": "http://hl7.org/fhir/3.0/StructureDefinition/extension-Patient.x",
+                                       "valueString": "a cross-version extension"}])) == []
