@@ -74,8 +74,8 @@ def _subscription(entry: dict, topics: list[str]) -> None:
     entry["supportedProfile"] = ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
                                  "backport-subscription"]
     entry.update(versioning="versioned", readHistory=False, conditionalRead="not-supported")
-    for key in ("conditionalCreate", "conditionalUpdate", "conditionalDelete"):
-        entry.pop(key, None)
+    for key in ("conditionalCreate", "conditionalUpdate", "conditionalDelete", "searchInclude", "searchRevInclude"):
+        entry.pop(key, None)  # kept apart from the resource store: no conditional write, no include
     entry["searchParam"] = [
         {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
         {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
@@ -86,6 +86,8 @@ def _subscription(entry: dict, topics: list[str]) -> None:
 def _topics(entry: dict) -> None:
     """Basic serves the subscription topics (services/topics.py), searched by these only."""
     entry.update(versioning="no-version", readHistory=False, updateCreate=False, conditionalRead="not-supported")
+    entry.pop("searchInclude", None)
+    entry.pop("searchRevInclude", None)
     entry["searchParam"] = [
         {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
         {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
