@@ -168,7 +168,7 @@ def floor(url: str, bundles: int, sizes: tuple[int, int]) -> tuple[int, float]:
         with pg.cursor() as cur:
             cur.execute("DROP TABLE IF EXISTS mhd_floor")
             cur.execute("CREATE TABLE mhd_floor (content text)")
-            # stored as the server stores bodies (migration 0005): lz4, else uncompressed
+            # stored as the server stores bodies (migration 0006): lz4, else uncompressed
             cur.execute("SELECT attcompression FROM pg_attribute WHERE attrelid = 'resource_version'::regclass "
                         "AND attname = 'content'")
             if (cur.fetchone() or [""])[0] == "l":

@@ -24,7 +24,6 @@ from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage.records import NewResource
 from fhir_dmp.validation import documents
-from fhir_dmp.validation.structure import validate_structure
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 Run = Callable[[Caller, FhirRequest, Callable[[Unit], FhirResponse]], FhirResponse]
@@ -57,18 +56,16 @@ def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, 
 
 def _checked(rt: Runtime, req: FhirRequest, entries: list,
              enforce_profiles: bool) -> tuple[Exception | None, _Conformity | None]:
-    """A transaction's structure (400, every issue of every entry, first), its entries' requests and, when profiles
-    are enforced, its conformity as far as the Bundle alone can tell (`_Conformity`): what refuses it, in the order
-    the unit of work would have found it, to be raised there (and traced)."""
-    issues = validate_structure(req.body)
-    if issues:
-        return FhirError(400, issues), None
+    """A transaction's entries' requests (400), then every issue of every entry, R4 structure and profiles, in one
+    422 (`_Conformity`, as far as the Bundle alone can tell): what refuses it, in the order the unit of work would
+    have found it, to be raised there (and traced)."""
     try:
+        structure = validating.r4_issues(rt.conformance, req.body)
         requests = [_entry_request(req, e, i) for i, e in enumerate(entries)]
         _check_distinct(requests)
         if not enforce_profiles:
-            return None, None
-        conformity = _Conformity(rt, req, entries, requests)
+            return (FhirError(422, structure) if structure else None), None
+        conformity = _Conformity(rt, req, entries, requests, structure)
         return conformity.refusal(), conformity
     except Exception as error:  # noqa: BLE001 - raised in the unit of work, which traces it (a fault: 500)
         return error, None
@@ -136,10 +133,7 @@ def _error_entry(error: FhirError) -> dict:
 def _batch_entry(run: Run, caller: Caller, parent: FhirRequest, entry: Any, index: int) -> dict:
     try:
         req = _entry_request(parent, entry, index)  # 400 unless the entry has a usable request object
-        issues = validate_structure(entry["resource"]) if isinstance(
-            entry.get("resource"), dict) and req.method != "PATCH" else []
-        if issues:
-            raise FhirError(400, issues)
+        # its resource's structure and profiles are checked by the interaction, in one 422 (`writes.parsed`)
         return _response_entry(run(caller, req, lambda u: routes.route(req)(u, req)))  # traced on its own
     except FhirError as error:
         return _error_entry(error)
@@ -210,10 +204,13 @@ class _Conformity:
     """Every entry's resource against its profiles and the document rules (an attachment may name a Binary of the
     Bundle by its fullUrl), and an ITI-65 Bundle against its own profile: one 422 with every error, before anything
     is written. Judged before the unit of work, from the Bundle alone; an entry whose attachment names a Binary
-    already stored is judged again inside it (`check_stored`), where that Binary can be read as the caller may."""
+    already stored is judged again inside it (`check_stored`), where that Binary can be read as the caller may.
+    The Bundle's R4 `structure` issues come first in the answer."""
 
-    def __init__(self, rt: Runtime, parent: FhirRequest, entries: list, requests: list[FhirRequest]) -> None:
+    def __init__(self, rt: Runtime, parent: FhirRequest, entries: list, requests: list[FhirRequest],
+                 structure: list[Issue]) -> None:
         self.conf, self.parent, self.entries, self.requests = rt.conformance, parent, entries, requests
+        self.structure = structure
         binaries = {e["fullUrl"]: e["resource"].get("data") for e in entries
                     if isinstance(e, dict) and isinstance(e.get("fullUrl"), str)
                     and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Binary"}
@@ -262,9 +259,9 @@ class _Conformity:
                 raise error
 
     def _outcome(self) -> FhirError | None:
-        issues = [issue for i in sorted(self.per_entry) for issue in self.per_entry[i]]
+        issues = list(self.structure)
         seen = {(i.code, i.expression) for i in issues}
-        for issue in self.bundle_level:
+        for issue in [issue for i in sorted(self.per_entry) for issue in self.per_entry[i]] + self.bundle_level:
             if (issue.code, issue.expression) not in seen:
                 seen.add((issue.code, issue.expression))
                 issues.append(issue)

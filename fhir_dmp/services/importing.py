@@ -227,14 +227,23 @@ class Importer:
                 self.report.skipped += 1
 
     def _judged(self, body: dict, rtype: str) -> FhirError | bool:
-        """Structure and conformity, before the unit of work opens its transaction (which then holds only what needs
+        """What `writes.parsed` and `writes.conform` say (one 422 with the R4 issues and, with them, the profiles'
+        and DMP rules' errors), before the unit of work opens its transaction (which then holds only what needs
         the database): the refusal; True when fine; False when an attachment names a stored Binary, which only
         the unit of work can read. Applied in the unit (`_prepare`), so that a line already stored is skipped
         whatever it says, as before."""
+        conf, enforce = self.pipeline.rt.conformance, self.pipeline.rt.settings.enforce_profiles
         try:
-            resource = content.resource_body(body, rtype)
-            if self.pipeline.rt.settings.enforce_profiles:
-                validating.enforce(self.pipeline.rt.conformance, resource, bytes_at_hand(self.base_url))
+            resource = content.as_resource(body, rtype)
+            issues = validating.r4_issues(conf, resource)
+            if issues:
+                if enforce:
+                    seen = {(i.code, i.expression) for i in issues}
+                    issues += [i for i in validating.conformity_issues(conf, resource, bytes_at_hand(self.base_url))
+                               if (i.code, i.expression) not in seen]
+                raise FhirError(422, issues)
+            if enforce:
+                validating.enforce(conf, resource, bytes_at_hand(self.base_url))
         except NeedsStore:
             return False
         except FhirError as error:
@@ -249,7 +258,8 @@ class Importer:
             if isinstance(cand.verdict, FhirError):
                 raise cand.verdict
             body = cand.body
-            if cand.verdict is False:
+            if cand.verdict is False:  # an attachment names a stored Binary: judged here, as the API judges
+                body = writes.parsed(u, body, cand.rtype)
                 writes.conform(u, body)
             req = FhirRequest("POST", cand.rtype, base_url=self.base_url)
             new, _ = writes.prepare_new(u, req, body, cand.rid, pending)

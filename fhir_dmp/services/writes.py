@@ -20,7 +20,7 @@ from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content, ins, mhd, references, validating, vsm
 from fhir_dmp.services.reads import visible
-from fhir_dmp.services.registry import RESOURCES
+from fhir_dmp.services.registry import RESOURCES, SERVED_APART
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import resources
@@ -29,6 +29,28 @@ from fhir_dmp.storage.records import NewResource, Stored
 from fhir_dmp.validation import documents
 
 BytesOf = Callable[[str], bytes | None]
+
+
+# -- parse ------------------------------------------------------------------------------------------------------
+def parsed(u: Unit, body: object, resource_type: str) -> dict:
+    """The request body as a resource of the URL's type (400 when it is none), structurally valid (`checked`)."""
+    resource = content.as_resource(body, resource_type)
+    checked(u, resource)
+    return resource
+
+
+def checked(u: Unit, resource: dict) -> None:
+    """A resource R4 refuses is one 422 listing its structure issues and, in the same answer, its profiles' and
+    the DMP rules' errors: a vendor fixes everything in one round, not the structure first and the profile next.
+    A structurally valid resource passes here and is conformed after the decision (`conform`)."""
+    issues = validating.r4_issues(u.rt.conformance, resource)
+    if not issues:
+        return
+    if u.rt.settings.enforce_profiles:
+        seen = {(i.code, i.expression) for i in issues}
+        issues += [i for i in validating.conformity_issues(u.rt.conformance, resource, bytes_of(u))
+                   if (i.code, i.expression) not in seen]
+    raise FhirError(422, issues)
 
 
 # -- conform ----------------------------------------------------------------------------------------------------
@@ -68,7 +90,7 @@ def prepare_new(u: Unit, req: FhirRequest, body: dict, rid: str,
     """Decide and index a create (everything but the INSERT, so a transaction writes its creates at once).
     `pending` maps (type, id) of resources created earlier in the unit to their patient key."""
     assert req.resource_type
-    if RESOURCES[req.resource_type].shipped:  # a transaction's creates come here without the route table
+    if RESOURCES[req.resource_type].shipped or req.resource_type in SERVED_APART:  # without the route table
         raise method_not_allowed(req)
     rtype, caller = req.resource_type, u.caller
     when = now_utc()

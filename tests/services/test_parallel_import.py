@@ -32,7 +32,7 @@ def test_a_parallel_import_loads_and_refuses_as_a_serial_one(database, tmp_path)
     lines = [json.dumps(_doc(i)) for i in range(12)] + [json.dumps(patient(_ins(i))) for i in range(12)]
     lines.insert(3, "{not json")  # line 4
     lines.insert(6, json.dumps({**_doc(50), "subject": {"identifier": {"system": INS, "value": _ins(99)}}}))  # 7
-    lines.insert(9, json.dumps({"resourceType": "Basic"}))  # line 10: a type not served
+    lines.insert(9, json.dumps({"resourceType": "Account"}))  # line 10: a type not served
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:p", "resource": patient(_ins(70)), "request": {"method": "POST", "url": "Patient"}},
         {"resource": {**_doc(70), "subject": {"reference": "urn:uuid:p"}},

@@ -1,7 +1,7 @@
 """resource bodies compressed with lz4 (PostgreSQL)
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07
 
 A body over about 2 KB (a Binary: its document's base64 bytes) is compressed when stored. PostgreSQL's default,
@@ -14,8 +14,8 @@ stored keep their compression. SQLite: nothing to do.
 from alembic import op
 from sqlalchemy import text
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
