@@ -73,7 +73,7 @@ def lines(patients: int, documents: int, rng: random.Random) -> list[str]:
             "custodian": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1750000000"}},
             "securityLabel": [{"coding": [{"system": A08, "code": "N"}]}],
             "content": [{"attachment": {"contentType": "application/pdf", "size": rng.randint(1000, 100000),
-                                        "url": f"https://documents.example.org/{d}.pdf", "hash": FAKE_SHA1,
+                                        "url": f"https://ged.chu-bench.fr/documents/{d}.pdf", "hash": FAKE_SHA1,
                                         "title": "Document"}}],
             "context": {"period": {"start": day}}}, ensure_ascii=False))
     return out
