@@ -8,6 +8,8 @@ naming none is for the shared secret or the RS256 key. Every path ends in the sa
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -23,9 +25,10 @@ from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.claims import ClaimShapes, InvalidClaim, load_claim_shapes
 from fhir_dmp.policy.mappings import DEFAULT as DEFAULT_MAPPING
 from fhir_dmp.policy.mappings import load_mapping, load_registry
-from fhir_dmp.services.oidc import Issuer, Refused
+from fhir_dmp.services.oidc import Issuer, Refused, short
 
 _CHALLENGE = 'Bearer realm="fhir-dmp"'
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
 
 
 def unauthorized(diagnostics: str, error: str = "invalid_token") -> FhirError:
@@ -75,7 +78,7 @@ class TokenKeys:
             return ["RS256"], self.public_key
         if header_alg == "HS256" and self.secret:
             return ["HS256"], self.secret
-        raise unauthorized(f"Tokens signed with {header_alg!r} are not accepted by this server")
+        raise unauthorized(f"Tokens signed with {short(header_alg)} are not accepted by this server")
 
 
 def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
@@ -98,14 +101,13 @@ def _verify(token: str, keys: TokenKeys) -> tuple[Issuer | None, Caller, float, 
     """(the issuer or None, the caller a token names, until when it is valid (its `exp`, without the clock
     leeway), the `kid` that verified it)."""
     try:
-        header = jwt.get_unverified_header(token)
-        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        header, iss = jwt.get_unverified_header(token), _strict_claims(token).get("iss")
     except jwt.InvalidTokenError as exc:
         raise unauthorized(f"The bearer token is not valid: {exc}") from exc
     if keys.issuers and iss is not None:
         issuer = keys.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise unauthorized(f"The bearer token's issuer is not one this server trusts: {_short(iss)}")
+            raise unauthorized(f"The bearer token's issuer is not one this server trusts: {short(iss)}")
         try:
             claims, kid = issuer.verify(token, header)
             mapped = issuer.mapping.apply(claims)
@@ -117,9 +119,44 @@ def _verify(token: str, keys: TokenKeys) -> tuple[Issuer | None, Caller, float, 
     return None, *_verify_shared(token, header, keys), ""
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _strict_claims(token: str) -> dict:
+    """The token's header and claims read as strict JSON before anything else reads them: a member name given
+    twice (RFC 7515 4, RFC 7519 4: reject, or read the last; a gateway or a log reading the first would then
+    disagree with us on `sub` or `alg`: we reject), NaN or Infinity (not JSON), and `exp`, `iat`, `nbf` that are
+    not a NumericDate (a JSON number; PyJWT also takes the string "1765000000", and 10**400 crashed it) all make
+    the token invalid. Returns the unverified claims."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise jwt.DecodeError(f"a signed JWT has 3 parts, not {len(parts)} (an encrypted JWT is not accepted)")
+    header, claims = (_json(part, what) for part, what in zip(parts[:2], ("header", "payload"), strict=True))
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise jwt.DecodeError("the header and the payload must be JSON objects")
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (type(value) not in (int, float) or not 0 <= value <= MAX_NUMERIC_DATE):
+            raise jwt.DecodeError(f"'{name}' must be a NumericDate (seconds since 1970, a JSON number up to "
+                                  f"year 9999), not {short(value)}")
+    return claims
+
+
+def _json(segment: str, what: str) -> object:
+    def unique(pairs: list[tuple[str, object]]) -> dict:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            twice = next(n for i, (n, _) in enumerate(pairs) if any(n == m for m, _ in pairs[:i]))
+            raise jwt.DecodeError(f"the {what} names the member {short(twice)} twice")
+        return out
+
+    def constant(name: str) -> object:
+        raise jwt.DecodeError(f"the {what} holds {name}, which is not JSON")
+
+    try:
+        text = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("utf-8")
+        return json.loads(text, object_pairs_hook=unique, parse_constant=constant)
+    except jwt.DecodeError:
+        raise
+    except (ValueError, TypeError) as exc:  # base64, UTF-8 or JSON
+        raise jwt.DecodeError(f"the {what} is not base64url-encoded JSON") from exc
 
 
 def _verify_shared(token: str, header: dict, keys: TokenKeys) -> tuple[Caller, float]:

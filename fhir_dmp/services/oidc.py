@@ -28,12 +28,20 @@ from fhir_dmp.errors import FhirError
 from fhir_dmp.policy.mappings import ClaimMapping
 
 ALGORITHMS = ("RS256", "PS256", "ES256")
+TYPES = ("jwt", "at+jwt")  # the `typ` of an access token (RFC 7519 5.1, RFC 9068 2.1), "application/" omitted
+ID_TOKEN_CLAIMS = ("at_hash", "c_hash")
 DISCOVERY = "/.well-known/openid-configuration"
 RETRY_AFTER = 5
 
 
 class Refused(Exception):
     """A token this issuer does not vouch for (the caller answers 401 with this text)."""
+
+
+def short(value: object) -> str:
+    """A value of the token, as a refusal may echo it: escaped, at most 80 characters (a `kid` may be 60 kB)."""
+    text = ascii(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def unreachable(why: str) -> FhirError:
@@ -97,7 +105,7 @@ class Issuer:
         except jwt.PyJWKClientConnectionError as exc:
             raise unreachable(str(exc)) from None
         except jwt.PyJWKClientError as exc:
-            raise Refused(f"The bearer token's key {kid!r} is not in the JWKS of issuer {self.url}") from exc
+            raise Refused(f"The bearer token's key {short(kid)} is not in the JWKS of issuer {self.url}") from exc
 
     def knows(self, kid: str) -> bool:
         """Whether `kid` is still in the issuer's JWKS as kept (fetched again once its lifespan is over): a token
@@ -111,11 +119,11 @@ class Issuer:
         """The verified claims of a token of this issuer, and the `kid` that verified it; `Refused` otherwise."""
         alg = header.get("alg")
         if alg not in ALGORITHMS:
-            raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {alg!r}")
+            raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {short(alg)}")
         kid = header.get("kid")
         jwk = self.signing_key(kid)
         if not _fits(jwk, str(alg)):
-            raise Refused(f"The key {kid!r} of issuer {self.url} is not a key for {alg}")
+            raise Refused(f"The key {short(kid)} of issuer {self.url} is not a key for {alg}")
         try:
             claims = jwt.decode(token, jwk.key, algorithms=[str(alg)], audience=self.audience, issuer=self.url,
                                 leeway=self.leeway, options={"require": ["exp", "iat", "iss", "aud"]})
@@ -123,7 +131,24 @@ class Issuer:
             raise Refused("The bearer token has expired") from None
         except jwt.InvalidTokenError as exc:
             raise Refused(f"The bearer token is not valid: {exc}") from None
+        _access_token(header, claims)
         return claims, str(kid)
+
+
+def _access_token(header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
+    """An ID token is no access token (RFC 9068 1, OpenID Connect Core 2): it carries no `scope`, so taken as one it
+    would be judged by the DMP rules alone, whatever the app was granted. Refused when it says what it is: a `typ`
+    header other than JWT or at+jwt, an `at_hash` or `c_hash` (ID token claims only), Keycloak's `typ` claim `ID`.
+    A token carrying its scopes in `scp` (a list, some providers' form) but no `scope` is refused too: this server
+    reads `scope` (RFC 9068 2.2.3), and judging the token without its scopes would widen what it allows."""
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower().removeprefix("application/") not in TYPES):
+        raise Refused(f"The bearer token's typ {short(typ)} is not an access token's (JWT, at+jwt)")
+    if any(name in claims for name in ID_TOKEN_CLAIMS) or str(claims.get("typ", "")).lower() == "id":
+        raise Refused("The bearer token is an ID token, not an access token")
+    if "scp" in claims and "scope" not in claims:
+        raise Refused("The bearer token carries its scopes in 'scp', which this server does not read: an access "
+                      "token's scopes are its 'scope' claim (RFC 9068), one space-separated string")
 
 
 def _fits(jwk: jwt.PyJWK, alg: str) -> bool:
