@@ -29,6 +29,7 @@ from fhir_dmp.services.oidc import Issuer, Refused, short
 
 _CHALLENGE = 'Bearer realm="fhir-dmp"'
 MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+MAX_LEEWAY = 300  # seconds: clocks a few minutes apart, no more
 
 
 def unauthorized(diagnostics: str, error: str = "invalid_token") -> FhirError:
@@ -200,6 +201,7 @@ def mint_token(claims: dict, *, secret: str | None = None, private_key: str | No
 def load_keys(settings: Settings, shapes: ClaimShapes | None = None) -> TokenKeys:
     """The token sources `settings` configure: the shared secret, the RS256 key, the OpenID Connect issuers (each
     with its audience and claim mapping; a ValueError names a setting that does not fit)."""
+    _check_timings(settings)
     registries = load_registry(settings.oidc_clients) if settings.oidc_issuers else {}
     count = len(settings.oidc_issuers)
     issuers = {}
@@ -210,6 +212,21 @@ def load_keys(settings: Settings, shapes: ClaimShapes | None = None) -> TokenKey
         issuers[url] = Issuer(url, audience, mapping, settings.oidc_leeway, settings.oidc_jwks_lifespan,
                               settings.oidc_refresh_cooldown)
     return TokenKeys(settings.jwt_secret, settings.jwt_public_key, shapes, issuers)
+
+
+def _check_timings(settings: Settings) -> None:
+    """A leeway of hours would accept tokens expired hours ago (and a negative one refuse good ones); a lifespan of
+    0 is no cache, and a NaN cooldown no rate limit at all."""
+    if not settings.oidc_issuers:
+        return
+    if not 0 <= settings.oidc_leeway <= MAX_LEEWAY:
+        raise ValueError(f"FHIR_DMP_OIDC_LEEWAY must be 0 to {MAX_LEEWAY} seconds, not {settings.oidc_leeway}")
+    if not 0 < settings.oidc_jwks_lifespan <= 86400:  # False for NaN too
+        raise ValueError(f"FHIR_DMP_OIDC_JWKS_LIFESPAN must be more than 0 and at most 86400 seconds, not "
+                         f"{settings.oidc_jwks_lifespan}")
+    if not 0 <= settings.oidc_refresh_cooldown <= 3600:
+        raise ValueError(f"FHIR_DMP_OIDC_REFRESH_COOLDOWN must be 0 to 3600 seconds, not "
+                         f"{settings.oidc_refresh_cooldown}")
 
 
 def _nth(values: tuple[str, ...], i: int, count: int, name: str, default: str | None) -> str:

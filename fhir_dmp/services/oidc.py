@@ -19,13 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
-import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fhir_dmp.errors import FhirError
 from fhir_dmp.policy.mappings import ClaimMapping
+from fhir_dmp.services.jwks import MIN_RETRY, KeySet, Unfetchable, fetch_json
 
 ALGORITHMS = ("RS256", "PS256", "ES256")
 TYPES = ("jwt", "at+jwt")  # the `typ` of an access token (RFC 7519 5.1, RFC 9068 2.1), "application/" omitted
@@ -66,22 +67,27 @@ class Issuer:
     _lock: Lock = field(default_factory=Lock, repr=False)
 
     def discovery(self) -> dict:
-        """The issuer's OpenID configuration, fetched once; its `issuer` must be this issuer's URL exactly."""
+        """The issuer's OpenID configuration, fetched once; its `issuer` must be this issuer's URL exactly, its
+        `jwks_uri` http(s), and https when the issuer is (a JWKS fetched in clear could be swapped on the way).
+        The JWKS may be on another host (OpenID Connect Discovery allows it, and large providers do it): whoever
+        writes this document speaks for the issuer anyway."""
         with self._lock:
             if self._discovery is not None:
                 return self._discovery
-            if time.monotonic() - self._tried < self.cooldown:
-                raise unreachable(f"{self.url}{DISCOVERY} failed less than {self.cooldown:g} s ago")
+            if time.monotonic() - self._tried < max(self.cooldown, MIN_RETRY):
+                raise unreachable(f"{self.url}{DISCOVERY} failed less than {max(self.cooldown, MIN_RETRY):g} s ago")
             self._tried = time.monotonic()
             try:
-                answer = requests.get(self.url.rstrip("/") + DISCOVERY, timeout=self.timeout)
-                answer.raise_for_status()
-                document = answer.json()
-            except (requests.RequestException, ValueError) as exc:
-                raise unreachable(f"{self.url}{DISCOVERY}: {exc}") from None
+                document = fetch_json(self.url.rstrip("/") + DISCOVERY, self.timeout, redirects=True)
+            except Unfetchable as exc:
+                raise unreachable(str(exc)) from None
             if not isinstance(document, dict) or document.get("issuer") != self.url \
                     or not isinstance(document.get("jwks_uri"), str):
                 raise unreachable(f"{self.url}{DISCOVERY} does not describe this issuer (issuer, jwks_uri)")
+            scheme = urlsplit(document["jwks_uri"]).scheme.lower()
+            if scheme not in ("http", "https") or (urlsplit(self.url).scheme.lower() == "https" and scheme != "https"):
+                raise unreachable(f"{self.url}{DISCOVERY} names a jwks_uri that is not https like the issuer: "
+                                  f"{short(document['jwks_uri'])}")
             self._discovery = document
             return document
 
@@ -91,27 +97,45 @@ class Issuer:
             with self._lock:
                 if self._jwks is None:
                     try:
-                        self._jwks = jwt.PyJWKClient(uri, cache_jwk_set=True, lifespan=self.lifespan,
-                                                     cooldown_duration=self.cooldown, timeout=self.timeout)
-                    except jwt.PyJWKClientError as exc:  # e.g. a jwks_uri that is not http(s)
-                        raise unreachable(f"{self.url}'s jwks_uri {uri!r}: {exc}") from None
+                        self._jwks = KeySet(uri, lifespan=self.lifespan, cooldown=self.cooldown,
+                                            timeout=self.timeout)
+                    except jwt.PyJWKClientError as exc:
+                        raise unreachable(f"{self.url}'s jwks_uri {short(uri)}: {exc}") from None
         return self._jwks
 
-    def signing_key(self, kid: Any) -> jwt.PyJWK:
+    def signing_key(self, kid: Any, alg: str) -> jwt.PyJWK:
+        """The key of the JWKS named `kid` and fit for `alg`. Several keys may share a `kid` when their types differ
+        (RFC 7517 4.5): the one of the algorithm's type is taken; two that both fit are ambiguous (refused)."""
         if not isinstance(kid, str) or not kid:
             raise Refused(f"The bearer token of issuer {self.url} names no key ('kid')")
+        client = self.jwks()
         try:
-            return self.jwks().get_signing_key(kid)
+            named = [k for k in client.get_signing_keys() if k.key_id == kid]
+            if not named:
+                client.get_signing_key(kid)  # one refresh of the JWKS, at most once per cooldown
+                named = [k for k in client.get_signing_keys() if k.key_id == kid]
         except jwt.PyJWKClientConnectionError as exc:
             raise unreachable(str(exc)) from None
+        except jwt.PyJWKSetError as exc:  # e.g. {"keys": []}: the issuer's JWKS is broken, not the token
+            raise unreachable(f"the JWKS of issuer {self.url} holds no usable key: {exc}") from None
         except jwt.PyJWKClientError as exc:
             raise Refused(f"The bearer token's key {short(kid)} is not in the JWKS of issuer {self.url}") from exc
+        fitting = [k for k in named if _fits(k, alg)]
+        if not fitting:
+            raise Refused(f"The key {short(kid)} of issuer {self.url} is not a key for {alg}")
+        if len(fitting) > 1:
+            raise Refused(f"The JWKS of issuer {self.url} holds several {alg} keys named {short(kid)}: which one "
+                          "signs is not said")
+        return fitting[0]
 
     def knows(self, kid: str) -> bool:
         """Whether `kid` is still in the issuer's JWKS as kept (fetched again once its lifespan is over): a token
-        verified with a key the issuer has since withdrawn is no longer accepted."""
+        verified with a key the issuer has since withdrawn is no longer accepted. A JWKS that cannot be fetched
+        now is a 503 (the token may be good), not a 401."""
         try:
             return any(k.key_id == kid for k in self.jwks().get_signing_keys())
+        except jwt.PyJWKClientConnectionError as exc:
+            raise unreachable(str(exc)) from None
         except (jwt.PyJWKClientError, jwt.PyJWKSetError):
             return False
 
@@ -121,9 +145,7 @@ class Issuer:
         if alg not in ALGORITHMS:
             raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {short(alg)}")
         kid = header.get("kid")
-        jwk = self.signing_key(kid)
-        if not _fits(jwk, str(alg)):
-            raise Refused(f"The key {short(kid)} of issuer {self.url} is not a key for {alg}")
+        jwk = self.signing_key(kid, str(alg))
         try:
             claims = jwt.decode(token, jwk.key, algorithms=[str(alg)], audience=self.audience, issuer=self.url,
                                 leeway=self.leeway, options={"require": ["exp", "iat", "iss", "aud"]})
