@@ -202,15 +202,15 @@ def load_keys(settings: Settings, shapes: ClaimShapes | None = None) -> TokenKey
     """The token sources `settings` configure: the shared secret, the RS256 key, the OpenID Connect issuers (each
     with its audience and claim mapping; a ValueError names a setting that does not fit)."""
     _check_timings(settings)
-    registries = load_registry(settings.oidc_clients) if settings.oidc_issuers else {}
     count = len(settings.oidc_issuers)
+    mappings = {url: load_mapping(_nth(settings.oidc_claims, i, count, "FHIR_DMP_OIDC_CLAIMS", DEFAULT_MAPPING))
+                for i, url in enumerate(settings.oidc_issuers)}
+    registries = load_registry(settings.oidc_clients, [url for url, m in mappings.items() if m.takes_registry])
     issuers = {}
-    for i, url in enumerate(settings.oidc_issuers):
+    for i, (url, mapping) in enumerate(mappings.items()):
         audience = _nth(settings.oidc_audiences, i, count, "FHIR_DMP_OIDC_AUDIENCE", None)
-        mapping = load_mapping(_nth(settings.oidc_claims, i, count, "FHIR_DMP_OIDC_CLAIMS", DEFAULT_MAPPING),
-                               registries)
-        issuers[url] = Issuer(url, audience, mapping, settings.oidc_leeway, settings.oidc_jwks_lifespan,
-                              settings.oidc_refresh_cooldown)
+        issuers[url] = Issuer(url, audience, replace(mapping, registries=registries.get(url, {})),
+                              settings.oidc_leeway, settings.oidc_jwks_lifespan, settings.oidc_refresh_cooldown)
     return TokenKeys(settings.jwt_secret, settings.jwt_public_key, shapes, issuers)
 
 
