@@ -31,6 +31,7 @@ from fhir_dmp.services.jwks import MIN_RETRY, KeySet, Unfetchable, fetch_json
 ALGORITHMS = ("RS256", "PS256", "ES256")
 TYPES = ("jwt", "at+jwt")  # the `typ` of an access token (RFC 7519 5.1, RFC 9068 2.1), "application/" omitted
 ID_TOKEN_CLAIMS = ("at_hash", "c_hash")
+MIN_RSA_BITS = 2048  # ANSSI (RGS B1) and NIST SP 800-57: no shorter RSA key signs
 DISCOVERY = "/.well-known/openid-configuration"
 RETRY_AFTER = 5
 
@@ -174,10 +175,12 @@ def _access_token(header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
 
 
 def _fits(jwk: jwt.PyJWK, alg: str) -> bool:
-    """The JWK is of the token's algorithm: its declared `alg` if any, its key type (RSA for RS/PS, P-256 for ES)."""
+    """The JWK is of the token's algorithm: its declared `alg` if any, its key type (RSA of MIN_RSA_BITS at least
+    for RS/PS, P-256 for ES). A short RSA key in a JWKS (a test key left there, a legacy one) can be factored, and
+    then anyone signs as the issuer."""
     declared = getattr(jwk, "_jwk_data", {}).get("alg")
     if declared is not None and declared != alg:
         return False
     if alg == "ES256":
         return isinstance(jwk.key, ec.EllipticCurvePublicKey) and jwk.key.curve.name == "secp256r1"
-    return isinstance(jwk.key, rsa.RSAPublicKey)
+    return isinstance(jwk.key, rsa.RSAPublicKey) and jwk.key.key_size >= MIN_RSA_BITS
