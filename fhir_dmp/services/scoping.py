@@ -4,10 +4,12 @@ Besides its own type and interaction, a request needs something on every other t
 its `_include`/`_revinclude` bring (so a scope never lets an include return a type it does not grant), search on
 each type a chain (`patient.name=...`) or a `_has` (nested ones included) looks into, found by the search's own
 parser so that what is checked is what will run. A conditional create, update, patch or delete needs search on its
-type as well (its condition is a search; a conditional create's match is answered as a read), its condition's
-chains and `_has` included; a batch or transaction needs what each of its entries needs (SMART App Launch 2.0:
-"batch and transaction requests should be validated based on the actual requests within them"), and a
-transaction search on the type of each conditional reference (`"reference": "Patient?identifier=..."`) it resolves.
+type as well (its condition is a search; a conditional create's match is answered as a read), its condition's chains
+and `_has` included; a write (or `$validate`) whose attachment `url` names a Binary of this server needs read on
+Binary (its validation reads that Binary's size and hash); a batch or transaction needs what each of its entries
+needs (SMART App Launch 2.0: "batch and transaction requests should be validated based on the actual requests within
+them"), and a transaction search on the type of each conditional reference (`"reference": "Patient?identifier=..."`)
+it resolves.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from urllib.parse import parse_qsl, urlsplit
 from fhir_dmp.policy import scopes
 from fhir_dmp.search.definitions import definitions
 from fhir_dmp.search.parse import parse_param
+from fhir_dmp.services import references
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, head_of
 from fhir_dmp.storage import criteria as c
 
 Need = tuple[str, str]
 _CONDITIONAL = ("create", "update", "patch", "delete")
+_WRITES = ("create", "update", "patch")
 _IGNORED = ("_format", "_pretty")
 
 
@@ -41,6 +45,8 @@ def needs_of(req: FhirRequest) -> list[Need]:
             wanted += scopes.reaching("include", _included(base, value))
         elif rtype:
             wanted += _reached(rtype, name, value)
+    if req.interaction in _WRITES or req.operation == "$validate":
+        wanted += scopes.reaching("attachment", ["Binary"] if _names_a_binary(req.body, req.base_url) else [])
     if rtype and isinstance(req.if_none_exist, str):
         for name, value in parse_qsl(req.if_none_exist.lstrip("?"), keep_blank_values=True):
             wanted += _reached(rtype, name, value)
@@ -85,6 +91,22 @@ def _walk(node: Any, chained: list[str], has: list[str]) -> None:
             _walk(part, chained, has)
 
 
+def _names_a_binary(node: Any, base_url: str) -> bool:
+    """Whether a resource (or a JSON Patch) sets an attachment `url` naming a Binary of this server: the write's
+    validation reads that Binary (its size and SHA-1 against the attachment's), which tells whether it exists and
+    what its hash is; a token without `Binary.r` must not learn that."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            url = key == "url" or (key == "value" and str(node.get("path", "")).endswith("url"))
+            if url and isinstance(value, str) and references.local_id(value, "Binary", base_url) is not None:
+                return True
+            if _names_a_binary(value, base_url):
+                return True
+    elif isinstance(node, list):
+        return any(_names_a_binary(v, base_url) for v in node)
+    return False
+
+
 def _included(base: str, value: str) -> list[str]:
     """The types an include may bring: the source of a `_revinclude`; the target of an `_include` (every target
     of its parameter without one); every type for `*`."""
@@ -122,7 +144,8 @@ def _entries(req: FhirRequest) -> list[Need]:
         if head.interaction == "batch/transaction":
             continue  # a nested bundle is refused by the bundle
         condition = request.get("ifNoneExist")
-        out += needs_of(replace(head, if_none_exist=condition) if isinstance(condition, str) else head)
+        condition = condition if isinstance(condition, str) else None
+        out += needs_of(replace(head, body=entry.get("resource"), if_none_exist=condition))
         if transaction:
             out += _conditional_references(entry.get("resource"))
     return out

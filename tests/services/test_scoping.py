@@ -11,7 +11,7 @@ import pytest
 
 from fhir_dmp.services.requests import head_of, parse_url
 from fhir_dmp.services.scoping import needs_of
-from tests.fhirclient import FhirTestClient, document, json_of, patient
+from tests.fhirclient import FhirTestClient, document, json_of, linked, patient
 from tests.policy.test_traces import events_of
 
 INS = "1800175123456"
@@ -58,6 +58,21 @@ def test_a_conditional_interaction_also_needs_the_search_its_condition_is(method
     assert needs(method, url, **fields) == wanted
 
 
+def test_an_attachment_naming_a_binary_of_this_server_needs_binary_read():
+    """The write's validation reads that Binary (size and SHA-1): whether it exists, and its hash, are Binary's."""
+    doc = document("1", content=[{"attachment": linked(b"x", "Binary/123")}])
+    assert ("Binary", "r") in needs("POST", "DocumentReference", body=doc)
+    assert ("Binary", "r") in needs("PUT", "DocumentReference/1", body={**doc, "id": "1"})
+    assert ("Binary", "r") in needs("POST", "DocumentReference/$validate", body=doc)
+    absolute = document("1", content=[{"attachment": linked(b"x", f"{BASE}/Binary/123")}])
+    assert ("Binary", "r") in needs("POST", "DocumentReference", body=absolute)
+    patch = [{"op": "replace", "path": "/content/0/attachment/url", "value": "Binary/123"}]
+    assert ("Binary", "r") in needs("PATCH", "DocumentReference/1", body=patch)
+    assert ("Binary", "r") not in needs("POST", "DocumentReference", body=document("1"))  # inline bytes
+    elsewhere = document("1", content=[{"attachment": linked(b"x", "https://elsewhere.example/doc.pdf")}])
+    assert ("Binary", "r") not in needs("POST", "DocumentReference", body=elsewhere)
+
+
 def bundle(kind: str, *entries: dict) -> dict:
     return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
 
@@ -83,7 +98,9 @@ def test_batch_and_transaction_entries_need_what_each_needs():
 def dmp(client: FhirTestClient) -> dict:
     gp = [{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "810001234567"}}]
     pid = json_of(client.post("Patient", patient(INS, generalPractitioner=gp)))["id"]
-    return {"p": pid, "d": json_of(client.post("DocumentReference", document(pid)))["id"]}
+    binary = {"resourceType": "Binary", "contentType": "text/plain", "data": "c2VjcmV0IGJ5dGVz"}  # "secret bytes"
+    return {"p": pid, "d": json_of(client.post("DocumentReference", document(pid)))["id"],
+            "b": json_of(client.post("Binary", binary))["id"]}
 
 
 def linked_document(pid: str) -> dict:
@@ -112,6 +129,8 @@ ATTEMPTS = [
     ("batch conditional create", "system/Patient.c", "POST", "", "batch", {}, "system/Patient.r"),
     ("transaction conditional reference", "system/DocumentReference.c", "POST", "", "transaction", {},
      "system/Patient.s"),
+    ("attachment naming an existing Binary", "system/DocumentReference.c", "POST", "DocumentReference", "linked",
+     {}, "system/Binary.r"),
     ("HEAD", "system/Patient.rs", "HEAD", "DocumentReference/{d}", None, {}, ""),
     ("instance history", "system/Patient.rs", "GET", "DocumentReference/{d}/_history", None, {},
      "system/DocumentReference.r"),
@@ -144,6 +163,9 @@ def _body(kind: str | None, ids: dict) -> tuple[Any, str]:
         return patient(INS), "application/fhir+json"
     if kind == "document":
         return {**document(ids["p"]), "id": ids["d"]}, "application/fhir+json"
+    if kind == "linked":
+        return document(ids["p"], content=[{"attachment": linked(b"secret bytes", f"Binary/{ids['b']}")}]), \
+            "application/fhir+json"
     if kind == "batch":
         return bundle("batch", {"request": {"method": "POST", "url": "Patient", "ifNoneExist": f"identifier={INS}"},
                                 "resource": patient(INS)}), "application/fhir+json"
