@@ -48,6 +48,13 @@ class Settings:
     body_timeout: float = 60.0  # seconds from the head's end to the body's end (408 beyond)
     idle_timeout: float = 30.0  # seconds a keep-alive connection may stay silent
     connection_limit: int = 1000  # open connections per serving process
+    # Subscriptions (docs/subscriptions.md): the URL prefixes a Subscription's endpoint may start with (comma-
+    # separated; None: any https URL), the delivery's back-off (seconds, doubled at each failure) and the failures
+    # in a row after which a subscription goes to `error`; whether `serve` runs a delivery worker in each process.
+    subscription_endpoints: str | None = None
+    subscription_retry_base: float = 1.0
+    subscription_max_failures: int = 6
+    subscription_delivery: bool = True
     # OpenID Connect issuers (docs/identity.md): their URLs, each one's audience and claim mapping (one value for all,
     # or one per issuer, in order), the clock leeway, how long a fetched JWKS is trusted, the least time between two
     # refreshes forced by an unknown `kid`, the registered system clients (client id -> system caller, a JSON file).
@@ -88,6 +95,12 @@ class Settings:
             body_timeout=float(env.get("FHIR_DMP_BODY_TIMEOUT", cls.body_timeout)),
             idle_timeout=float(env.get("FHIR_DMP_IDLE_TIMEOUT", cls.idle_timeout)),
             connection_limit=int(env.get("FHIR_DMP_CONNECTION_LIMIT", cls.connection_limit)),
+            subscription_endpoints=env.get("FHIR_DMP_SUBSCRIPTION_ENDPOINTS") or None,
+            subscription_retry_base=float(env.get("FHIR_DMP_SUBSCRIPTION_RETRY_BASE", cls.subscription_retry_base)),
+            subscription_max_failures=int(env.get("FHIR_DMP_SUBSCRIPTION_MAX_FAILURES",
+                                                  cls.subscription_max_failures)),
+            subscription_delivery=env.get("FHIR_DMP_SUBSCRIPTION_DELIVERY", "on").lower() not in
+            ("false", "0", "no", "off"),
             oidc_issuers=_list(env.get("FHIR_DMP_OIDC_ISSUER")),
             oidc_audiences=_list(env.get("FHIR_DMP_OIDC_AUDIENCE")),
             oidc_claims=_list(env.get("FHIR_DMP_OIDC_CLAIMS")),

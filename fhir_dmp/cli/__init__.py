@@ -96,9 +96,10 @@ def serve(host: str, port: int, database_url: str, front: str, workers: int, thr
     shape = "development server" if front == "flask" else f"{front}, {workers} x {threads} threads"
     click.echo(f"fhir-dmp {__version__} serving http://{host}:{port}/fhir ({shape}) on {masked(db.url)}", err=True)
     if front == "flask":
+        from fhir_dmp.cli.worker import with_delivery
         from fhir_dmp.http.app import create_app
 
-        create_app().run(host=host, port=port, threaded=True)
+        with_delivery(create_app)().run(host=host, port=port, threaded=True)
         return
     if front == "gunicorn":
         from gunicorn.app.wsgiapp import run as gunicorn_run
@@ -107,6 +108,7 @@ def serve(host: str, port: int, database_url: str, front: str, workers: int, thr
                     "--access-logfile", "-", "fhir_dmp:create_app()"]
         gunicorn_run()
         return
+    from fhir_dmp.cli.worker import with_delivery
     from fhir_dmp.http.app import create_app
     from fhir_dmp.http.front import FrontLimits, run
 
@@ -115,7 +117,7 @@ def serve(host: str, port: int, database_url: str, front: str, workers: int, thr
                          max_body=settings.max_body_bytes, header_timeout=settings.header_timeout,
                          body_timeout=settings.body_timeout, idle_timeout=settings.idle_timeout,
                          connection_limit=settings.connection_limit)
-    sys.exit(run(create_app, sock, limits, workers=workers, threads=threads))
+    sys.exit(run(with_delivery(create_app), sock, limits, workers=workers, threads=threads))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -346,6 +348,9 @@ main.add_command(audit)
 from fhir_dmp.cli.importing import import_command  # noqa: E402
 
 main.add_command(import_command)
+from fhir_dmp.cli.worker import worker_command  # noqa: E402
+
+main.add_command(worker_command)
 from fhir_dmp.cli.devidp import dev_idp  # noqa: E402
 
 main.add_command(dev_idp)

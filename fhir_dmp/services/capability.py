@@ -14,6 +14,7 @@ from fhir_dmp.services.oidc import Issuer
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
 from fhir_dmp.services.routes import operations_of
 from fhir_dmp.services.smart import security
+from fhir_dmp.services.topics import shipped as shipped_topics
 from fhir_dmp.terminology.store import load as load_conformance
 from fhir_dmp.version import __version__
 
@@ -25,6 +26,7 @@ class CapabilityBuilder:
         self.issuer = issuer  # the SMART authorization server the security part names (services/smart.py)
         self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
         self.profiles = supported_profiles(load_conformance(home))
+        self.topics = sorted(t.url for t in shipped_topics(home))
 
     def build(self, base_url: str) -> dict:
         statement = copy.deepcopy(self.base)
@@ -39,7 +41,45 @@ class CapabilityBuilder:
                          for d in RESOURCES.values()],
             "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
         }]
+        for entry in statement["rest"][0]["resource"]:
+            if entry["type"] == "Subscription":
+                _subscription(entry, self.topics)
+            elif entry["type"] == "Basic":
+                _topics(entry)
         return statement
+
+
+# -- subscriptions: the topics offered, and what the Subscription table does (services/subscriptions.py) ----------
+_TOPIC_EXTENSION = ("http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                    "capabilitystatement-subscriptiontopic-canonical")
+
+
+def _subscription(entry: dict, topics: list[str]) -> None:
+    entry["extension"] = [{"url": _TOPIC_EXTENSION, "valueCanonical": url} for url in topics]
+    # `patient` (the DMP a patient-dependent subscription is on) is this server's own parameter, said here: R4
+    # defines none for Subscription
+    entry["documentation"] += ". Also searched by patient=Patient/{id}"
+    entry["supportedProfile"] = ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                                 "backport-subscription"]
+    entry.update(versioning="versioned", readHistory=False, conditionalRead="not-supported")
+    for key in ("conditionalCreate", "conditionalUpdate", "conditionalDelete"):
+        entry.pop(key, None)
+    entry["searchParam"] = [
+        {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+        {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+        {"name": "status", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Subscription-status"},
+    ]
+
+
+def _topics(entry: dict) -> None:
+    """Basic serves the subscription topics (services/topics.py), searched by these only."""
+    entry.update(versioning="no-version", readHistory=False, updateCreate=False, conditionalRead="not-supported")
+    entry["searchParam"] = [
+        {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
+        {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
+        {"name": "code", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Basic-code"},
+        {"name": "url", "type": "uri", "definition": "http://hl7.org/fhir/SearchParameter/SubscriptionTopic-url"},
+    ]
 
 
 def _resource(definition: ResourceDef, profiles: list[str]) -> dict:

@@ -1,7 +1,8 @@
 """One request, from an admitted caller to its trace: the only way into the services.
 
     admit (once, before the body is read)  ->  route (routes.py)  ->  unit of work (unit.py):
-        handler  ->  before commit: authorisations, the VSM's filing, the DMPs' new facts  ->  trace (AuditEvents,
+        handler  ->  before commit: authorisations, the VSM's filing, the DMPs' new facts, subscription events  ->
+        trace (AuditEvents,
         first-access notices)  ->  COMMIT  ->  after-commit hooks (webhooks)
 
 The whole request is one transaction, its trace included; it is run again from scratch when the database aborts
@@ -22,7 +23,7 @@ from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.facts import access_facts
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
-from fhir_dmp.services import audit, bundles, content, notify, routes, scoping, vsm
+from fhir_dmp.services import audit, bundles, content, events, notify, routes, scoping, vsm
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
@@ -109,6 +110,7 @@ class Pipeline:
             _record_authorisation(u, key)
         vsm.file_saved(u)
         u.store_changed_facts()
+        events.capture(u)  # subscriptions: the outbox rows of the documents created (services/events.py)
         first = audit.record(u, status, None, notify.accessed(u))
         notify.notifications(u, first)
 

@@ -44,6 +44,12 @@ RESOURCES: dict[str, ResourceDef] = {
                                    ("Immunization", "patient", "immunizations"),
                                    ("Observation", "subject", "results, social history"))),
         ResourceDef("Practitioner", FULL, documentation="A health professional"),
+        # -- subscriptions (services/subscriptions.py, topics.py): kept apart from the resource store
+        ResourceDef("Subscription", ("read", "create", "update", "delete", "search-type"),
+                    documentation="A topic-based subscription (R5 Backport, IHE DSUBm): notified only of what its "
+                    "subscriber may see; search by patient (the patient sees those on their DMP), status, _id"),
+        ResourceDef("Basic", ("read", "search-type"), documentation="The subscription topics (IHE DSUBm), as the "
+                    "R4 backport represents a SubscriptionTopic; search by code=SubscriptionTopic, url, _id"),
         ResourceDef("PractitionerRole", FULL, documentation="A professional's role in a structure"),
         ResourceDef("Organization", FULL, documentation="A health structure"),
         ResourceDef("CodeSystem", SHIPPED, documentation="ANS and HL7 code systems the DMP uses (TRE_G15, TRE_R38, "
@@ -57,3 +63,4 @@ RESOURCES: dict[str, ResourceDef] = {
 }
 
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+SERVED_APART = ("Subscription", "Basic")  # not in the resource store: no transaction entry, history or include

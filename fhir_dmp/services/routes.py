@@ -15,9 +15,12 @@ from fhir_dmp.services import (
     history,
     interactions,
     lifecycle,
+    notifications,
     operations,
     reads,
     searching,
+    subscriptions,
+    topics,
     validate_operation,
     vsm,
 )
@@ -40,6 +43,17 @@ INTERACTIONS: dict[str, Handler] = {
     "history-system": history.history,
 }
 
+# -- subscriptions: the types kept apart from the resource store (registry.SERVED_APART) have their own handlers
+APART: dict[tuple[str, str], Handler] = {
+    ("Subscription", "read"): subscriptions.read,
+    ("Subscription", "create"): subscriptions.create,
+    ("Subscription", "update"): subscriptions.update,
+    ("Subscription", "delete"): subscriptions.delete,
+    ("Subscription", "search-type"): subscriptions.search,
+    ("Basic", "read"): topics.read,
+    ("Basic", "search-type"): topics.search,
+}
+
 
 @dataclass(frozen=True)
 class Operation:
@@ -56,6 +70,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("Patient", "$everything", lifecycle.EVERYTHING_URL, lifecycle.everything),
     Operation("Patient", "$vsm-status", vsm.STATUS_DEFINITION, vsm.vsm_status),
     Operation("Composition", "$document", vsm.DOCUMENT_DEFINITION, vsm.document),
+    Operation("Subscription", "$status", notifications.STATUS_DEFINITION, notifications.status),
+    Operation("Subscription", "$events", notifications.EVENTS_DEFINITION, notifications.events),
     # the terminology operations of the shipped types
     *(Operation(rtype, name, op.definition, conformance.handle) for (rtype, name), op in operations.OPERATIONS.items()),
 )
@@ -77,6 +93,9 @@ def route(req: FhirRequest) -> Handler:
     definition = RESOURCES.get(req.resource_type or "")
     if definition is not None and definition.shipped:
         return conformance.handle  # read, search and the terminology operations, from the shipped files
+    apart = APART.get((req.resource_type or "", interaction))
+    if apart is not None:
+        return apart
     if interaction == "operation" and definition is not None:
         op = _BY_NAME.get((req.resource_type or "", req.operation or "")) or _BY_NAME.get(("*", req.operation or ""))
         if op is not None:

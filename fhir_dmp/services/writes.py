@@ -20,7 +20,7 @@ from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content, ins, mhd, references, validating, vsm
 from fhir_dmp.services.reads import visible
-from fhir_dmp.services.registry import RESOURCES
+from fhir_dmp.services.registry import RESOURCES, SERVED_APART
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import resources
@@ -68,7 +68,7 @@ def prepare_new(u: Unit, req: FhirRequest, body: dict, rid: str,
     """Decide and index a create (everything but the INSERT, so a transaction writes its creates at once).
     `pending` maps (type, id) of resources created earlier in the unit to their patient key."""
     assert req.resource_type
-    if RESOURCES[req.resource_type].shipped:  # a transaction's creates come here without the route table
+    if RESOURCES[req.resource_type].shipped or req.resource_type in SERVED_APART:  # without the route table
         raise method_not_allowed(req)
     rtype, caller = req.resource_type, u.caller
     when = now_utc()

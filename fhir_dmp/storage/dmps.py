@@ -12,7 +12,16 @@ from fhir_dmp.storage import prepared
 from fhir_dmp.storage.criteria import AccessFacts
 from fhir_dmp.storage.records import Stored, row_to_stored
 from fhir_dmp.storage.resources import CURRENT
-from fhir_dmp.storage.tables import INDEX_TABLES, audit_chain, dmp_accessor, dmp_facts, resource, resource_version
+from fhir_dmp.storage.tables import (
+    INDEX_TABLES,
+    audit_chain,
+    dmp_accessor,
+    dmp_facts,
+    resource,
+    resource_version,
+    subscription,
+    subscription_event,
+)
 
 _FACTS = select(dmp_facts.c.facts).where(dmp_facts.c.patient_key == bindparam("key", ""))
 
@@ -59,7 +68,8 @@ def save_facts(conn: Connection, patient_key: str, facts: str) -> None:
 def purge_patient(conn: Connection, patient_key: str) -> dict[str, int]:
     """Remove a DMP from the store, in the caller's transaction: every resource filed in it, every version of
     those resources and every version ever filed under it (a resource moved out keeps none of its DMP past), their
-    index rows, its AuditEvents with its trace chain's head, and its first-access records. Returns the count of
+    index rows, its AuditEvents with its trace chain's head, its first-access records, the subscriptions on it and
+    the subscription events about it. Returns the count of
     rows removed per table."""
     in_dmp = select(resource.c.pk).where(resource.c.patient_key == patient_key)
     removed: dict[str, int] = {}
@@ -76,6 +86,11 @@ def purge_patient(conn: Connection, patient_key: str) -> dict[str, int]:
     removed["dmp_accessor"] = conn.execute(delete(dmp_accessor).where(
         dmp_accessor.c.patient_key == patient_key)).rowcount
     removed["dmp_facts"] = conn.execute(delete(dmp_facts).where(dmp_facts.c.patient_key == patient_key)).rowcount
+    # subscriptions: the events of its documents (whatever subscription numbered them), those on the DMP
+    removed["subscription_event"] = conn.execute(delete(subscription_event).where(
+        subscription_event.c.patient_key == patient_key)).rowcount
+    removed["subscription"] = conn.execute(delete(subscription).where(
+        subscription.c.patient_key == patient_key)).rowcount
     return removed
 
 

@@ -187,3 +187,54 @@ INDEX_TABLES = {
     "token": token_index, "string": string_index, "date": date_index, "reference": reference_index,
     "uri": uri_index, "number": number_index, "quantity": quantity_index, "composite": composite_index,
 }
+
+# -- subscriptions (services/subscriptions.py, docs/subscriptions.md) -------------------------------------------
+# A Subscription (R4 backport of R5 topic-based subscriptions, IHE DSUBm): its resource as the client wrote it plus
+# what the server keeps about it. `patient_key` is the DMP a patient-dependent subscription names ('' for a
+# multi-patient one): rows shard with their DMP. `events` counts the events numbered for it so far (in the
+# transaction of the document that caused them: no gap), `delivered` the last one the endpoint acknowledged;
+# `lease_until` is a worker's claim on its delivery (one worker at a time per subscription, order kept).
+subscription = Table(
+    "subscription",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("patient_key", String(64), nullable=False, default=""),
+    Column("owner", String(140), nullable=False),  # the creator's identity (policy/facts.py owner_key)
+    Column("subscriber", Text, nullable=False),  # the creator's claims (JSON), decided again at every event
+    Column("status", String(16), nullable=False),  # requested, active, error, off
+    Column("topic", String(255), nullable=False),
+    Column("resource_type", String(64), nullable=False),  # the topic's focus type (DocumentReference, List)
+    Column("criteria", Text, nullable=False),  # the filter's query, as a search of that type would take it
+    Column("endpoint", String(1024), nullable=False),
+    Column("content", String(16), nullable=False),  # empty, id-only, full-resource
+    Column("heartbeat", Integer, nullable=True),  # seconds
+    Column("timeout", Integer, nullable=False),  # seconds
+    Column("max_count", Integer, nullable=False),
+    Column("base_url", String(512), nullable=False, default=""),
+    Column("body", Text, nullable=False),  # the resource as stored (its status and meta set by the server)
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime(), nullable=False),
+    Column("events", BigInteger, nullable=False, default=0),
+    Column("delivered", BigInteger, nullable=False, default=0),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("next_attempt", DateTime(), nullable=True),
+    Column("lease_until", DateTime(), nullable=True),
+    Column("last_sent", DateTime(), nullable=True),
+    Column("heartbeat_at", DateTime(), nullable=True),  # when the next heartbeat is due
+    Column("error", Text, nullable=True),
+    Index("ix_subscription_patient", "patient_key", "status"),
+    Index("ix_subscription_owner", "owner"),
+)
+
+# The outbox: one row per (subscription, event number), written in the transaction of the write that caused it,
+# kept after delivery for `$events`.
+subscription_event = Table(
+    "subscription_event",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("number", BigInteger, primary_key=True, autoincrement=False),
+    Column("patient_key", String(64), nullable=False, default=""),
+    Column("focus", String(200), nullable=False),  # Type/id/_history/version
+    Column("occurred", DateTime(), nullable=False),
+    Column("delivered_at", DateTime(), nullable=True),
+)

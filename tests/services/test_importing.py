@@ -61,7 +61,7 @@ def test_good_lines_are_loaded_bad_ones_reported_by_number(database, tmp_path):
     lines.insert(4, json.dumps(patient(_ins(99), gender="bogus")))  # line 5: structure
     bad_doc = _doc(98)  # line 7: its DMP does not exist (422)
     lines.insert(6, json.dumps(bad_doc))
-    lines.insert(7, json.dumps({"resourceType": "Basic"}))  # line 8: a type not served
+    lines.insert(7, json.dumps({"resourceType": "Account"}))  # line 8: a type not served
     lines.insert(8, "")  # blank: not a line to import
     path = tmp_path / "mixed.ndjson"
     path.write_text("\n".join(lines) + "\n")

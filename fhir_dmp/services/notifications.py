@@ -1,0 +1,165 @@
+"""Notification Bundles (the R4 backport's `history` Bundle, its SubscriptionStatus `Parameters` first) and the
+`$status` and `$events` operations (docs/subscriptions.md).
+
+Every resource a notification names is read as its subscriber, now, with their scope in the read's SQL
+(`reads.visible`): an event whose resource they may no longer see keeps its number (the receiver sees no gap)
+but names nothing; a `full-resource` payload is what a read of theirs would return.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+from fhir_dmp.errors import FhirError, bad_request
+from fhir_dmp.policy import subscriptions as rules
+from fhir_dmp.search.dates import instant, now_utc
+from fhir_dmp.services import reads, results, subscriptions, wakeup
+from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.unit import Unit
+from fhir_dmp.storage import subscriptions as store
+from fhir_dmp.storage.records import Stored
+from fhir_dmp.storage.subscriptions import Event, SubscriptionRow
+
+OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+STATUS_DEFINITION = OPERATIONS + "backport-subscription-status"
+EVENTS_DEFINITION = OPERATIONS + "backport-subscription-events"
+MAX_REPLAY = 100  # events per `$events` answer
+
+
+@dataclass(frozen=True)
+class Shown:
+    event: Event
+    stored: Stored | None  # None: the subscriber may not see it now (or it is gone)
+
+
+def as_subscriber(u: Unit, row: SubscriptionRow) -> Unit:
+    """A unit on the same transaction acting as the subscription's subscriber (their scope, their trace)."""
+    return Unit(u.rt, rules.load_subscriber(row.subscriber), u.req, tx=u.tx, now=u.now)
+
+
+def shown(sub: Unit, events: list[Event]) -> list[Shown]:
+    out = []
+    for event in events:
+        rtype, rid = event.focus.split("/")[:2]
+        try:
+            refusal = rules.scope_refusal(sub.caller, rtype)  # their token's SMART scopes, as at the event
+            stored = reads.visible(sub, rtype, rid) if refusal is None else None
+        except FhirError:  # the DMP is closed to them now
+            stored = None
+        out.append(Shown(event, None if stored is None or stored.deleted else stored))
+    return out
+
+
+def status_parameters(row: SubscriptionRow, kind: str, events: list[Shown] = (), *,  # type: ignore[assignment]
+                      content: str | None = None) -> dict:
+    """A SubscriptionStatus (R4: Parameters) of `kind`: handshake, heartbeat, event-notification, query-status,
+    query-event."""
+    content = content or row.content
+    params: list[dict] = [
+        {"name": "subscription", "valueReference": {"reference": f"{row.base_url}/Subscription/{row.id}"}},
+        {"name": "topic", "valueCanonical": row.topic},
+        {"name": "status", "valueCode": row.status},
+        {"name": "type", "valueCode": kind},
+        {"name": "events-since-subscription-start", "valueString": str(row.events)},
+    ]
+    for item in events:
+        part = [{"name": "event-number", "valueString": str(item.event.number)},
+                {"name": "timestamp", "valueInstant": instant(item.event.occurred)}]
+        if item.stored is not None and content != "empty":
+            part.append({"name": "focus", "valueReference": {
+                "reference": f"{row.base_url}/{item.stored.resource_type}/{item.stored.id}"}})
+        params.append({"name": "notification-event", "part": part})
+    if row.status == "error" and row.error:
+        params.append({"name": "error", "valueCodeableConcept": {"text": row.error}})
+    return {"resourceType": "Parameters", "parameter": params}
+
+
+def bundle(sub: Unit | None, row: SubscriptionRow, kind: str, events: list[Shown] = (),  # type: ignore[assignment]
+           *, content: str | None = None) -> dict:
+    """A notification (or `$events`) Bundle: `history`, the status first, then the resources as `content` says."""
+    content = content or row.content
+    entries: list[dict] = [{
+        "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+        "resource": status_parameters(row, kind, events, content=content),
+        "request": {"method": "GET", "url": f"{row.base_url}/Subscription/{row.id}/$status"},
+        "response": {"status": "200"},
+    }]
+    if content != "empty":
+        for item in events:
+            if item.stored is None:
+                continue
+            entry: dict = {"fullUrl": f"{row.base_url}/{item.stored.resource_type}/{item.stored.id}"}
+            if content == "full-resource" and sub is not None:
+                entry["resource"] = reads.shown(sub, item.stored)
+            entry["request"] = {"method": "POST", "url": item.stored.resource_type}
+            entry["response"] = {"status": "201"}
+            entries.append(entry)
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "history", "timestamp": instant(now_utc()),
+            "entry": entries}
+
+
+# -- $status, $events --------------------------------------------------------------------------------------------
+def status(u: Unit, req: FhirRequest) -> FhirResponse:
+    """`Subscription/{id}/$status` (an errored subscription its owner asks about is asked for again: a new
+    handshake, then the events kept meanwhile), or `Subscription/$status?id=&status=` over those the caller may
+    list."""
+    if req.id is not None:
+        row = subscriptions.visible(u, req.id)
+        if row.status == "error" and rules.may_manage(u.caller, row.owner):
+            store.change(u.tx, row.id, {"status": "requested", "failures": 0, "next_attempt": None, "error": None})
+            row = replace(row, status="requested", failures=0, next_attempt=None, error=None)
+            u.after_commit.append(wakeup.wake)
+        rows = [row]
+    else:
+        owner, key = rules.listing(u.caller, u.own_dmp() if u.caller.actor in ("patient", "representative") else None)
+        ids = [v for k, v in _params(req) if k == "id"]
+        statuses = [v for k, v in _params(req) if k == "status"]
+        rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids)
+        for found in rows:
+            u.touch(found.patient_key, f"Subscription/{found.id}")
+    entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": status_parameters(r, "query-status"),
+                "search": {"mode": "match"}} for r in rows]
+    path = f"Subscription/{req.id}/$status" if req.id else "Subscription/$status"
+    return FhirResponse(200, results.bundle("searchset", entries, results.page_links(req.base_url, path,
+                                                                                    list(req.query), None), None))
+
+
+def events(u: Unit, req: FhirRequest) -> FhirResponse:
+    """`Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`: the events kept, replayed as
+    their subscriber may see them now (the owner asks; up to MAX_REPLAY at a time)."""
+    if req.id is None:
+        raise FhirError.of(405, "not-supported", "$events is an instance operation: Subscription/{id}/$events")
+    row = subscriptions.managed(u, req.id)
+    params = dict(_params(req))
+    low = _number(params.get("eventsSinceNumber"), "eventsSinceNumber", 1)
+    high = _number(params.get("eventsUntilNumber"), "eventsUntilNumber", row.events)
+    content = params.get("content") or row.content
+    if content not in subscriptions.CONTENTS:
+        raise bad_request(f"content must be one of {', '.join(subscriptions.CONTENTS)}", "content")
+    sub = as_subscriber(u, row)
+    found = shown(sub, store.between(u.tx, row.id, low, high, MAX_REPLAY))
+    for key, touched in sub.touched.items():
+        for ref in touched.references:
+            u.touch(key, ref)
+    return FhirResponse(200, bundle(sub, row, "query-event", found, content=content))
+
+
+def _params(req: FhirRequest) -> list[tuple[str, str]]:
+    """The operation's parameters, from the URL or a Parameters body."""
+    pairs = list(req.query)
+    body = req.body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        for p in body.get("parameter") or []:
+            value = next((v for k, v in p.items() if k.startswith("value")), None)
+            if isinstance(p, dict) and value is not None:
+                pairs.append((str(p.get("name")), str(value)))
+    return pairs
+
+
+def _number(value: str | None, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if not value.isdigit():
+        raise bad_request(f"{name} must be an event number", name)
+    return int(value)
