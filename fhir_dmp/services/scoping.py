@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 from fhir_dmp.policy import scopes
 from fhir_dmp.search.definitions import definitions
 from fhir_dmp.search.parse import parse_param
-from fhir_dmp.services import references
+from fhir_dmp.services import references, subscriptions
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, head_of
 from fhir_dmp.storage import criteria as c
@@ -45,6 +45,8 @@ def needs_of(req: FhirRequest) -> list[Need]:
             wanted += scopes.reaching("include", _included(base, value))
         elif rtype:
             wanted += _reached(rtype, name, value)
+    if rtype == "Subscription" and req.interaction in ("create", "update"):
+        wanted += _subscribed(req.body)
     if req.interaction in _WRITES or req.operation == "$validate":
         wanted += scopes.reaching("attachment", ["Binary"] if _names_a_binary(req.body, req.base_url) else [])
     if rtype and isinstance(req.if_none_exist, str):
@@ -89,6 +91,25 @@ def _walk(node: Any, chained: list[str], has: list[str]) -> None:
     elif isinstance(node, tuple):
         for part in node:
             _walk(part, chained, has)
+
+
+def _subscribed(body: Any) -> list[Need]:
+    """A Subscription is a standing search whose results the server sends to the subscriber, long after the token
+    is gone: creating or changing one needs read and search on its filter's type (which must be the topic's,
+    `services/subscriptions.py` checks), and search on what the filter's chains reach (`patient.identifier`)."""
+    criteria = body.get("_criteria") if isinstance(body, dict) else None
+    extensions = criteria.get("extension") if isinstance(criteria, dict) else None
+    out: list[Need] = []
+    for ext in extensions if isinstance(extensions, list) else []:
+        if not isinstance(ext, dict) or ext.get("url") != subscriptions.FILTER_URL:
+            continue
+        value = next((v for k, v in ext.items() if k.startswith("value")), None)
+        rtype, _, query = value.partition("?") if isinstance(value, str) else ("", "", "")
+        if rtype in RESOURCES:
+            out += scopes.reaching("subscription", [rtype])
+            for name, param in parse_qsl(query, keep_blank_values=True):
+                out += _reached(rtype, name, param)
+    return out
 
 
 def _names_a_binary(node: Any, base_url: str) -> bool:
