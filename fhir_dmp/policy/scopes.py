@@ -31,8 +31,7 @@ _RESOURCE = re.compile(r"(patient|user|system)/(\*|[A-Z][A-Za-z]{0,63})\.([a-z*]
 _V2 = re.compile(r"c?r?u?d?s?", re.ASCII)
 _TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+", re.ASCII)  # RFC 6749 3.3 scope-token
 MAX_SCOPE_CHARS = 8192
-REACHING = ("include", "chain", "has", "conditional-reference", "attachment", "subscription", "notification",
-            "subscription-status")
+REACHING = ("include", "chain", "has", "conditional-reference", "attachment", "subscription")
 
 
 class InvalidScope(ValueError):
@@ -136,7 +135,7 @@ def reaching(how: str, resource_types: Iterable[str]) -> list[tuple[str, str]]:
     """What a request needs on the other types it reaches (`how`: one of REACHING): an `_include` brings their
     resources (r); a chain, a `_has` or a transaction's conditional reference searches them (s); an attachment
     `url` naming a Binary of this server makes the write's validation read it (r); a Subscription sends the results
-    of a standing search of its topic's type (rs to create or change one, r to replay its events, s for its status).
+    of a standing search of its topic's type (s to create or change one, to replay its events, to read its status).
     Without this, `DocumentReference?patient.name=...` would tell a DocumentReference-only token who the patient
     is."""
     permission = rules().reaching[how]

@@ -95,8 +95,9 @@ def _walk(node: Any, chained: list[str], has: list[str]) -> None:
 
 def _subscribed(body: Any) -> list[Need]:
     """A Subscription is a standing search whose results the server sends to the subscriber, long after the token
-    is gone: creating or changing one needs read and search on its filter's type (which must be the topic's,
-    `services/subscriptions.py` checks), and search on what the filter's chains reach (`patient.identifier`)."""
+    is gone: creating or changing one needs search on its filter's type (which must be the topic's,
+    `services/subscriptions.py` checks, and decides that again at every event with the scopes it keeps), and
+    search on what the filter's chains reach (`patient.identifier`: Patient)."""
     criteria = body.get("_criteria") if isinstance(body, dict) else None
     extensions = criteria.get("extension") if isinstance(criteria, dict) else None
     out: list[Need] = []

@@ -184,9 +184,9 @@ def test_keys_sharing_a_kid():
     of one type under one kid: which one signs is not said, refused. A JWKS without a usable key: 503 (the
     issuer's JWKS is broken, not the token), never a 500."""
     url = "https://idp.example"
-    keys = memory_keys({"keys": [jwk(RSA_KEY.public_key(), "shared"), jwk(EC_KEY.public_key(), "shared")]})
-    assert answer(keys, token(url, "shared")) == 200
-    assert answer(keys, token(url, "shared", EC_KEY, "ES256")) == 200
+    keys = memory_keys({"keys": [jwk(RSA_KEY.public_key(), "common"), jwk(EC_KEY.public_key(), "common")]})
+    assert answer(keys, token(url, "common")) == 200
+    assert answer(keys, token(url, "common", EC_KEY, "ES256")) == 200
     twice = memory_keys({"keys": [jwk(RSA_KEY.public_key(), "twice"), jwk(OTHER_RSA.public_key(), "twice")]})
     assert answer(twice, token(url, "twice")) == 401
     for broken in ({"keys": []}, {"keys": "x"}, {"keys": [{"kty": "RSA", "kid": "k", "n": "zz", "e": "AQAB"}]},
