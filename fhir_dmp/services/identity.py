@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from threading import Lock
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -201,7 +202,7 @@ def mint_token(claims: dict, *, secret: str | None = None, private_key: str | No
 def load_keys(settings: Settings, shapes: ClaimShapes | None = None) -> TokenKeys:
     """The token sources `settings` configure: the shared secret, the RS256 key, the OpenID Connect issuers (each
     with its audience and claim mapping; a ValueError names a setting that does not fit)."""
-    _check_timings(settings)
+    _check_issuers(settings)
     count = len(settings.oidc_issuers)
     mappings = {url: load_mapping(_nth(settings.oidc_claims, i, count, "FHIR_DMP_OIDC_CLAIMS", DEFAULT_MAPPING))
                 for i, url in enumerate(settings.oidc_issuers)}
@@ -214,11 +215,17 @@ def load_keys(settings: Settings, shapes: ClaimShapes | None = None) -> TokenKey
     return TokenKeys(settings.jwt_secret, settings.jwt_public_key, shapes, issuers)
 
 
-def _check_timings(settings: Settings) -> None:
-    """A leeway of hours would accept tokens expired hours ago (and a negative one refuse good ones); a lifespan of
-    0 is no cache, and a NaN cooldown no rate limit at all."""
+def _check_issuers(settings: Settings) -> None:
+    """Issuers named once each, as http(s) URLs. A leeway of hours would accept tokens expired hours ago (and a
+    negative one refuse good ones); a lifespan of 0 is no cache, and a NaN cooldown no rate limit at all."""
     if not settings.oidc_issuers:
         return
+    if len(set(settings.oidc_issuers)) != len(settings.oidc_issuers):  # one would silently take the other's place
+        raise ValueError("FHIR_DMP_OIDC_ISSUER names an issuer twice")
+    odd = [url for url in settings.oidc_issuers if urlsplit(url).scheme not in ("http", "https")
+           or not urlsplit(url).netloc]
+    if odd:
+        raise ValueError(f"FHIR_DMP_OIDC_ISSUER: an issuer is an http(s) URL, not {odd[0]!r}")
     if not 0 <= settings.oidc_leeway <= MAX_LEEWAY:
         raise ValueError(f"FHIR_DMP_OIDC_LEEWAY must be 0 to {MAX_LEEWAY} seconds, not {settings.oidc_leeway}")
     if not 0 < settings.oidc_jwks_lifespan <= 86400:  # False for NaN too
