@@ -24,7 +24,6 @@ from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage.records import NewResource
 from fhir_dmp.validation import documents
-from fhir_dmp.validation.structure import validate_structure
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 Run = Callable[[Caller, FhirRequest, Callable[[Unit], FhirResponse]], FhirResponse]
@@ -45,10 +44,10 @@ def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, 
                                                             for i, e in enumerate(entries)]))
 
     def transaction(u: Unit) -> FhirResponse:
-        issues = validate_structure(bundle)  # all or nothing: every issue of every entry, in one answer, first
-        if issues:
-            raise FhirError(400, issues)
-        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, enforce_profiles)))
+        # all or nothing: every issue of every entry, structure and profiles, in one 422, first
+        issues = validating.r4_issues(rt.conformance, bundle)
+        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, enforce_profiles,
+                                                                              issues)))
     return run(caller, req, transaction)
 
 
@@ -114,20 +113,20 @@ def _error_entry(error: FhirError) -> dict:
 def _batch_entry(run: Run, caller: Caller, parent: FhirRequest, entry: Any, index: int) -> dict:
     try:
         req = _entry_request(parent, entry, index)  # 400 unless the entry has a usable request object
-        issues = validate_structure(entry["resource"]) if isinstance(
-            entry.get("resource"), dict) and req.method != "PATCH" else []
-        if issues:
-            raise FhirError(400, issues)
+        # its resource's structure and profiles are checked by the interaction, in one 422 (`writes.parsed`)
         return _response_entry(run(caller, req, lambda u: routes.route(req)(u, req)))  # traced on its own
     except FhirError as error:
         return _error_entry(error)
 
 
-def _transaction(u: Unit, parent: FhirRequest, entries: list, enforce_profiles: bool) -> list[dict]:
+def _transaction(u: Unit, parent: FhirRequest, entries: list, enforce_profiles: bool,
+                 structure: list[Issue]) -> list[dict]:
     requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
     changed = _check_distinct(requests)
     if enforce_profiles:
-        _check_conformity(u, parent, entries, requests)
+        _check_conformity(u, parent, entries, requests, structure)
+    elif structure:
+        raise FhirError(422, structure)
     # DELETEs first (R4), before the ifNoneExist conditions below are evaluated.
     deletes = sorted((i for i, req in enumerate(requests) if req.method == "DELETE"),
                      key=lambda k: _lock_order(requests[k]))
@@ -184,10 +183,11 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, enforce_profiles: 
     return [_response_entry(responses[i]) for i in range(len(resolved))]
 
 
-def _check_conformity(u: Unit, parent: FhirRequest, entries: list, requests: list[FhirRequest]) -> None:
+def _check_conformity(u: Unit, parent: FhirRequest, entries: list, requests: list[FhirRequest],
+                      structure: list[Issue]) -> None:
     """Every entry's resource against its profiles and the document rules (an attachment may name a Binary of
-    the Bundle by its fullUrl), and an ITI-65 Bundle against its own profile: one 422 with every error, before
-    anything is written."""
+    the Bundle by its fullUrl), and an ITI-65 Bundle against its own profile: one 422 with every error, the
+    Bundle's `structure` issues first, before anything is written."""
     binaries = {e["fullUrl"]: e["resource"].get("data") for e in entries
                 if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and isinstance(e.get("resource"), dict)
                 and e["resource"].get("resourceType") == "Binary"}
@@ -197,14 +197,15 @@ def _check_conformity(u: Unit, parent: FhirRequest, entries: list, requests: lis
         return documents.decoded(data) if isinstance(data, str) else (b"" if url in binaries else None)
 
     bytes_of = writes.bytes_of(u, bundled)
-    issues: list[Issue] = []
+    found: list[Issue] = []
     for i, req in enumerate(requests):
         if req.method in ("POST", "PUT") and isinstance(req.body, dict) and req.resource_type == req.body.get(
                 "resourceType"):
-            issues += [_located(issue, i)
-                       for issue in validating.conformity_issues(u.rt.conformance, req.body, bytes_of)]
+            found += [_located(issue, i)
+                      for issue in validating.conformity_issues(u.rt.conformance, req.body, bytes_of)]
+    issues: list[Issue] = list(structure)
     seen = {(i.code, i.expression) for i in issues}
-    for issue in validating.bundle_issues(u.rt.conformance, parent.body):
+    for issue in found + validating.bundle_issues(u.rt.conformance, parent.body):
         if (issue.code, issue.expression) not in seen:
             seen.add((issue.code, issue.expression))
             issues.append(issue)

@@ -29,7 +29,7 @@ from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import INS_SYSTEMS
-from fhir_dmp.services import content, writes
+from fhir_dmp.services import writes
 from fhir_dmp.services.pipeline import Pipeline
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.services.unit import Unit
@@ -222,7 +222,7 @@ class Importer:
         """Parse, conform, decide and index one create, as the API does; a refusal leaves nothing in the trace."""
         before = {key: len(t.references) for key, t in u.touched.items()}
         try:
-            body = content.resource_body(cand.body, cand.rtype)
+            body = writes.parsed(u, cand.body, cand.rtype)
             writes.conform(u, body)
             req = FhirRequest("POST", cand.rtype, base_url=self.base_url)
             new, _ = writes.prepare_new(u, req, body, cand.rid, pending)

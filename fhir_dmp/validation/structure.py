@@ -94,6 +94,21 @@ def validate_structure(resource: dict) -> list[Issue]:
     return _merge(walked, _model_issues(resource, rtype))
 
 
+def element_shape(type_name: str, key: str) -> tuple[str, bool] | None:
+    """(type, repeats) of the element `key` (a JSON name: `valueQuantity`) of an R4 type, resource or backbone
+    element, None when R4 has none: what a FHIRPath Patch needs to add a value in the right shape."""
+    typ = _tables().types.get(type_name)
+    element = typ.elements.get(key) if typ is not None else None
+    return (element.type, element.array) if element is not None else None
+
+
+def required_codes(type_name: str, key: str) -> frozenset[str] | None:
+    """The codes of the required binding of `code` element `key`, None when it has none."""
+    typ = _tables().types.get(type_name)
+    element = typ.elements.get(key) if typ is not None else None
+    return element.codes if element is not None else None
+
+
 # -- layer 2: the R4 table walk ---------------------------------------------------------------------
 
 

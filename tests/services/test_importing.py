@@ -67,7 +67,7 @@ def test_good_lines_are_loaded_bad_ones_reported_by_number(database, tmp_path):
     path.write_text("\n".join(lines) + "\n")
     report = _run(database, path, batch=4)  # bad lines in several batches: the rest of each is stored
     assert [r["line"] for r in report["refusals"]] == [3, 5, 7, 8]
-    assert [r["status"] for r in report["refusals"]] == [400, 400, 422, 404]
+    assert [r["status"] for r in report["refusals"]] == [400, 422, 422, 404]
     assert "JSON" in report["refusals"][0]["issue"]
     assert report["read"] == 10 and report["created"] == 6 and report["skipped"] == 0 and report["refused"] == 4
     assert _count(database, "Patient") == 3 and _count(database, "DocumentReference") == 3
