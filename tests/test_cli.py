@@ -211,7 +211,7 @@ def test_load_examples_reports_a_bad_file_without_a_traceback(tmp_path):
     result = CliRunner().invoke(main, ["load-examples", "--directory", str(bad)],
                                 env={**CLEAN_ENV, "FHIR_DMP_DATABASE_URL": url})
     assert result.exit_code != 0
-    assert "01-bad.json: 400" in str(result.exception) or "01-bad.json: 400" in result.output
+    assert "01-bad.json: 422" in str(result.exception) or "01-bad.json: 422" in result.output
     assert "Traceback" not in result.output
     client, db = _client_on(url)
     try:

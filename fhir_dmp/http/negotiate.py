@@ -9,13 +9,14 @@ from fhir_dmp.errors import FhirError
 JSON, XML = "json", "xml"
 FHIR_JSON, FHIR_XML = "application/fhir+json", "application/fhir+xml"
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 FORM = "application/x-www-form-urlencoded"
 
 _FORMAT_ALIASES = {
     "json": JSON, "application/json": JSON, FHIR_JSON: JSON, "application/json+fhir": JSON,
     "xml": XML, "text/xml": XML, "application/xml": XML, FHIR_XML: XML, "application/xml+fhir": XML,
 }
-_BODY_TYPES = {**_FORMAT_ALIASES, JSON_PATCH: "json-patch", FORM: "form"}
+_BODY_TYPES = {**_FORMAT_ALIASES, JSON_PATCH: "json-patch", MERGE_PATCH: "json-patch", FORM: "form"}
 del _BODY_TYPES["json"], _BODY_TYPES["xml"]
 
 
@@ -78,7 +79,7 @@ def body_kind(content_type: str | None) -> str:
     kind = _BODY_TYPES.get(media.essence)
     if kind is None:
         raise FhirError.of(415, "not-supported", f"Content-Type {media.essence!r} is not supported; use "
-                           f"{FHIR_JSON}, {FHIR_XML}, or {JSON_PATCH} for PATCH")
+                           f"{FHIR_JSON}, {FHIR_XML}, or {JSON_PATCH} or {MERGE_PATCH} for PATCH")
     charset = media.params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise FhirError.of(415, "not-supported", f"charset {charset!r}: FHIR bodies are UTF-8")

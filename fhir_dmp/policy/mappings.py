@@ -1,10 +1,11 @@
 """Claim mappings: an OpenID Connect issuer's claims -> the contract's flat claims (dmp-reference.md 2), as data.
 
-A mapping (`data/claims-<name>.json`) is a list of rules; the first whose `match` holds maps the token, and a token
-no rule matches is invalid (401). A rule sets constant claims (`actor`) and reads each other claim from a path in
-the issuer's claims. The mapping only moves values: it never trims, case-folds, or picks the first of several. The
-flat claims it produces then go through the same strict parser as a shared-secret token's (`claims.ClaimShapes`),
-so an issuer's token can never reach a reading of its claims that an HS256 token could not.
+A mapping (`data/claims-<name>.json`) is a list of rules; the one whose `match` holds maps the token, and a token no
+rule matches, or several (a professional's claims with a patient's INS: which caller is it?), is invalid (401). A
+rule sets constant claims (`actor`) and reads each other claim from a path in the issuer's claims. The mapping only
+moves values: it never trims, case-folds, or picks the first of several. The flat claims it produces then go through
+the same strict parser as a shared-secret token's (`claims.ClaimShapes`), so an issuer's token can never reach a
+reading of its claims that an HS256 token could not.
 
 A path is a list of object keys and `*`, "the one element of this list": a list of another length (none, or
 several: which applies is not said) refuses the token, unless the claim says `"ambiguous": "absent"` (an optional
@@ -17,7 +18,7 @@ value up in a table of the deployment (the registered system clients): a value n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,20 @@ class ClaimMapping:
     rules: tuple[Rule, ...]
     registries: Mapping[str, Mapping[str, str]]
 
+    @property
+    def takes_registry(self) -> bool:
+        """Whether a rule reads a registry (the registered system clients)."""
+        return any(source.registry for rule in self.rules for source in rule.claims.values())
+
     def apply(self, claims: Mapping[str, Any]) -> dict[str, Any]:
         """The contract's flat claims of a verified token, or `InvalidClaim` (the token is invalid: 401)."""
-        rule = next((r for r in self.rules if r.matches(claims)), None)
-        if rule is None:
+        matching = [r for r in self.rules if r.matches(claims)]
+        if not matching:
             raise InvalidClaim(f"The bearer token matches no rule of the '{self.name}' claim mapping")
+        if len(matching) > 1:  # e.g. a professional's claims and a patient's INS: which caller is it?
+            raise InvalidClaim(f"The bearer token matches several rules of the '{self.name}' claim mapping "
+                               f"({', '.join(r.name for r in matching)}): what kind of caller it is is not said")
+        rule = matching[0]
         out: dict[str, Any] = dict(rule.constants)
         for target, source in rule.claims.items():
             value = self._read(claims, target, source)
@@ -131,12 +141,37 @@ def _rule(name: str, data: Mapping[str, Any]) -> Rule:
                 dict(data.get("constants", {})), claims)
 
 
-def load_registry(path: Path | None) -> dict[str, dict[str, str]]:
-    """The registered system clients (`FHIR_DMP_OIDC_CLIENTS`): a JSON object, client id -> system caller name."""
+def load_registry(path: Path | None, takers: Sequence[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """The system clients each issuer may vouch for (`FHIR_DMP_OIDC_CLIENTS`), by issuer URL: `takers` are the
+    configured issuers whose mapping reads the registry. A client id is only unique at its issuer: registered
+    for one issuer, it must not make a system caller of another issuer's client of the same name (a patients'
+    provider where anyone may register a client could otherwise name theirs after an EHR vendor's).
+
+    The file is `{"issuers": {"<issuer URL>": {"<client id>": "<system caller name>"}}}`; the short form
+    `{"clients": {"<client id>": "<system caller name>"}}` names no issuer, so it is only accepted when one
+    configured issuer at most takes system clients."""
+    out: dict[str, dict[str, dict[str, str]]] = {url: {"clients": {}} for url in takers}
     if path is None:
-        return {"clients": {}}
+        return out
     data = json.loads(path.read_text(encoding="utf-8"))
-    clients = data.get("clients", data)
+    if isinstance(data, dict) and "issuers" in data:
+        issuers = data["issuers"]
+        if not isinstance(issuers, dict):
+            raise ValueError(f"{path}: 'issuers' must be a JSON object of issuer URL -> its clients")
+        for url, clients in issuers.items():
+            if url not in out:
+                raise ValueError(f"{path}: {url!r} is not an issuer of FHIR_DMP_OIDC_ISSUER whose claim mapping "
+                                 f"takes system clients ({', '.join(takers) or 'none does'})")
+            out[url] = {"clients": _clients(path, clients)}
+        return out
+    clients = _clients(path, data.get("clients", data) if isinstance(data, dict) else data)
+    if len(takers) > 1 and clients:
+        raise ValueError(f"{path}: several issuers take system clients ({', '.join(takers)}): say whose each client "
+                         'is, {"issuers": {"<issuer URL>": {"<client id>": "<system caller name>"}}}')
+    return {url: {"clients": clients} for url in takers}
+
+
+def _clients(path: Path, clients: Any) -> dict[str, str]:
     if not isinstance(clients, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in clients.items()):
         raise ValueError(f"{path}: the registered clients must be a JSON object of client id -> system name")
-    return {"clients": clients}
+    return clients

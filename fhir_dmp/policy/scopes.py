@@ -31,6 +31,7 @@ _RESOURCE = re.compile(r"(patient|user|system)/(\*|[A-Z][A-Za-z]{0,63})\.([a-z*]
 _V2 = re.compile(r"c?r?u?d?s?", re.ASCII)
 _TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+", re.ASCII)  # RFC 6749 3.3 scope-token
 MAX_SCOPE_CHARS = 8192
+REACHING = ("include", "chain", "has", "conditional-reference", "attachment", "subscription")
 
 
 class InvalidScope(ValueError):
@@ -66,6 +67,8 @@ class Rules:
 
     v1: Mapping[str, str]
     interactions: Mapping[str, str]
+    conditional: Mapping[str, str]  # interaction -> what its condition (a search of its type) needs besides
+    reaching: Mapping[str, str]  # include, chain, has, conditional-reference -> what the type it reaches needs
     operations: Mapping[str, tuple[tuple[str, str], ...]]
     levels: Mapping[str, tuple[str, ...]]
     capabilities: tuple[str, ...]
@@ -76,13 +79,14 @@ class Rules:
 def rules() -> Rules:
     data = json.loads(DATA.read_text(encoding="utf-8"))
     table = Rules(
-        v1=data["v1"], interactions=data["interactions"],
+        v1=data["v1"], interactions=data["interactions"], conditional=data["conditional"], reaching=data["reaching"],
         operations={name: tuple((t, p) for t, p in needs) for name, needs in data["operations"].items()},
         levels={kind: tuple(levels) for kind, levels in data["levels"].items()},
         capabilities=tuple(data["capabilities"]), scopes_supported=tuple(data["scopes_supported"]),
     )
-    odd = [p for p in (*table.v1.values(), *table.interactions.values()) if not _V2.fullmatch(p)]
-    if odd or not table.interactions or not table.levels:
+    odd = [p for p in (*table.v1.values(), *table.interactions.values(), *table.conditional.values(),
+                       *table.reaching.values()) if not _V2.fullmatch(p)]
+    if odd or not table.interactions or not table.levels or set(table.reaching) != set(REACHING):
         raise ValueError(f"{DATA}: malformed scope rules {odd}")
     return table
 
@@ -110,9 +114,12 @@ def grant_of(scope: str) -> Grant | None:
     return Grant(level, rtype, frozenset(perms))
 
 
-def needs(resource_type: str | None, interaction: str, operation: str | None = None) -> tuple[tuple[str, str], ...]:
+def needs(resource_type: str | None, interaction: str, operation: str | None = None,
+          conditional: bool = False) -> tuple[tuple[str, str], ...]:
     """What a request needs, as (type, permission) pairs; `*` for every type (a system-level history or search, an
-    operation answering every type of a DMP). Unknown interactions need nothing here: the route answers them."""
+    operation answering every type of a DMP). A conditional create, update, patch or delete also searches its type
+    (and a conditional create that matches answers the match, as a read). Unknown interactions need nothing here:
+    the route answers them."""
     table = rules()
     if interaction == "operation":
         wanted = table.operations.get(operation or "", (("", "r"),))
@@ -120,7 +127,19 @@ def needs(resource_type: str | None, interaction: str, operation: str | None = N
     permission = table.interactions.get(interaction)
     if permission is None:
         return ()
-    return ((resource_type or ALL, permission),)
+    extra = table.conditional.get(interaction, "") if conditional else ""
+    return tuple((resource_type or ALL, p) for p in (permission, *extra))
+
+
+def reaching(how: str, resource_types: Iterable[str]) -> list[tuple[str, str]]:
+    """What a request needs on the other types it reaches (`how`: one of REACHING): an `_include` brings their
+    resources (r); a chain, a `_has` or a transaction's conditional reference searches them (s); an attachment
+    `url` naming a Binary of this server makes the write's validation read it (r); a Subscription sends the results
+    of a standing search of its topic's type (s to create or change one, to replay its events, to read its status).
+    Without this, `DocumentReference?patient.name=...` would tell a DocumentReference-only token who the patient
+    is."""
+    permission = rules().reaching[how]
+    return [(t, p) for t in resource_types for p in permission]
 
 
 def refusal(grants: Grants | None, actor: str, wanted: Iterable[tuple[str, str]]) -> FhirError | None:

@@ -7,13 +7,17 @@ import copy
 import json
 from pathlib import Path
 
+from fhir_dmp.errors import bad_request
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import indexed_params
+from fhir_dmp.search.includes import includes, revincludes
 from fhir_dmp.services.conformance import capability_entry, supported_profiles
 from fhir_dmp.services.oidc import Issuer
+from fhir_dmp.services.patching import PATCH_FORMATS
 from fhir_dmp.services.registry import RESOURCES, SYSTEM_INTERACTIONS, ResourceDef
 from fhir_dmp.services.routes import operations_of
 from fhir_dmp.services.smart import security
+from fhir_dmp.services.terminology_capabilities import terminology_capabilities
 from fhir_dmp.services.topics import shipped as shipped_topics
 from fhir_dmp.terminology.store import load as load_conformance
 from fhir_dmp.version import __version__
@@ -25,13 +29,21 @@ class CapabilityBuilder:
     def __init__(self, home: Path, issuer: Issuer | None = None) -> None:
         self.issuer = issuer  # the SMART authorization server the security part names (services/smart.py)
         self.base = json.loads((home / "capability" / "capability-base.json").read_text(encoding="utf-8"))
-        self.profiles = supported_profiles(load_conformance(home))
+        self.conformance = load_conformance(home)
+        self.profiles = supported_profiles(self.conformance)
         self.topics = sorted(t.url for t in shipped_topics(home))
 
-    def build(self, base_url: str) -> dict:
+    def build(self, base_url: str, mode: str | None = None) -> dict:
+        """`mode` (R4 capabilitystatement.html#mode): full (the default) or normative, the same statement here;
+        terminology, the TerminologyCapabilities; anything else a 400."""
+        if mode == "terminology":
+            return terminology_capabilities(self.conformance, base_url, instant(now_utc()))
+        if mode not in (None, "full", "normative"):
+            raise bad_request(f"mode={mode!r}: /metadata takes full, normative or terminology", "mode")
         statement = copy.deepcopy(self.base)
         statement["date"] = instant(now_utc())
         statement["software"] = {**statement.get("software", {}), "version": __version__}
+        statement["patchFormat"] = list(PATCH_FORMATS)  # what services/patching.py applies
         statement["implementation"] = {"description": "fhir-dmp", "url": base_url}
         statement["rest"] = [{
             "mode": "server",
@@ -62,8 +74,8 @@ def _subscription(entry: dict, topics: list[str]) -> None:
     entry["supportedProfile"] = ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
                                  "backport-subscription"]
     entry.update(versioning="versioned", readHistory=False, conditionalRead="not-supported")
-    for key in ("conditionalCreate", "conditionalUpdate", "conditionalDelete"):
-        entry.pop(key, None)
+    for key in ("conditionalCreate", "conditionalUpdate", "conditionalDelete", "searchInclude", "searchRevInclude"):
+        entry.pop(key, None)  # kept apart from the resource store: no conditional write, no include
     entry["searchParam"] = [
         {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
         {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
@@ -74,6 +86,8 @@ def _subscription(entry: dict, topics: list[str]) -> None:
 def _topics(entry: dict) -> None:
     """Basic serves the subscription topics (services/topics.py), searched by these only."""
     entry.update(versioning="no-version", readHistory=False, updateCreate=False, conditionalRead="not-supported")
+    entry.pop("searchInclude", None)
+    entry.pop("searchRevInclude", None)
     entry["searchParam"] = [
         {"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"},
         {"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"},
@@ -103,5 +117,10 @@ def _resource(definition: ResourceDef, profiles: list[str]) -> dict:
         {"name": p.code, "definition": p.url, "type": p.type, "documentation": p.description}
         for p in indexed_params(definition.name).values()
     ]
+    # what `_include` / `_revinclude` take (search/parse.py), from the same parameter table
+    if includes(definition.name):
+        out["searchInclude"] = list(includes(definition.name))
+    if revincludes(definition.name):
+        out["searchRevInclude"] = list(revincludes(definition.name))
     out["operation"] = operations_of(definition.name)
     return out

@@ -6,10 +6,9 @@ from datetime import UTC
 from email.utils import format_datetime
 
 from fhir_dmp import fhirjson
-from fhir_dmp.errors import FhirError, Issue, bad_request
+from fhir_dmp.errors import Issue, bad_request
 from fhir_dmp.search.dates import instant
 from fhir_dmp.storage.records import Stored
-from fhir_dmp.validation.structure import validate_structure
 
 _STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
                 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -61,18 +60,9 @@ def parse_etag(value: str, header: str = "If-Match") -> int:
     return int(text)
 
 
-def resource_body(body: object, resource_type: str) -> dict:
-    """The request body as a resource of the expected type, structurally valid R4 (400 otherwise)."""
-    resource = as_resource(body, resource_type)
-    issues = validate_structure(resource)
-    if issues:
-        raise FhirError(400, issues)
-    return resource
-
-
 def as_resource(body: object, resource_type: str) -> dict:
-    """The body as a resource of the expected type (its structure checked elsewhere: a transaction checks its
-    whole Bundle first)."""
+    """The body as a resource of the expected type, or a 400 (its R4 structure and profiles are checked after,
+    in one 422: `writes.parsed`)."""
     if not isinstance(body, dict):
         raise bad_request("The request body must be a FHIR resource (a JSON object)", code="structure")
     found = body.get("resourceType")

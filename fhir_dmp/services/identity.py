@@ -8,11 +8,14 @@ naming none is for the shared secret or the RS256 key. Every path ends in the sa
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from threading import Lock
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -23,9 +26,11 @@ from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.claims import ClaimShapes, InvalidClaim, load_claim_shapes
 from fhir_dmp.policy.mappings import DEFAULT as DEFAULT_MAPPING
 from fhir_dmp.policy.mappings import load_mapping, load_registry
-from fhir_dmp.services.oidc import Issuer, Refused
+from fhir_dmp.services.oidc import Issuer, Refused, short
 
 _CHALLENGE = 'Bearer realm="fhir-dmp"'
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+MAX_LEEWAY = 300  # seconds: clocks a few minutes apart, no more
 
 
 def unauthorized(diagnostics: str, error: str = "invalid_token") -> FhirError:
@@ -75,7 +80,7 @@ class TokenKeys:
             return ["RS256"], self.public_key
         if header_alg == "HS256" and self.secret:
             return ["HS256"], self.secret
-        raise unauthorized(f"Tokens signed with {header_alg!r} are not accepted by this server")
+        raise unauthorized(f"Tokens signed with {short(header_alg)} are not accepted by this server")
 
 
 def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
@@ -98,14 +103,13 @@ def _verify(token: str, keys: TokenKeys) -> tuple[Issuer | None, Caller, float, 
     """(the issuer or None, the caller a token names, until when it is valid (its `exp`, without the clock
     leeway), the `kid` that verified it)."""
     try:
-        header = jwt.get_unverified_header(token)
-        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        header, iss = jwt.get_unverified_header(token), _strict_claims(token).get("iss")
     except jwt.InvalidTokenError as exc:
         raise unauthorized(f"The bearer token is not valid: {exc}") from exc
     if keys.issuers and iss is not None:
         issuer = keys.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise unauthorized(f"The bearer token's issuer is not one this server trusts: {_short(iss)}")
+            raise unauthorized(f"The bearer token's issuer is not one this server trusts: {short(iss)}")
         try:
             claims, kid = issuer.verify(token, header)
             mapped = issuer.mapping.apply(claims)
@@ -117,9 +121,44 @@ def _verify(token: str, keys: TokenKeys) -> tuple[Issuer | None, Caller, float, 
     return None, *_verify_shared(token, header, keys), ""
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+def _strict_claims(token: str) -> dict:
+    """The token's header and claims read as strict JSON before anything else reads them: a member name given
+    twice (RFC 7515 4, RFC 7519 4: reject, or read the last; a gateway or a log reading the first would then
+    disagree with us on `sub` or `alg`: we reject), NaN or Infinity (not JSON), and `exp`, `iat`, `nbf` that are
+    not a NumericDate (a JSON number; PyJWT also takes the string "1765000000", and 10**400 crashed it) all make
+    the token invalid. Returns the unverified claims."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise jwt.DecodeError(f"a signed JWT has 3 parts, not {len(parts)} (an encrypted JWT is not accepted)")
+    header, claims = (_json(part, what) for part, what in zip(parts[:2], ("header", "payload"), strict=True))
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise jwt.DecodeError("the header and the payload must be JSON objects")
+    for name in ("exp", "iat", "nbf"):
+        value = claims.get(name)
+        if name in claims and (type(value) not in (int, float) or not 0 <= value <= MAX_NUMERIC_DATE):
+            raise jwt.DecodeError(f"'{name}' must be a NumericDate (seconds since 1970, a JSON number up to "
+                                  f"year 9999), not {short(value)}")
+    return claims
+
+
+def _json(segment: str, what: str) -> object:
+    def unique(pairs: list[tuple[str, object]]) -> dict:
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            twice = next(n for i, (n, _) in enumerate(pairs) if any(n == m for m, _ in pairs[:i]))
+            raise jwt.DecodeError(f"the {what} names the member {short(twice)} twice")
+        return out
+
+    def constant(name: str) -> object:
+        raise jwt.DecodeError(f"the {what} holds {name}, which is not JSON")
+
+    try:
+        text = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode("utf-8")
+        return json.loads(text, object_pairs_hook=unique, parse_constant=constant)
+    except jwt.DecodeError:
+        raise
+    except (ValueError, TypeError) as exc:  # base64, UTF-8 or JSON
+        raise jwt.DecodeError(f"the {what} is not base64url-encoded JSON") from exc
 
 
 def _verify_shared(token: str, header: dict, keys: TokenKeys) -> tuple[Caller, float]:
@@ -163,16 +202,38 @@ def mint_token(claims: dict, *, secret: str | None = None, private_key: str | No
 def load_keys(settings: Settings, shapes: ClaimShapes | None = None) -> TokenKeys:
     """The token sources `settings` configure: the shared secret, the RS256 key, the OpenID Connect issuers (each
     with its audience and claim mapping; a ValueError names a setting that does not fit)."""
-    registries = load_registry(settings.oidc_clients) if settings.oidc_issuers else {}
+    _check_issuers(settings)
     count = len(settings.oidc_issuers)
+    mappings = {url: load_mapping(_nth(settings.oidc_claims, i, count, "FHIR_DMP_OIDC_CLAIMS", DEFAULT_MAPPING))
+                for i, url in enumerate(settings.oidc_issuers)}
+    registries = load_registry(settings.oidc_clients, [url for url, m in mappings.items() if m.takes_registry])
     issuers = {}
-    for i, url in enumerate(settings.oidc_issuers):
+    for i, (url, mapping) in enumerate(mappings.items()):
         audience = _nth(settings.oidc_audiences, i, count, "FHIR_DMP_OIDC_AUDIENCE", None)
-        mapping = load_mapping(_nth(settings.oidc_claims, i, count, "FHIR_DMP_OIDC_CLAIMS", DEFAULT_MAPPING),
-                               registries)
-        issuers[url] = Issuer(url, audience, mapping, settings.oidc_leeway, settings.oidc_jwks_lifespan,
-                              settings.oidc_refresh_cooldown)
+        issuers[url] = Issuer(url, audience, replace(mapping, registries=registries.get(url, {})),
+                              settings.oidc_leeway, settings.oidc_jwks_lifespan, settings.oidc_refresh_cooldown)
     return TokenKeys(settings.jwt_secret, settings.jwt_public_key, shapes, issuers)
+
+
+def _check_issuers(settings: Settings) -> None:
+    """Issuers named once each, as http(s) URLs. A leeway of hours would accept tokens expired hours ago (and a
+    negative one refuse good ones); a lifespan of 0 is no cache, and a NaN cooldown no rate limit at all."""
+    if not settings.oidc_issuers:
+        return
+    if len(set(settings.oidc_issuers)) != len(settings.oidc_issuers):  # one would silently take the other's place
+        raise ValueError("FHIR_DMP_OIDC_ISSUER names an issuer twice")
+    odd = [url for url in settings.oidc_issuers if urlsplit(url).scheme not in ("http", "https")
+           or not urlsplit(url).netloc]
+    if odd:
+        raise ValueError(f"FHIR_DMP_OIDC_ISSUER: an issuer is an http(s) URL, not {odd[0]!r}")
+    if not 0 <= settings.oidc_leeway <= MAX_LEEWAY:
+        raise ValueError(f"FHIR_DMP_OIDC_LEEWAY must be 0 to {MAX_LEEWAY} seconds, not {settings.oidc_leeway}")
+    if not 0 < settings.oidc_jwks_lifespan <= 86400:  # False for NaN too
+        raise ValueError(f"FHIR_DMP_OIDC_JWKS_LIFESPAN must be more than 0 and at most 86400 seconds, not "
+                         f"{settings.oidc_jwks_lifespan}")
+    if not 0 <= settings.oidc_refresh_cooldown <= 3600:
+        raise ValueError(f"FHIR_DMP_OIDC_REFRESH_COOLDOWN must be 0 to 3600 seconds, not "
+                         f"{settings.oidc_refresh_cooldown}")
 
 
 def _nth(values: tuple[str, ...], i: int, count: int, name: str, default: str | None) -> str:

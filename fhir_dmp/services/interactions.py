@@ -3,21 +3,16 @@ write pipeline's stages (`writes.py`) with the lookups it needs (`reads.py`, `co
 
 from __future__ import annotations
 
-import jsonpatch
-import jsonpointer
-
 from fhir_dmp.errors import FhirError, bad_request, not_found, unprocessable
-from fhir_dmp.services import conditions, content, ins, mhd, reads, writes
+from fhir_dmp.services import conditions, content, ins, mhd, patching, reads, writes
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage.records import Stored
 
-JSON_PATCH = "application/json-patch+json"
-
 
 def create(u: Unit, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
-    body = content.resource_body(req.body, req.resource_type)
+    body = writes.parsed(u, req.body, req.resource_type)
     # `POST Patient?identifier=...` (fhirpy's get-or-create) means the same as If-None-Exist: ignoring the query
     # would silently open a second DMP for one INS.
     condition = req.if_none_exist or conditions.in_url(req)
@@ -39,7 +34,7 @@ def existing_match(u: Unit, resource_type: str, condition: str, what: str) -> St
 
 def update(u: Unit, req: FhirRequest) -> FhirResponse:
     assert req.resource_type
-    body = content.resource_body(req.body, req.resource_type)
+    body = writes.parsed(u, req.body, req.resource_type)
     if req.id is None:
         return _conditional_update(u, req, body)
     if body.get("id") is None:
@@ -73,11 +68,8 @@ def _conditional_update(u: Unit, req: FhirRequest, body: dict) -> FhirResponse:
 
 
 def patch(u: Unit, req: FhirRequest) -> FhirResponse:
+    """JSON Patch, FHIRPath Patch or JSON merge patch (`patching.py`), then the rules of an update."""
     assert req.resource_type
-    if req.content_type != JSON_PATCH:
-        raise FhirError.of(415, "not-supported", f"PATCH takes {JSON_PATCH}, not {req.content_type}")
-    if not isinstance(req.body, list):
-        raise bad_request("A JSON Patch document is a JSON array of operations", code="structure")
     if req.id is None:
         found = conditions.match(u, req.resource_type, conditions.required(req), "conditional patch")
         if found is None:
@@ -90,24 +82,14 @@ def patch(u: Unit, req: FhirRequest) -> FhirResponse:
         raise writes.gone(stored)
     writes.check_if_match(req, stored)
     before = content.resource_of(stored)
-    try:
-        ops = mhd.pdsm_paths(req.body, before) if req.resource_type == "DocumentReference" else req.body
-        patched = jsonpatch.JsonPatch(ops).apply(before)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise unprocessable(f"JSON Patch test failed: {exc}") from exc
-    except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
-        raise unprocessable(f"JSON Patch cannot be applied: {exc}") from exc
-    except (jsonpatch.InvalidJsonPatch, TypeError, KeyError, AttributeError) as exc:
-        raise bad_request(f"Invalid JSON Patch document: {exc}", code="structure") from exc
+    patched = patching.patched(req, before)
     if not isinstance(patched, dict) or patched.get("id") != stored.id:
         raise unprocessable("A patch may not change the resource's id", f"{req.resource_type}.id")
     if patched.get("resourceType") != req.resource_type:
         raise unprocessable("A patch may not change the resourceType", "resourceType")
     if req.resource_type == "DocumentReference":  # PDSm flux 03: metadata only
         mhd.check_metadata_update(content.resource_of(stored), patched)
-    issues = content.validate_structure(patched)
-    if issues:
-        raise FhirError(422, issues)
+    writes.checked(u, patched)
     return writes.change(u, req, stored, patched, "PATCH")
 
 

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 from fhir_dmp.errors import FhirError, bad_request
+from fhir_dmp.policy import scopes
 from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
@@ -114,6 +115,7 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
     list."""
     if req.id is not None:
         row = subscriptions.visible(u, req.id)
+        _within_scopes(u, [row])
         if row.status == "error" and rules.may_manage(u.caller, row.owner):
             store.change(u.tx, row.id, {"status": "requested", "failures": 0, "next_attempt": None, "error": None})
             row = replace(row, status="requested", failures=0, next_attempt=None, error=None)
@@ -127,6 +129,7 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
         rows = [] if listing.nothing else store.listed(
             u.tx, owner=listing.owner, patient_key=listing.patient_key, hearers=listing.hearers, statuses=statuses,
             ids=ids)
+        _within_scopes(u, rows)
         for found in rows:
             u.touch(found.patient_key, f"Subscription/{found.id}")
     entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "match"}, "resource": status_parameters(
@@ -142,6 +145,7 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
     if req.id is None:
         raise FhirError.of(405, "not-supported", "$events is an instance operation: Subscription/{id}/$events")
     row = subscriptions.managed(u, req.id)
+    _within_scopes(u, [row])
     params = dict(subscriptions.plain(_params(req)))
     low = _number(params.get("eventsSinceNumber"), "eventsSinceNumber", 1)
     high = _number(params.get("eventsUntilNumber"), "eventsUntilNumber", row.events)
@@ -154,6 +158,17 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
         for ref in touched.references:
             u.touch(key, ref)
     return FhirResponse(200, bundle(sub, row, "query-event", found, content=content))
+
+
+def _within_scopes(u: Unit, rows: list[SubscriptionRow]) -> None:
+    """The token asking holds for what a subscription tells of its topic's type (policy/scopes.py decides), as its
+    creator's did: its events (`$events`) and their count (`$status`) are the results of a search of that type.
+    The subscription's own scopes, kept from its creator's token, judge what is replayed; these are the scopes of
+    the token asking now, which may grant less. The type is known once the subscription is found: checked here."""
+    wanted = scopes.reaching("subscription", sorted({row.resource_type for row in rows}))
+    refusal = scopes.refusal(u.caller.scopes, u.caller.actor, wanted)
+    if refusal is not None:
+        raise refusal
 
 
 def _params(req: FhirRequest) -> list[tuple[str, str]]:

@@ -19,21 +19,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
-import requests
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fhir_dmp.errors import FhirError
 from fhir_dmp.policy.mappings import ClaimMapping
+from fhir_dmp.services.jwks import MIN_RETRY, KeySet, Unfetchable, fetch_json
 
 ALGORITHMS = ("RS256", "PS256", "ES256")
+TYPES = ("jwt", "at+jwt")  # the `typ` of an access token (RFC 7519 5.1, RFC 9068 2.1), "application/" omitted
+ID_TOKEN_CLAIMS = ("at_hash", "c_hash")
+MIN_RSA_BITS = 2048  # ANSSI (RGS B1) and NIST SP 800-57: no shorter RSA key signs
 DISCOVERY = "/.well-known/openid-configuration"
 RETRY_AFTER = 5
 
 
 class Refused(Exception):
     """A token this issuer does not vouch for (the caller answers 401 with this text)."""
+
+
+def short(value: object) -> str:
+    """A value of the token, as a refusal may echo it: escaped, at most 80 characters (a `kid` may be 60 kB)."""
+    text = ascii(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def unreachable(why: str) -> FhirError:
@@ -58,22 +68,27 @@ class Issuer:
     _lock: Lock = field(default_factory=Lock, repr=False)
 
     def discovery(self) -> dict:
-        """The issuer's OpenID configuration, fetched once; its `issuer` must be this issuer's URL exactly."""
+        """The issuer's OpenID configuration, fetched once; its `issuer` must be this issuer's URL exactly, its
+        `jwks_uri` http(s), and https when the issuer is (a JWKS fetched in clear could be swapped on the way).
+        The JWKS may be on another host (OpenID Connect Discovery allows it, and large providers do it): whoever
+        writes this document speaks for the issuer anyway."""
         with self._lock:
             if self._discovery is not None:
                 return self._discovery
-            if time.monotonic() - self._tried < self.cooldown:
-                raise unreachable(f"{self.url}{DISCOVERY} failed less than {self.cooldown:g} s ago")
+            if time.monotonic() - self._tried < max(self.cooldown, MIN_RETRY):
+                raise unreachable(f"{self.url}{DISCOVERY} failed less than {max(self.cooldown, MIN_RETRY):g} s ago")
             self._tried = time.monotonic()
             try:
-                answer = requests.get(self.url.rstrip("/") + DISCOVERY, timeout=self.timeout)
-                answer.raise_for_status()
-                document = answer.json()
-            except (requests.RequestException, ValueError) as exc:
-                raise unreachable(f"{self.url}{DISCOVERY}: {exc}") from None
+                document = fetch_json(self.url.rstrip("/") + DISCOVERY, self.timeout, redirects=True)
+            except Unfetchable as exc:
+                raise unreachable(str(exc)) from None
             if not isinstance(document, dict) or document.get("issuer") != self.url \
                     or not isinstance(document.get("jwks_uri"), str):
                 raise unreachable(f"{self.url}{DISCOVERY} does not describe this issuer (issuer, jwks_uri)")
+            scheme = urlsplit(document["jwks_uri"]).scheme.lower()
+            if scheme not in ("http", "https") or (urlsplit(self.url).scheme.lower() == "https" and scheme != "https"):
+                raise unreachable(f"{self.url}{DISCOVERY} names a jwks_uri that is not https like the issuer: "
+                                  f"{short(document['jwks_uri'])}")
             self._discovery = document
             return document
 
@@ -83,27 +98,45 @@ class Issuer:
             with self._lock:
                 if self._jwks is None:
                     try:
-                        self._jwks = jwt.PyJWKClient(uri, cache_jwk_set=True, lifespan=self.lifespan,
-                                                     cooldown_duration=self.cooldown, timeout=self.timeout)
-                    except jwt.PyJWKClientError as exc:  # e.g. a jwks_uri that is not http(s)
-                        raise unreachable(f"{self.url}'s jwks_uri {uri!r}: {exc}") from None
+                        self._jwks = KeySet(uri, lifespan=self.lifespan, cooldown=self.cooldown,
+                                            timeout=self.timeout)
+                    except jwt.PyJWKClientError as exc:
+                        raise unreachable(f"{self.url}'s jwks_uri {short(uri)}: {exc}") from None
         return self._jwks
 
-    def signing_key(self, kid: Any) -> jwt.PyJWK:
+    def signing_key(self, kid: Any, alg: str) -> jwt.PyJWK:
+        """The key of the JWKS named `kid` and fit for `alg`. Several keys may share a `kid` when their types differ
+        (RFC 7517 4.5): the one of the algorithm's type is taken; two that both fit are ambiguous (refused)."""
         if not isinstance(kid, str) or not kid:
             raise Refused(f"The bearer token of issuer {self.url} names no key ('kid')")
+        client = self.jwks()
         try:
-            return self.jwks().get_signing_key(kid)
+            named = [k for k in client.get_signing_keys() if k.key_id == kid]
+            if not named:
+                client.get_signing_key(kid)  # one refresh of the JWKS, at most once per cooldown
+                named = [k for k in client.get_signing_keys() if k.key_id == kid]
         except jwt.PyJWKClientConnectionError as exc:
             raise unreachable(str(exc)) from None
+        except jwt.PyJWKSetError as exc:  # e.g. {"keys": []}: the issuer's JWKS is broken, not the token
+            raise unreachable(f"the JWKS of issuer {self.url} holds no usable key: {exc}") from None
         except jwt.PyJWKClientError as exc:
-            raise Refused(f"The bearer token's key {kid!r} is not in the JWKS of issuer {self.url}") from exc
+            raise Refused(f"The bearer token's key {short(kid)} is not in the JWKS of issuer {self.url}") from exc
+        fitting = [k for k in named if _fits(k, alg)]
+        if not fitting:
+            raise Refused(f"The key {short(kid)} of issuer {self.url} is not a key for {alg}")
+        if len(fitting) > 1:
+            raise Refused(f"The JWKS of issuer {self.url} holds several {alg} keys named {short(kid)}: which one "
+                          "signs is not said")
+        return fitting[0]
 
     def knows(self, kid: str) -> bool:
         """Whether `kid` is still in the issuer's JWKS as kept (fetched again once its lifespan is over): a token
-        verified with a key the issuer has since withdrawn is no longer accepted."""
+        verified with a key the issuer has since withdrawn is no longer accepted. A JWKS that cannot be fetched
+        now is a 503 (the token may be good), not a 401."""
         try:
             return any(k.key_id == kid for k in self.jwks().get_signing_keys())
+        except jwt.PyJWKClientConnectionError as exc:
+            raise unreachable(str(exc)) from None
         except (jwt.PyJWKClientError, jwt.PyJWKSetError):
             return False
 
@@ -111,11 +144,9 @@ class Issuer:
         """The verified claims of a token of this issuer, and the `kid` that verified it; `Refused` otherwise."""
         alg = header.get("alg")
         if alg not in ALGORITHMS:
-            raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {alg!r}")
+            raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {short(alg)}")
         kid = header.get("kid")
-        jwk = self.signing_key(kid)
-        if not _fits(jwk, str(alg)):
-            raise Refused(f"The key {kid!r} of issuer {self.url} is not a key for {alg}")
+        jwk = self.signing_key(kid, str(alg))
         try:
             claims = jwt.decode(token, jwk.key, algorithms=[str(alg)], audience=self.audience, issuer=self.url,
                                 leeway=self.leeway, options={"require": ["exp", "iat", "iss", "aud"]})
@@ -123,14 +154,33 @@ class Issuer:
             raise Refused("The bearer token has expired") from None
         except jwt.InvalidTokenError as exc:
             raise Refused(f"The bearer token is not valid: {exc}") from None
+        _access_token(header, claims)
         return claims, str(kid)
 
 
+def _access_token(header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
+    """An ID token is no access token (RFC 9068 1, OpenID Connect Core 2): it carries no `scope`, so taken as one it
+    would be judged by the DMP rules alone, whatever the app was granted. Refused when it says what it is: a `typ`
+    header other than JWT or at+jwt, an `at_hash` or `c_hash` (ID token claims only), Keycloak's `typ` claim `ID`.
+    A token carrying its scopes in `scp` (a list, some providers' form) but no `scope` is refused too: this server
+    reads `scope` (RFC 9068 2.2.3), and judging the token without its scopes would widen what it allows."""
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower().removeprefix("application/") not in TYPES):
+        raise Refused(f"The bearer token's typ {short(typ)} is not an access token's (JWT, at+jwt)")
+    if any(name in claims for name in ID_TOKEN_CLAIMS) or str(claims.get("typ", "")).lower() == "id":
+        raise Refused("The bearer token is an ID token, not an access token")
+    if "scp" in claims and "scope" not in claims:
+        raise Refused("The bearer token carries its scopes in 'scp', which this server does not read: an access "
+                      "token's scopes are its 'scope' claim (RFC 9068), one space-separated string")
+
+
 def _fits(jwk: jwt.PyJWK, alg: str) -> bool:
-    """The JWK is of the token's algorithm: its declared `alg` if any, its key type (RSA for RS/PS, P-256 for ES)."""
+    """The JWK is of the token's algorithm: its declared `alg` if any, its key type (RSA of MIN_RSA_BITS at least
+    for RS/PS, P-256 for ES). A short RSA key in a JWKS (a test key left there, a legacy one) can be factored, and
+    then anyone signs as the issuer."""
     declared = getattr(jwk, "_jwk_data", {}).get("alg")
     if declared is not None and declared != alg:
         return False
     if alg == "ES256":
         return isinstance(jwk.key, ec.EllipticCurvePublicKey) and jwk.key.curve.name == "secp256r1"
-    return isinstance(jwk.key, rsa.RSAPublicKey)
+    return isinstance(jwk.key, rsa.RSAPublicKey) and jwk.key.key_size >= MIN_RSA_BITS

@@ -59,6 +59,8 @@ RESOURCES: dict[str, ResourceDef] = {
         ResourceDef("ConceptMap", SHIPPED, documentation="ASS_X16: each DMP document type's class", shipped=True),
         ResourceDef("StructureDefinition", SHIPPED, documentation="The profiles this server's resources follow",
                     shipped=True),
+        ResourceDef("OperationDefinition", SHIPPED, documentation="The definition of every operation this "
+                    "statement declares", shipped=True),
     )
 }
 

@@ -22,7 +22,7 @@ from fhir_dmp.policy.consents import Dmp
 from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc, parse_date_range
 from fhir_dmp.search.parse import parse_query
-from fhir_dmp.services import content, endpoints, lookups, results, topics, wakeup
+from fhir_dmp.services import content, endpoints, lookups, results, topics, wakeup, writes
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
@@ -245,7 +245,7 @@ def own_dmp(u: Unit) -> Dmp | None:
 
 # -- interactions ------------------------------------------------------------------------------------------------
 def create(u: Unit, req: FhirRequest) -> FhirResponse:
-    body = content.resource_body(req.body, "Subscription")
+    body = writes.parsed(u, req.body, "Subscription")
     spec = parse_spec(u, body)
     key = _dmp_of(u, spec)
     sid, when = req.assigned_id or str(uuid.uuid4()), now_utc()
@@ -273,7 +273,7 @@ def update(u: Unit, req: FhirRequest) -> FhirResponse:
     was made on."""
     if req.id is None:
         raise FhirError.of(405, "not-supported", "Subscriptions are updated by id")
-    body = content.resource_body(req.body, "Subscription")
+    body = writes.parsed(u, req.body, "Subscription")
     if body.get("id") != req.id:
         raise bad_request("The body's id must be the URL's", "Subscription.id")
     u.lock(f"Subscription/{req.id}")

@@ -15,19 +15,30 @@ from __future__ import annotations
 from fhir_dmp.errors import FhirError, Issue, bad_request, not_found
 from fhir_dmp.terminology.classes import codings
 from fhir_dmp.terminology.store import Conformance
-from fhir_dmp.validation import documents
+from fhir_dmp.validation import documents, r4rules
 from fhir_dmp.validation.profile import validate_profile
 from fhir_dmp.validation.structure import validate_structure
 
 DEFINITION = "http://hl7.org/fhir/OperationDefinition/Resource-validate"
+CORE = "http://hl7.org/fhir/StructureDefinition/"
 ITI65_PROFILE = "https://fhir-dmp.example.org/StructureDefinition/dmp-iti65-bundle"
 MODES = ("create", "update", "profile")
+
+
+def r4_issues(conf: Conformance, resource: object) -> list[Issue]:
+    """What R4 itself refuses: the structural walk, then the rules it leaves out (`validation/r4rules.py`:
+    formats, ele-1, extensions, narrative, displays of the shipped code systems, vital signs)."""
+    issues = validate_structure(resource)  # type: ignore[arg-type]
+    if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+        seen = {i.expression for i in issues}
+        issues += [i for i in r4rules.r4_issues(conf, resource) if i.expression not in seen]
+    return issues
 
 
 def issues_of(conf: Conformance, resource: dict, sds: list[dict],
               bytes_of: documents.BytesOf = lambda _url: None) -> list[Issue]:
     """Every issue, warnings and information included (`$validate`'s answer)."""
-    issues = list(validate_structure(resource))
+    issues = r4_issues(conf, resource)
     for sd in sds:
         issues += validate_profile(conf, sd, resource).issues
     issues += rule_issues(conf, resource, bytes_of)
@@ -96,8 +107,12 @@ def default_profiles(conf: Conformance, rtype: str) -> list[dict]:
 
 
 def profiles(conf: Conformance, rtype: str, profile: str | None) -> list[dict]:
+    """The profiles `$validate` checks: the one named, else the type's DMP profiles. R4's own definition of
+    the type (`http://hl7.org/fhir/StructureDefinition/<type>`) names R4 alone: no DMP profile."""
     if profile is None:
         return default_profiles(conf, rtype)
+    if profile.partition("|")[0] == CORE + rtype:
+        return []
     sd = conf.resolve("StructureDefinition", profile)
     if sd is None:
         raise not_found(f"$validate: profile {profile} is not known to this server")

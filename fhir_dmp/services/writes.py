@@ -31,6 +31,28 @@ from fhir_dmp.validation import documents
 BytesOf = Callable[[str], bytes | None]
 
 
+# -- parse ------------------------------------------------------------------------------------------------------
+def parsed(u: Unit, body: object, resource_type: str) -> dict:
+    """The request body as a resource of the URL's type (400 when it is none), structurally valid (`checked`)."""
+    resource = content.as_resource(body, resource_type)
+    checked(u, resource)
+    return resource
+
+
+def checked(u: Unit, resource: dict) -> None:
+    """A resource R4 refuses is one 422 listing its structure issues and, in the same answer, its profiles' and
+    the DMP rules' errors: a vendor fixes everything in one round, not the structure first and the profile next.
+    A structurally valid resource passes here and is conformed after the decision (`conform`)."""
+    issues = validating.r4_issues(u.rt.conformance, resource)
+    if not issues:
+        return
+    if u.rt.settings.enforce_profiles:
+        seen = {(i.code, i.expression) for i in issues}
+        issues += [i for i in validating.conformity_issues(u.rt.conformance, resource, bytes_of(u))
+                   if (i.code, i.expression) not in seen]
+    raise FhirError(422, issues)
+
+
 # -- conform ----------------------------------------------------------------------------------------------------
 def conform(u: Unit, body: dict) -> None:
     """A write of a profiled type conforms (422 listing every error), unless the settings turn profiles off."""

@@ -1,9 +1,10 @@
 """The conformance resources the server ships, loaded once and indexed by type, id and canonical url.
 
 Sources, under FHIR_DMP_HOME: `terminologies/fhir/*.json` (CodeSystems, ValueSets, ConceptMaps built by
-`tools/build_terminologies.py`) and `profiles/*.json` (StructureDefinitions, and any other of the four
-types found there). They are files, not rows: reference data published by ANS and HL7 (and our profiles),
-versioned with the code that relies on them, never written through the API.
+`tools/build_terminologies.py`), `profiles/*.json` (StructureDefinitions, and any other of these types found
+there) and `capability/operations/*.json` (the OperationDefinitions of the operations the server declares).
+They are files, not rows: reference data published by ANS and HL7 (and our profiles), versioned with the code
+that relies on them, never written through the API.
 
 Loading validates: malformed JSON, a resource without id or url, or two resources claiming one (type, id) or
 one (type, url, version) raise `ValueError` naming the file, so the server does not start on bad data. The
@@ -23,8 +24,8 @@ from fhir_dmp import fhirjson
 from fhir_dmp.errors import not_found
 from fhir_dmp.terminology.codesystems import CodeSystemIndex, Lookup
 
-TYPES = ("CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition")
-FOLDERS = (("terminologies", "fhir"), ("profiles",))
+TYPES = ("CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition", "OperationDefinition")
+FOLDERS = (("terminologies", "fhir"), ("profiles",), ("capability", "operations"))
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 log = logging.getLogger(__name__)
 

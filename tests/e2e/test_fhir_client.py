@@ -218,15 +218,19 @@ def test_fhirpy_get_or_create_never_duplicates(server):
     assert client.resources("Patient").search(identifier=ins).count() == 1
 
 
-def test_fhirpy_merge_patch_is_refused_cleanly(server):
-    """fhirpy's patch() sends a partial resource as application/json, not a JSON Patch: 415, nothing written."""
+def test_fhirpy_patch_is_a_merge_patch(server):
+    """fhirpy's patch() sends a partial resource as application/json: a JSON merge patch, through the rules of an
+    update (a change the DMP profile refuses is a 422, nothing written)."""
     client = server.fhirpy()
     p = client.resource("Patient", **_patient(_ins()))
     p.save()
-    with pytest.raises(OperationOutcome) as info:
-        client.patch("Patient", p.id, gender="male")
-    assert "json-patch" in str(info.value)
-    assert client.get("Patient", p.id).meta.versionId == "1"
+    patched = client.patch("Patient", p.id, gender="male")
+    assert patched["gender"] == "male" and patched["meta"]["versionId"] == "2"
+    p.patch(gender="other")  # the resource's own patch(): its changed fields only
+    assert p.gender == "other" and client.get("Patient", p.id).meta.versionId == "3"
+    with pytest.raises(OperationOutcome):
+        client.patch("Patient", p.id, birthDate=None)  # the DMP profile requires it
+    assert client.get("Patient", p.id).meta.versionId == "3"
 
 
 def test_json_patch_through_fhirpy_transport(server):

@@ -163,6 +163,39 @@ def test_tokens_outside_the_issuer_s_terms_are_refused(stack: Stack, claims: dic
     refused(stack.get("Patient", stack.forge(pem, kid, **claims)), words)
 
 
+PSC_LISTS = {"sub": "f:psc:x", "client_id": "smart-app", "SubjectNameID": "810001234567",
+             "SubjectRefPro": {"exercices": [{"codeProfession": ["10", "21"], "activities": []}]}}
+
+
+@pytest.mark.parametrize(("claims", "words"), [
+    # a patient's INS and a represented patient's INS at once: which DMP does the session act on?
+    ({"sub": "f:patient:x", "client_id": "smart-app", "ins": INS, "represents": "2150375123456"}, "no rule"),
+    (PSC_LISTS, "must be one string"),  # several professions where one is expected
+    ({**PSC_LISTS, "ins": INS}, "several rules"),  # a professional and a patient at once
+    ({"scope": ["system/*.rs"]}, "scope"),
+    ({"scope": "system/*.rs\tsystem/Patient.c"}, "scope"),
+    ({"scp": ["system/Patient.rs"]}, "scp"),  # scopes this server would not read: not taken as none
+    ({"at_hash": "x", "nonce": "n"}, "ID token"),
+    ({"exp": 10**400}, "NumericDate"),  # PyJWT failed on it with a 500
+    ({"exp": str(int(time.time()) + 600)}, "NumericDate"),
+])
+def test_claims_forged_with_the_provider_s_own_key_are_refused(stack: Stack, claims: dict, words: str) -> None:
+    kid, pem = stack.keys()[-1]
+    refused(stack.get("Patient", stack.forge(pem, kid, **claims)), words)
+
+
+def test_a_scope_is_not_widened_by_a_chain_or_a_condition(stack: Stack) -> None:
+    reader = stack.client_token("system/DocumentReference.rs")
+    chained = stack.get(f"DocumentReference?patient.identifier={INS}", reader)  # ITI-67 by INS searches Patient
+    assert chained.status_code == 403 and "system/Patient.s" in chained.json()["issue"][0]["diagnostics"]
+    creator = stack.client_token("system/Patient.c")  # get-or-create answers an existing DMP: a read
+    answer = requests.post(f"{stack.fhir}/Patient?identifier={INS}", json=patient(INS), timeout=20, headers={
+        "Authorization": f"Bearer {creator}", "Content-Type": "application/fhir+json"})
+    assert answer.status_code == 403 and "system/Patient.r" in answer.json()["issue"][0]["diagnostics"]
+    both = stack.client_token("system/DocumentReference.rs system/Patient.s")
+    assert stack.get(f"DocumentReference?patient.identifier={INS}", both).status_code == 200
+
+
 def test_a_key_outside_the_jwks_is_refused(stack: Stack) -> None:
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()

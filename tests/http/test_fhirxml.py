@@ -268,14 +268,14 @@ def test_primitive_arrays_align_values_and_extensions_with_nulls():
                 "given": ["Peter", None, "Jim"],
                 "_given": [
                     None,
-                    {"id": "g2", "extension": [{"url": "http://example.org/nick", "valueString": "PJ"}]},
+                    {"id": "g2", "extension": [{"url": "https://hl7.fr/ig/test/nick", "valueString": "PJ"}]},
                     {"id": "g3"},
                 ],
             }
         ],
     }
     xml = json_to_xml(p)
-    assert b'<given value="Peter"/><given id="g2"><extension url="http://example.org/nick">' in xml
+    assert b'<given value="Peter"/><given id="g2"><extension url="https://hl7.fr/ig/test/nick">' in xml
     assert b'<given id="g3" value="Jim"/>' in xml
     assert xml_to_json(xml) == p
     plain = xml_to_json(doc('<name><given value="A"/><given value="B"/></name>'))

@@ -20,13 +20,13 @@ FHIR_JSON, FHIR_XML = "application/fhir+json", "application/fhir+xml"
 
 PATIENT_XML = b"""<?xml version="1.0" encoding="UTF-8"?>
 <Patient xmlns="http://hl7.org/fhir">
-  <extension url="http://example.org/weight"><valueDecimal value="1.50"/></extension>
+  <extension url="https://hl7.fr/ig/test/weight"><valueDecimal value="1.50"/></extension>
   <identifier><system value="urn:oid:1.2.250.1.213.1.4.10"/><value value="1800175123456"/></identifier>
   <name><family value="MARTIN"/><given value="Claire"/></name>
   <gender value="female"/>
   <birthDate value="1980-01-17"/>
 </Patient>"""
-PATIENT_JSON = patient(extension=[{"url": "http://example.org/weight", "valueDecimal": Decimal("1.50")}])
+PATIENT_JSON = patient(extension=[{"url": "https://hl7.fr/ig/test/weight", "valueDecimal": Decimal("1.50")}])
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_malformed_bodies_are_400_structure(client, raw, content_type):
     b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
     b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
     b'<Patient xmlns="http://hl7.org/fhir"><name><text value="&c;"/></name></Patient>',
-    b'<!DOCTYPE Patient SYSTEM "http://example.org/patient.dtd"><Patient xmlns="http://hl7.org/fhir"/>',
+    b'<!DOCTYPE Patient SYSTEM "http://example.test/patient.dtd"><Patient xmlns="http://hl7.org/fhir"/>',
 ])
 def test_dtds_and_entities_are_refused(client, raw):
     body = outcome(client.post("Patient", raw=raw, content_type=FHIR_XML), 400)
@@ -294,7 +294,8 @@ def test_metadata_needs_no_token(client):
     assert statement["fhirVersion"] == "4.0.1" and statement["kind"] == "instance"
     assert statement["status"] == "active" and statement["date"]
     assert {"json", "xml"} <= set(statement["format"])
-    assert statement["patchFormat"] == ["application/json-patch+json"]
+    assert statement["patchFormat"] == ["application/json-patch+json", "application/merge-patch+json",
+                                        "application/fhir+json", "application/fhir+xml"]
     rest = statement["rest"][0]
     assert rest["mode"] == "server"
     codings = [c for s in rest["security"]["service"] for c in s["coding"]]
@@ -334,7 +335,7 @@ OFFICIAL = {
     ("Consent", "patient"): ("reference", "http://hl7.org/fhir/SearchParameter/clinical-patient"),
     ("Practitioner", "identifier"): ("token", "http://hl7.org/fhir/SearchParameter/Practitioner-identifier"),
 }
-SAMPLE = {"token": "http://example.org|1", "date": "ge2020-01-01", "string": "abc", "uri": "http://example.org/x",
+SAMPLE = {"token": "http://example.test|1", "date": "ge2020-01-01", "string": "abc", "uri": "http://example.test/x",
           "number": "1", "quantity": "1"}
 
 

@@ -49,10 +49,10 @@ def _changed_ins(current: dict, ins: str, other: str) -> dict[str, dict]:
     return {
         "new value": with_ids([{**mine, "value": other}]),
         "another INS added": with_ids([mine, {"system": INS_NIR, "value": other}]),
-        "INS removed, another identifier kept": with_ids([{"system": "http://example.org/mrn", "value": "42"}]),
+        "INS removed, another identifier kept": with_ids([{"system": "http://example.test/mrn", "value": "42"}]),
         "INS deactivated (use old)": with_ids([{**mine, "use": "old"}, {"system": INS_NIR, "value": other}]),
         "INS system changed": with_ids([{**mine, "system": INS_TEST}]),
-        "a look-alike INS system added": with_ids([mine, {"system": " URN:OID:1.2.250.1.213.1.4.8", "value": other}]),
+        "a look-alike INS system added": with_ids([mine, {"system": "URN:OID:1.2.250.1.213.1.4.8", "value": other}]),
         "a period ends it": with_ids([{**mine, "period": {"end": "2020-01-01"}}]),
     }
 
@@ -110,7 +110,7 @@ def test_a_professionals_json_patch_touching_the_ins_is_refused(client, who, ops
 def test_a_professional_still_edits_the_rest_of_the_patient(client, who):
     """What policy allowed before: the Patient but its `active`, `generalPractitioner` and now its INS."""
     pid, _, current, callers = _dmp(client)
-    mrn = {"system": "http://example.org/mrn", "value": "A-7"}
+    mrn = {"system": "http://example.test/mrn", "value": "A-7"}
     edited = {**current, "gender": "other", "identifier": [*current["identifier"], mrn]}
     response = callers[who].put(f"Patient/{pid}", edited)
     assert response.status_code == 200, response.data

@@ -111,3 +111,65 @@ def test_an_unknown_mapping_is_a_configuration_error():
         load_mapping("psc+nope")
     with pytest.raises(ValueError):
         load_mapping("../claims-psc")
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: c.update(SubjectNameID=["810001234567"]),
+    lambda c: c.update(SubjectNameID=["810001234567", "810009999999"]),
+    lambda c: c["SubjectRefPro"]["exercices"][0].update(codeSavoirFaire=["SM26"]),
+    lambda c: c["SubjectRefPro"]["exercices"][0].update(codeSavoirFaire=["SM26", "SM25"]),  # SM25 hidden second
+    lambda c: c["SubjectRefPro"]["exercices"][0].update(codeProfession=["10", "21"]),
+    lambda c: c["SubjectRefPro"]["exercices"][0].update(codeProfession=10),
+    lambda c: c["SubjectRefPro"]["exercices"][0]["activities"][0].update(numeroFinessSite=["750000001"]),
+    lambda c: c["SubjectRefPro"]["exercices"][0].update(activities={"numeroFinessSite": "750000001"}),
+    lambda c: c.update(Acces_Regulation_Medicale=["VRAI"]),
+    lambda c: c.update(Acces_Regulation_Medicale=True),
+    lambda c: c.update(SubjectRefPro=[c["SubjectRefPro"]]),
+    lambda c: c.update(ins="1800175123456"),  # a professional's claims and a patient's INS: which caller?
+    lambda c: c.update(represents="2150375123456"),
+    lambda c: c.update(client_id=c["sub"]),  # and a client acting for itself
+])
+def test_lists_where_one_value_is_expected_and_tokens_of_two_kinds(change):
+    claims = copy.deepcopy(PSC)
+    change(claims)
+    with pytest.raises(InvalidClaim):
+        caller(claims)
+
+
+def test_a_patient_token_claiming_to_represent_another_patient_is_refused():
+    """A token carrying the holder's own INS and the INS of someone they represent does not say which DMP the
+    session acts on: it used to become a representative of the other INS; no rule matches it now."""
+    with pytest.raises(InvalidClaim, match="no rule"):
+        caller({"sub": "x", "ins": "1800175123456", "represents": "2150375123456"})
+    for represents in (["2150375123456"], ["2150375123456", "2800275123456"], "", None):
+        with pytest.raises(InvalidClaim):
+            caller({"sub": "rep-0042", "represents": represents})
+
+
+def test_the_flat_mapping_trusts_the_issuer_s_actor_claim():
+    """`dmp` reads the contract's claims as the issuer wrote them, a system actor included: it is for an issuer
+    that speaks the contract (development), never for a professionals' or patients' provider."""
+    flat = SHAPES.read(load_mapping("dmp").apply({"actor": "system", "sub": "anything"}))
+    assert flat.actor == "system"
+    assert load_mapping("psc").takes_registry is False and load_mapping("patient+system").takes_registry is True
+
+
+def test_system_clients_are_registered_per_issuer(tmp_path):
+    from fhir_dmp.policy.mappings import load_registry
+
+    short = tmp_path / "short.json"
+    short.write_text('{"clients": {"dmp-feeder": "feeder"}}')
+    assert load_registry(short, ["https://a"]) == {"https://a": {"clients": {"dmp-feeder": "feeder"}}}
+    assert load_registry(short, []) == {}
+    with pytest.raises(ValueError, match="whose each client is"):
+        load_registry(short, ["https://a", "https://b"])  # which issuer's dmp-feeder is it?
+    per_issuer = tmp_path / "issuers.json"
+    per_issuer.write_text('{"issuers": {"https://a": {"dmp-feeder": "feeder"}}}')
+    assert load_registry(per_issuer, ["https://a", "https://b"]) == {
+        "https://a": {"clients": {"dmp-feeder": "feeder"}}, "https://b": {"clients": {}}}
+    with pytest.raises(ValueError, match="not an issuer"):
+        load_registry(per_issuer, ["https://b"])
+    for bad in ('{"issuers": []}', '{"issuers": {"https://a": {"x": 1}}}', '["x"]'):
+        per_issuer.write_text(bad)
+        with pytest.raises(ValueError):
+            load_registry(per_issuer, ["https://a"])

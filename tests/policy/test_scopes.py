@@ -130,3 +130,12 @@ def test_the_shipped_rules_follow_the_smart_pages():
                            ("Type", "history"): "history-type", ("System", "search"): "search-system",
                            ("System", "history"): "history-system"}[kind]
             assert scopes.rules().interactions[interaction] == permission, (kind, permission)
+
+
+def test_a_conditional_interaction_needs_the_search_of_its_type_and_a_conditional_create_the_read_too():
+    assert needs("Patient", "create", conditional=True) == (("Patient", "c"), ("Patient", "r"), ("Patient", "s"))
+    assert needs("DocumentReference", "delete", conditional=True) == (("DocumentReference", "d"),
+                                                                      ("DocumentReference", "s"))
+    assert needs("DocumentReference", "read", conditional=True) == (("DocumentReference", "r"),)
+    assert scopes.reaching("chain", ["Patient"]) == [("Patient", "s")]
+    assert scopes.reaching("include", ["Patient", "List"]) == [("Patient", "r"), ("List", "r")]

@@ -49,6 +49,8 @@ CALLS = [
     Call("history of a document", "GET", "DocumentReference/{d}/_history"),
     Call("search documents", "GET", "DocumentReference?patient={p}"),
     Call("search with _include", "GET", "DocumentReference?patient={p}&_include=DocumentReference:subject"),
+    Call("search by INS (a chain into Patient)", "GET", f"DocumentReference?patient.identifier={INS}"),
+    Call("reverse chain", "GET", "Patient?_has:DocumentReference:patient:type=11488-4"),
     Call("read the DMP", "GET", "Patient/{p}"),
     Call("existence check", "GET", f"Patient?identifier={INS}"),
     Call("everything", "GET", "Patient/{p}/$everything"),

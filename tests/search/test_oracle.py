@@ -34,8 +34,8 @@ from tests.fhirclient import json_of
 
 BASE = "http://localhost/fhir"
 INS = "urn:oid:1.2.250.1.213.1.4.10"
-LOINC, OTHER, CAT, CAT2 = "http://loinc.org", "http://other.org/codes", "http://example.org/cat", "urn:cat2"
-CONF, SEC2 = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "http://example.org/sec"
+LOINC, OTHER, CAT, CAT2 = "http://loinc.org", "http://other.org/codes", "http://example.test/cat", "urn:cat2"
+CONF, SEC2 = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "http://example.test/sec"
 STATUSES = ("current", "superseded", "entered-in-error")
 TYPES = ((LOINC, "11488-4"), (LOINC, "34133-9"), (OTHER, "11488-4"), (None, "11488-4"))
 CATEGORIES = ((CAT, "amb"), (CAT, "inp"), (CAT2, "amb"))

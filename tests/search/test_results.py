@@ -30,7 +30,7 @@ from tests.conftest import SECRET
 from tests.fhirclient import FhirTestClient, json_of, patient
 
 SUBSETTED = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED")
-PROFILE = "http://example.org/fhir/StructureDefinition/p-"
+PROFILE = "http://example.test/fhir/StructureDefinition/p-"
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def test_revinclude_and_revinclude_then_iterate(client, linked):
 FULL = patient("1800175123456", text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">C</div>'},
                contact=[{"name": {"family": "Frere"}}], photo=[{"contentType": "image/png", "data": "iVBORw0KGgo="}],
                maritalStatus={"text": "M"}, deceasedBoolean=False,
-               meta={"tag": [{"system": "http://example.org/tags", "code": "vip"}]})
+               meta={"tag": [{"system": "http://example.test/tags", "code": "vip"}]})
 
 
 def shaped(client: FhirTestClient, pid: str, query: str) -> tuple[dict, dict]:
@@ -384,7 +384,7 @@ def test_summary_true_keeps_summary_elements_and_tags_the_subset(client):
     for res in shaped(client, pid, "_summary=true"):
         assert {"identifier", "name", "gender", "birthDate", "deceasedBoolean", "id", "meta"} <= set(res)
         assert not {"contact", "photo", "text", "maritalStatus"} & set(res)
-        assert tags(res) == {SUBSETTED, ("http://example.org/tags", "vip")}
+        assert tags(res) == {SUBSETTED, ("http://example.test/tags", "vip")}
     whole = get(client, f"Patient/{pid}")
     assert "contact" in whole and SUBSETTED not in tags(whole)
 

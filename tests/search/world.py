@@ -12,8 +12,8 @@ FINESS = "urn:oid:1.2.250.1.71.4.2.2"
 V2 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 CONF = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 LOINC = "http://loinc.org"
-CAT = "http://example.org/doc-category"
-PROFILES = "http://example.org/fhir/StructureDefinition/"
+CAT = "http://example.test/doc-category"
+PROFILES = "http://example.test/fhir/StructureDefinition/"
 BASE = "http://localhost/fhir"
 
 
@@ -51,7 +51,7 @@ def build_world(client: FhirTestClient) -> dict[str, str]:
                                  "name": "Clinique du Parc"})
     w["pA"] = _create(client, {
         "resourceType": "Patient",
-        "meta": {"profile": [PROFILES + "patient-a"], "tag": [{"system": "http://example.org/tags", "code": "vip"}],
+        "meta": {"profile": [PROFILES + "patient-a"], "tag": [{"system": "http://example.test/tags", "code": "vip"}],
                  "security": [{"system": CONF, "code": "R"}]},
         "identifier": [{"system": INS, "value": "1800175123456"},
                        {"type": _cc(V2, "MR"), "system": "urn:hospital", "value": "MR-1"}],
@@ -73,20 +73,20 @@ def build_world(client: FhirTestClient) -> dict[str, str]:
         category=[_cc(CAT, "ambulatory")], date="2021-03-04T10:20:30+01:00",
         context={"period": {"start": "2021-03-01", "end": "2021-03-05"}},
         author=[{"reference": f"Practitioner/{w['prA']}"}], securityLabel=[_cc(CONF, "N")],
-        identifier=[{"system": "urn:docs", "value": "D1"}], content=_content("http://docs.example.org/store/a/1.pdf")))
+        identifier=[{"system": "urn:docs", "value": "D1"}], content=_content("http://docs.example.test/store/a/1.pdf")))
     w["d2"] = _create(client, _doc(
         f"{BASE}/Patient/{w['pA']}", status="superseded", type=_cc(LOINC, "34133-9"),
         category=[_cc(CAT, "ambulatory"), _cc(CAT, "inpatient")], date="2021-03-04T23:30:00-02:00",
         context={"period": {"start": "2021-03-04T12:00:00Z"}},
         author=[{"reference": f"PractitionerRole/{w['roleA']}"}], securityLabel=[_cc(CONF, "R")],
-        identifier=[{"system": "urn:docs", "value": "A,B"}], content=_content("http://docs.example.org/store/b/2.pdf")))
+        identifier=[{"system": "urn:docs", "value": "A,B"}], content=_content("http://docs.example.test/store/b/2.pdf")))
     w["d3"] = _create(client, _doc(
         f"Patient/{w['pB']}", status="entered-in-error", type=_cc(LOINC, "11488-4"), date="2020-12-31T23:59:59Z",
         context={"period": {"end": "2021-01"}},
         author=[{"reference": f"Organization/{w['orgA']}"}, {"identifier": {"system": RPPS, "value": "10002"}}],
         identifier=[{"system": "urn:docs", "value": "D3"}],
         relatesTo=[{"code": "replaces", "target": {"reference": f"DocumentReference/{w['d1']}"}}],
-        content=_content("http://docs.example.org/store")))
+        content=_content("http://docs.example.test/store")))
     w["d4"] = _create(client, _doc(
         f"Patient/{w['pC']}/_history/1", status="current", type=_cc("http://other.org/codes", "11488-4"),
         category=[_cc(CAT, "inpatient")], date="2021-03-04T09:20:00.250Z",

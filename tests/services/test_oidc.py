@@ -35,6 +35,14 @@ def test_each_issuer_gets_its_audience_and_mapping():
     {"oidc_issuers": ("https://a.example",)},  # no audience
     {"oidc_issuers": ("https://a", "https://b", "https://c"), "oidc_audiences": ("x", "y")},
     {"oidc_issuers": ("https://a",), "oidc_audiences": ("x",), "oidc_claims": ("nope",)},
+    {"oidc_issuers": ("https://a",), "oidc_audiences": ("x",), "oidc_leeway": 86400},  # a day-old token accepted
+    {"oidc_issuers": ("https://a",), "oidc_audiences": ("x",), "oidc_leeway": -30},
+    {"oidc_issuers": ("https://a",), "oidc_audiences": ("x",), "oidc_jwks_lifespan": 0},
+    {"oidc_issuers": ("https://a",), "oidc_audiences": ("x",), "oidc_refresh_cooldown": float("nan")},
+    {"oidc_issuers": ("https://a",), "oidc_audiences": ("x",), "oidc_refresh_cooldown": -1},
+    {"oidc_issuers": ("https://a", "https://a"), "oidc_audiences": ("x",), "oidc_claims": ("psc", "dmp")},
+    {"oidc_issuers": ("file:///etc/idp",), "oidc_audiences": ("x",)},
+    {"oidc_issuers": ("idp.example",), "oidc_audiences": ("x",)},
 ])
 def test_a_configuration_that_does_not_fit_is_refused_at_start(overrides):
     with pytest.raises(ValueError):

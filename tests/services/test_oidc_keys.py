@@ -19,6 +19,7 @@ ISSUER, AUDIENCE = "https://idp.example", "fhir-dmp"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 EC384 = ec.generate_private_key(ec.SECP384R1())
+SHORT_RSA = rsa.generate_private_key(public_exponent=65537, key_size=1024)
 CLAIMS = {"actor": "professional", "sub": "810001234567", "profession": "10"}
 
 
@@ -48,6 +49,7 @@ def keys():  # type: ignore[no-untyped-def]
         jwk(RSA_KEY.public_key(), "rsa-ps", "PS256"),
         jwk(EC_KEY.public_key(), "ec", "ES256"),
         jwk(EC384.public_key(), "ec384"),
+        jwk(SHORT_RSA.public_key(), "rsa-1024"),
     ]}
     Memory.fetches = 0
     found = load_keys(Settings(oidc_issuers=(ISSUER,), oidc_audiences=(AUDIENCE,), oidc_refresh_cooldown=30))
@@ -77,7 +79,10 @@ def test_the_three_algorithms_are_accepted_with_a_key_of_their_type(keys, key, a
     (RSA_KEY, "RS256", "ec"),
     (EC384, "ES384", "ec384"),  # not one of the three
     (RSA_KEY, "RS512", "rsa-any"),
+    (SHORT_RSA, "RS256", "rsa-1024"),  # a key anyone with a few CPU-days can factor
+    (SHORT_RSA, "PS256", "rsa-1024"),
 ])
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # the 1024-bit key, on purpose
 def test_a_key_of_another_type_or_algorithm_is_refused(keys, key, alg, kid):  # type: ignore[no-untyped-def]
     with pytest.raises(FhirError) as refused:
         caller_from_header(f"Bearer {token(key, alg, kid)}", keys)

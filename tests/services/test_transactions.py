@@ -368,7 +368,7 @@ def test_transaction_with_a_structurally_invalid_last_entry_writes_nothing(clien
     a, good, value = _prepared(client)
     before = snapshot(client)
     response = send(client, [*good, post(patient(unique_ins(), gender="woman"))])
-    assert response.status_code == 400, response.data
+    assert response.status_code == 422, response.data
     assert names_entry(response, 3)
     _nothing_written(client, a, value, before)
 
@@ -426,7 +426,7 @@ def test_transaction_reports_all_structural_issues_in_one_outcome(client):
                post(patient(unique_ins(), gender="woman", birthDate="17/01/1980")),
                post({"resourceType": "Patient", "active": "yes", "unknownElement": 1})]
     response = send(client, entries)
-    assert response.status_code == 400, response.data
+    assert response.status_code == 422, response.data
     issues = issues_of(response)
     expressions = {e for issue in issues for e in issue.get("expression", [])}
     assert all(issue["severity"] in ("error", "fatal") for issue in issues)
@@ -507,7 +507,7 @@ def test_batch_entries_are_independent(client):
     good_value = unique_ins()
     entries = [
         post(patient(good_value)),                                   # 201
-        post(patient(unique_ins(), gender="woman")),                 # 400: structure
+        post(patient(unique_ins(), gender="woman")),                 # 422: structure
         post(document("no-such-patient")),                           # 422: dangling DMP
         get(f"Patient/{uuid.uuid4()}"),                              # 404
         put({k: v for k, v in a.items() if k != "meta"} | {"gender": "male"}, ifMatch='W/"5"'),  # 412
@@ -520,7 +520,7 @@ def test_batch_entries_are_independent(client):
     body = json_of(response)
     assert body["type"] == "batch-response"
     out = body["entry"]
-    assert [e["response"]["status"][:3] for e in out] == ["201", "400", "422", "404", "412", "200", "200"]
+    assert [e["response"]["status"][:3] for e in out] == ["201", "422", "422", "404", "412", "200", "200"]
     for failed in (out[1], out[2], out[3], out[4]):
         assert failed["response"]["outcome"]["resourceType"] == "OperationOutcome"
         assert failed["response"]["outcome"]["issue"]

@@ -69,7 +69,8 @@ def test_a_bare_document_is_refused_with_every_issue_at_once(client):
      [("invariant", ("DocumentReference.content[0].attachment",)),
       ("business-rule", ("DocumentReference.content[0].attachment.hash",))]),
     ({"category": [{"coding": [{"system": TRE_A03, "code": "nope"}]}]},
-     [("code-invalid", ("DocumentReference.category[0]",)),  # required binding JDV_J57
+     [("code-invalid", ("DocumentReference.category[0].coding[0].code",)),  # not a code of the shipped TRE_A03
+      ("code-invalid", ("DocumentReference.category[0]",)),  # required binding JDV_J57
       ("business-rule", ("DocumentReference.category",))]),
     ({"docStatus": "final"}, [("structure", ("DocumentReference.docStatus",))]),
     ({"securityLabel": [{"coding": [{"system": TRE_A03, "code": "10"}]}]},
@@ -182,7 +183,7 @@ def test_a_patch_leaving_a_broken_resource_is_refused(client):
 def test_a_claimed_profile_is_checked_too_and_unknown_ones_are_not(client):
     pid = _pid(client)
     claims_patient = {**patient(_ins()), "meta": {"profile": ["https://fhir-dmp.example.org/StructureDefinition/"
-                                                              "dmp-patient", "https://example.org/other"]}}
+                                                              "dmp-patient", "https://profiles.other.fr/other"]}}
     assert client.post("Patient", claims_patient).status_code == 201
     org = {"resourceType": "Organization", "name": "Clinique",
            "meta": {"profile": ["https://fhir-dmp.example.org/StructureDefinition/dmp-patient"]}}
@@ -210,6 +211,34 @@ def test_the_setting_turns_enforcement_off(database):
     assert Settings.from_env().enforce_profiles is True
 
 
+def test_a_transaction_checks_an_attachment_against_a_stored_binary(client):
+    """An entry naming a Binary already stored is judged in the unit of work (the Bundle alone cannot tell), the
+    others before it: one 422 all the same, its issues in the entries' order."""
+    pid = _pid(client)
+    text = b"Resultats de biologie"
+    binary = json_of(client.post("Binary", {"resourceType": "Binary", "contentType": "text/plain",
+                                            "data": base64.b64encode(text).decode()}))
+    stored = f"Binary/{binary['id']}"
+    no_author = {k: v for k, v in document(pid).items() if k != "author"}
+    entries = [{"resource": document(pid, content=[{"attachment": linked(b"something else", stored)}]),
+                "request": {"method": "POST", "url": "DocumentReference"}},
+               {"resource": no_author, "request": {"method": "POST", "url": "DocumentReference"}},
+               {"resource": document(pid, content=[{"attachment": linked(b"x", "Binary/does-not-exist")}]),
+                "request": {"method": "POST", "url": "DocumentReference"}}]
+    before = written(client)
+    response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert _refused(response) == [
+        ("business-rule", ("Bundle.entry[0].resource.content[0].attachment.size",)),
+        ("business-rule", ("Bundle.entry[0].resource.content[0].attachment.hash",)),
+        ("required", ("Bundle.entry[1].resource.author",)),
+        ("not-found", ("Bundle.entry[2].resource.content[0].attachment.url",))]
+    assert written(client) == before
+    entries = [{"resource": document(pid, content=[{"attachment": linked(text, stored)}]),
+                "request": {"method": "POST", "url": "DocumentReference"}}]
+    response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert response.status_code == 200, response.data
+
+
 def test_a_binary_the_caller_may_not_read_is_no_oracle(client):
     """Linking a document to another DMP's Binary tells nothing of it: the answer is that of a missing one."""
     other, mine = _pid(client), _pid(client)
@@ -228,3 +257,26 @@ def test_a_binary_the_caller_may_not_read_is_no_oracle(client):
     # the system may read it, so its link is checked against the bytes
     assert client.post("DocumentReference", document(mine, content=[{"attachment": linked(
         secret, f"Binary/{binary['id']}")}])).status_code == 201
+
+
+def test_structure_and_profile_errors_come_in_one_round(client):
+    """An R4 structure error (unknown element, wrong type) and the DMP profile's errors of the same body: one
+    422 listing all of them, each with its expression, on create, update, patch and in a transaction."""
+    pid = _pid(client)
+    before = written(client)
+    body = {k: v for k, v in document(pid).items() if k != "author"}
+    body["unknownElement"] = 1
+    body["date"] = "07/12/2026"
+    expected = {("structure", ("DocumentReference.unknownElement",)), ("value", ("DocumentReference.date",)),
+                ("required", ("DocumentReference.author",))}
+    assert expected <= set(_refused(client.post("DocumentReference", body)))
+    doc = json_of(client.post("DocumentReference", document(pid)))
+    assert expected <= set(_refused(client.put(f"DocumentReference/{doc['id']}", {**body, "id": doc["id"]})))
+    entries = [{"resource": body, "request": {"method": "POST", "url": "DocumentReference"}}]
+    response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    located = {(c, tuple(e.replace("Bundle.entry[0].resource", "DocumentReference") for e in x))
+               for c, x in _refused(response)}
+    assert expected <= located
+    assert written(client) == before + 1  # the one good create
+    # a body that is no resource at all is the only 400
+    _refused(client.post("DocumentReference", [body]), 400)
