@@ -163,8 +163,8 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
 def _within_scopes(u: Unit, rows: list[SubscriptionRow]) -> None:
     """The token asking holds for what a subscription tells of its topic's type (policy/scopes.py decides), as its
     creator's did: its events (`$events`) and their count (`$status`) are the results of a search of that type.
-    The subscription's own scopes, kept from its creator's token, judge what is replayed; these are the scopes of
-    the token asking now, which may grant less. The type is known once the subscription is found: checked here."""
+    A replay is then read as that token too (policy `replayer`: its claims and scopes, never the creator's wider
+    ones). The type is known once the subscription is found: checked here."""
     wanted = scopes.reaching("subscription", sorted({row.resource_type for row in rows}))
     refusal = scopes.refusal(u.caller.scopes, u.caller.actor, wanted)
     if refusal is not None:
