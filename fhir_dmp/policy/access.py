@@ -154,7 +154,8 @@ def _inside(caller: Caller, access: Access, matrix: HabilitationMatrix, now: dat
     if access.kind == "identity":
         return c.TypeIs(("Patient",))
     if access.kind in ("patient", "representative"):
-        seen = c.AnyOf((mine, c.Not(documents), c.LabelsClear(labels.INVISIBLE_PATIENT),
+        labelled = c.TypeIs(tuple(sorted(DOCUMENT_TYPES | {"AuditEvent"})))  # a trace hides as what it names
+        seen = c.AnyOf((mine, c.Not(labelled), c.LabelsClear(labels.INVISIBLE_PATIENT),
                         c.DocDateBefore(one_month_before(now))))
         if access.kind == "representative":
             seen = c.AllOf((seen, c.AnyOf((mine, c.LabelsClear(labels.INVISIBLE_REPRESENTANTS_LEGAUX)))))
@@ -168,8 +169,13 @@ def _inside(caller: Caller, access: Access, matrix: HabilitationMatrix, now: dat
         c.TypeIs(DMP_RECORDS),
         c.AllOf((documents, c.AnyOf((mine, c.AllOf(tuple(habilitated)))))),
         c.AllOf((c.TypeIs(("Consent", "Communication")), mine)),
-        c.AllOf((c.TypeIs(("AuditEvent",)), c.AllOf(()) if access.treating else mine)),
+        c.AllOf((c.TypeIs(("AuditEvent",)), _treating_traces(access) if access.treating else mine)),
     ))
+
+
+def _treating_traces(access: Access) -> c.Criterion:
+    """The médecin traitant reads the DMP's traces, except those naming a document masked from them."""
+    return c.AllOf(()) if access.sees_masked else c.LabelsClear(labels.MASQUE_PS)
 
 
 def _habilitated_types(matrix: HabilitationMatrix, caller: Caller) -> c.Criterion:

@@ -7,7 +7,7 @@ document's governing facts change (a Binary follows its DocumentReference).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from fhir_dmp.policy import labels
@@ -44,6 +44,24 @@ def access_facts(resource_type: str, resource: dict, owner: str, created: dateti
         return AccessFacts(VSM_TYPE if VSM_TYPE in types else "", bits, created, owner, "")
     doc_type = _document_type(resource, types)
     return AccessFacts(doc_type, bits, _instant(resource.get("date")) or created, owner, "")
+
+
+HIDING = labels.MASQUE_PS | labels.INVISIBLE_PATIENT | labels.INVISIBLE_REPRESENTANTS_LEGAUX
+
+
+def trace_facts(owner: str, named: Sequence[AccessFacts]) -> AccessFacts:
+    """An AuditEvent names the resources its interaction touched: it carries their hiding labels (and, for the
+    one-month rule of INVISIBLE_PATIENT, the latest date among the labelled ones), so that whoever may not see
+    such a resource does not learn its id from the trail either (6.8: hidden is absent, in the traces too)."""
+    bits = 0
+    latest: datetime | None = None
+    for facts in named:
+        hiding = facts.labels & HIDING
+        if hiding:
+            bits |= hiding
+            if facts.doc_date is not None and (latest is None or facts.doc_date > latest):
+                latest = facts.doc_date
+    return AccessFacts("", bits, latest, owner, "")
 
 
 def governed(own: AccessFacts, governor: AccessFacts, governed_by: str) -> AccessFacts:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import IDNATPS
+from fhir_dmp.policy.facts import trace_facts
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content
@@ -39,12 +40,14 @@ def record(u: Unit, status: int, error: FhirError | None, accessed: Sequence[str
     caller opened the DMPs `accessed`; returns those they opened for the first time."""
     touched: dict[str, Touched] = u.touched or {"": Touched()}
     events = [(key, _event(u.caller, u.req, status, error, key, touched[key], u)) for key in sorted(touched)]
-    return append(u.tx, events, u.owner, u.req.base_url, accessed=accessed, when=u.now)
+    hiding = {key: trace_facts(u.owner, touched[key].named) for key in touched if touched[key].named}
+    return append(u.tx, events, u.owner, u.req.base_url, accessed=accessed, when=u.now, hiding=hiding)
 
 
 def append(tx: Tx, events: list[tuple[str, dict]], owner: str, base_url: str, *, accessed: Sequence[str] = (),
-           when: object = None) -> set[str]:
-    """Chain and store AuditEvents (patient key, body), one per chain."""
+           when: object = None, hiding: Mapping[str, AccessFacts] | None = None) -> set[str]:
+    """Chain and store AuditEvents (patient key, body), one per chain; `hiding`: a chain's event's access facts
+    when it names hidden resources (`policy.facts.trace_facts`), the bare owner otherwise."""
     chained = []
     for key, body in events:
         seq_mark, prev_mark = f"@@seq-{uuid.uuid4().hex}@@", f"@@prev-{uuid.uuid4().hex}@@"
@@ -53,7 +56,8 @@ def append(tx: Tx, events: list[tuple[str, dict]], owner: str, base_url: str, *,
         rid, at = str(uuid.uuid4()), now_utc()
         stamped = content.stamp(body, rid, 1, at)
         new = NewResource("AuditEvent", rid, key, fhirjson.dumps(stamped), at,
-                          index_rows("AuditEvent", stamped, base_url), facts=AccessFacts(owner=owner))
+                          index_rows("AuditEvent", stamped, base_url),
+                          facts=(hiding or {}).get(key) or AccessFacts(owner=owner))
         chained.append(traces.Event(new, f'"{seq_mark}"', prev_mark))
     return traces.append(tx, chained, accessor=owner, accessed=accessed, when=when or now_utc())
 

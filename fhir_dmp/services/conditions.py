@@ -30,7 +30,7 @@ def match(u: Unit, resource_type: str, condition: str, what: str) -> Stored | No
     if len(found) > 1:
         raise precondition_failed(f"The {what} condition '{condition}' matches more than one {resource_type}")
     if found:
-        u.touch(found[0].patient_key, f"{resource_type}/{found[0].id}")
+        u.touch(found[0].patient_key, f"{resource_type}/{found[0].id}", facts=found[0].facts)
     return found[0] if found else None
 
 

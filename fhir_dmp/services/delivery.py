@@ -211,7 +211,8 @@ class Worker:
                now: datetime) -> None:
         """The delivered notification, traced as the subscriber's read: one AuditEvent in each DMP's chain it
         named (the patient's trail, and the subscriber's own: they are its agent)."""
-        marks = {k: Touched(list(t.references)) for k, t in touched.items()} or {row.patient_key: Touched()}
+        marks = ({k: Touched(list(t.references), named=list(t.named)) for k, t in touched.items()}
+                 or {row.patient_key: Touched()})
         for entry in marks.values():
             entry.references.insert(0, f"Subscription/{row.id}")
         u = Unit(self.rt, subscriber, _request(row), tx=tx, now=now, touched=marks)  # type: ignore[arg-type]

@@ -157,6 +157,8 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
     for key, touched in sub.touched.items():
         for ref in touched.references:
             u.touch(key, ref)
+        for facts in touched.named:  # the replay's trace hides as the documents it names
+            u.touch(key, facts=facts)
     return FhirResponse(200, bundle(sub, row, "query-event", found, content=content))
 
 

@@ -20,7 +20,7 @@ def visible(u: Unit, resource_type: str, rid: str) -> Stored | None:
     if located is None:
         return None
     u.know_facts(located.patient_key, located.dmp_facts)
-    u.touch(located.patient_key, f"{resource_type}/{rid}")
+    u.touch(located.patient_key, f"{resource_type}/{rid}", facts=located.facts)
     scope = narrow(u.scope(u.require(located.patient_key)), resource_type)
     return resources.read_current(u.tx, resource_type, rid, scope=None if scope == SYSTEM_SCOPE else scope)
 

@@ -36,6 +36,7 @@ class Touched:
 
     references: list[str] = field(default_factory=list)
     query: str | None = None
+    named: list[AccessFacts] = field(default_factory=list)  # the access facts of the resources referenced
 
 
 @dataclass
@@ -159,10 +160,14 @@ class Unit:
                                  self.rt.matrix, self.now)
 
     # -- traces ---------------------------------------------------------------------------------------------
-    def touch(self, key: str, reference: str | None = None, query: str | None = None) -> None:
+    def touch(self, key: str, reference: str | None = None, query: str | None = None,
+              facts: AccessFacts | None = None) -> None:
+        """Note what the trace will name; `facts`: the named resource's, so that the trace hides as it does."""
         entry = self.touched.setdefault(key, Touched())
         if reference and reference not in entry.references:
             entry.references.append(reference)
+        if facts is not None and facts.labels:
+            entry.named.append(facts)
         if query is not None:
             entry.query = query
 
@@ -170,4 +175,4 @@ class Unit:
         """Rows read from DMPs a request did not name: each DMP's patient sees the access in its own trail."""
         for row in rows:
             if row.patient_key:
-                self.touch(row.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}")
+                self.touch(row.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}", facts=row.facts)

@@ -141,7 +141,8 @@ def document(u: Unit, req: FhirRequest) -> FhirResponse:
         raise FhirError.of(410, "deleted", f"Composition/{req.id} was deleted")
     bundle, found = assemble(u, stored, u.scope(u.access(stored.patient_key)))
     for row in found:
-        u.touch(row.patient_key or stored.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}")
+        u.touch(row.patient_key or stored.patient_key, f"{row.resource_type}/{row.id}/_history/{row.version_id}",
+                facts=row.facts)
     return FhirResponse(200, bundle, content.version_headers(stored, req.base_url))
 
 
@@ -314,7 +315,7 @@ def _supersede(u: Unit, old: Stored, types: Any) -> None:
     index = index_rows("DocumentReference", stamped, u.req.base_url)
     resources.write_version(u.tx, old, content=fhirjson.dumps(stamped), patient_key=old.patient_key,
                             last_updated=when, method="PUT", index=index, facts=facts)
-    u.touch(old.patient_key, f"DocumentReference/{old.id}/_history/{old.version_id + 1}")
+    u.touch(old.patient_key, f"DocumentReference/{old.id}/_history/{old.version_id + 1}", facts=old.facts)
 
 
 def still_governed(u: Unit, facts: AccessFacts, governed_by: str) -> AccessFacts:

@@ -116,6 +116,7 @@ def prepare_new(u: Unit, req: FhirRequest, body: dict, rid: str,
                           superseded, "PATCH")
     facts = access_facts(rtype, stamped, u.owner, when, u.rt.matrix.codes.types,
                          _governing(u, stamped) if rtype == "Binary" else None)
+    u.touch(patient, f"{rtype}/{rid}/_history/1", facts=facts)
     if rtype == "DocumentReference":
         u.pending_facts[f"DocumentReference/{rid}"] = facts
     u.saved.append((rtype, rid))
@@ -194,6 +195,8 @@ def store_version(u: Unit, req: FhirRequest, stored: Stored, body: dict, method:
                          _governing(u, stamped) if rtype == "Binary" else None)
     if rtype != "Binary" and stored.facts.governed_by:  # a VSM part keeps following its DocumentReference
         facts = vsm.still_governed(u, facts, stored.facts.governed_by)
+    for named in (stored.facts, facts):  # the trace names the version it replaces and the new one
+        u.touch(patient, f"{rtype}/{stored.id}/_history/{stored.version_id + 1}", facts=named)
     u.saved.append((rtype, stored.id))
     new = resources.write_version(u.tx, stored, content=fhirjson.dumps(stamped), patient_key=patient,
                                   last_updated=when, method=method, index=index_rows(rtype, stamped, req.base_url),
@@ -219,7 +222,8 @@ def remove(u: Unit, req: FhirRequest, stored: Stored | None) -> FhirResponse:
         return FhirResponse(204)
     check_if_match(req, stored)
     decide_change(u, stored, None)
-    u.touch(stored.patient_key, f"{stored.resource_type}/{stored.id}/_history/{stored.version_id + 1}")
+    u.touch(stored.patient_key, f"{stored.resource_type}/{stored.id}/_history/{stored.version_id + 1}",
+            facts=stored.facts)
     new = resources.write_version(u.tx, stored, content=None, patient_key=stored.patient_key, last_updated=now_utc(),
                                   method="DELETE")
     if stored.resource_type in ("Patient", "Consent"):

@@ -59,6 +59,7 @@ class Located:
     patient_key: str
     dmp_facts: str | None
     deleted: bool = False
+    facts: AccessFacts = NO_FACTS  # the resource's own labels and date (what a trace naming it must carry)
 
 
 def row_to_stored(row: Sequence[Any], *, sort_width: int = 0) -> Stored:

@@ -42,7 +42,8 @@ VERSIONS = select(
 
 # the key given at each run; the placeholder values only let the statement be compiled once beforehand
 _BY_KEY = (resource.c.resource_type == bindparam("rtype", ""), resource.c.id == bindparam("rid", ""))
-_LOCATE = (select(resource.c.patient_key, dmp_facts.c.facts, resource.c.deleted)
+_LOCATE = (select(resource.c.patient_key, dmp_facts.c.facts, resource.c.deleted, resource.c.labels,
+                  resource.c.doc_date)
            .select_from(resource.outerjoin(dmp_facts, dmp_facts.c.patient_key == resource.c.patient_key))
            .where(*_BY_KEY))
 
@@ -51,7 +52,11 @@ def locate(conn: Connection, resource_type: str, rid: str) -> Located | None:
     """The DMP a resource is filed in, with that DMP's access facts row: what the policy needs to decide a
     read before the row itself is read (one statement; None when no such resource exists)."""
     found = prepared.rows(conn, _LOCATE, {"rtype": resource_type, "rid": rid})
-    return None if not found else Located(found[0].patient_key, found[0].facts, bool(found[0].deleted))
+    if not found:
+        return None
+    row = found[0]
+    return Located(row.patient_key, row.facts, bool(row.deleted), AccessFacts(labels=int(row.labels or 0),
+                                                                             doc_date=row.doc_date))
 
 
 @lru_cache(maxsize=2048)
