@@ -44,7 +44,8 @@ def smart_configuration() -> Response:
 def metadata() -> Response:
     fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
     if request.method not in ("GET", "HEAD"):
-        raise FhirError.of(405, "not-supported", f"{request.method} is not supported on /metadata")
+        raise FhirError.of(405, "not-supported", f"{request.method} is not supported on /metadata",
+                           headers={"Allow": "GET, HEAD"})
     statement = _ext()["capability"].build(base_url(), request.args.get("mode"))
     return respond(FhirResponse(200, statement), fmt, pretty=_pretty())
 

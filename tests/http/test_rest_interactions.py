@@ -448,8 +448,24 @@ def test_audit_events_are_read_only(client, method, path):
     else:
         resp = client.request(method, path, None if method == "DELETE" else body)
     outcome(resp, 405, "not-supported")
+    # RFC 9110 15.5.6: a 405 says what the URL does take
+    assert resp.headers["Allow"] == "GET, HEAD", resp.headers
     outcome(client.get("AuditEvent/a1"), 404)
     assert bundle(client, "AuditEvent")["type"] == "searchset"
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("POST", "/fhir/metadata", "GET, HEAD"),
+    ("PUT", "Patient/absent-id", "GET, HEAD, PATCH, DELETE"),  # no update-as-create
+    ("PATCH", "CodeSystem/x", "GET, HEAD"),
+    ("POST", "Patient/$vsm-status", "GET, HEAD"),
+    ("GET", "Patient/p1/$close", "POST"),
+    ("DELETE", "Patient/_search", "POST"),
+])
+def test_a_405_carries_the_allow_header(client, method, path, allow):
+    resp = client.request(method, path, None if method in ("GET", "DELETE") else patient(id="absent-id"))
+    outcome(resp, 405, "not-supported")
+    assert resp.headers["Allow"] == allow, resp.headers
 
 
 @pytest.mark.parametrize("method, path", [("GET", "Encounter"), ("GET", "Encounter/1"), ("POST", "Foo"),
