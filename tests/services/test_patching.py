@@ -177,3 +177,12 @@ def test_a_json_patch_that_cannot_apply_names_its_operation_not_the_resource(cli
     assert "MARTIN" not in issue["diagnostics"] and "female" not in issue["diagnostics"], issue
     assert issue.get("expression") == ([expression] if expression else None), issue
     assert json_of(client.get(f"Patient/{pid}"))["meta"]["versionId"] == "1"
+
+
+def test_a_fhirpath_patch_refusal_has_the_operations_path_as_expression(client):
+    """R4: every issue with its expression; a FHIRPath Patch refusal's is the operation's path."""
+    pid = new_patient(client, telecom=[EMAIL, {"system": "phone", "value": "0102030405"}])
+    response = client.patch(f"Patient/{pid}", _fhirpath_patch(_op("delete", "Patient.telecom")), content_type=FHIR_JSON)
+    issue = outcome(response, 422)["issue"][0]
+    assert issue["diagnostics"].startswith("FHIRPath Patch operation 1 (delete Patient.telecom): "), issue
+    assert issue["expression"] == ["Patient.telecom"], issue
