@@ -76,8 +76,7 @@ def fhir(path: str = "") -> Response:
         fmt = binary.representation(accept, str(result.body.get("contentType") or ""))
         if fmt == binary.NATIVE:
             return binary.raw_response(result, head=request.method == "HEAD")
-    return respond(result, fmt, prefer_return=prefer.get("return"), pretty=_pretty(),
-                   head=request.method == "HEAD")
+    return respond(result, fmt, prefer_return=prefer.get("return"), pretty=_pretty())
 
 
 def _error_format(accept: str | None) -> str:
