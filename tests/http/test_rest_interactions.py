@@ -511,3 +511,15 @@ def test_failed_writes_leave_no_trace(client, method, path, make, headers, statu
     assert bundle(client, "Patient")["total"] == 1
     assert bundle(client, "DocumentReference")["total"] == 0
 
+
+
+@pytest.mark.parametrize("method, path", [("POST", "Patient"), ("POST", "Patient/$validate")])
+def test_an_xml_body_gets_one_round_of_errors(client, method, path):
+    """An unknown element in XML is no 400 of its own: it is listed with the body's other structure and profile
+    errors, each with its expression (one 422; $validate: one OperationOutcome)."""
+    xml = (b'<Patient xmlns="http://hl7.org/fhir"><foo value="1"/><gender value="robot"/>'
+           b'<birthDate value="17/01/1980"/></Patient>')
+    response = client.request(method, path, raw=xml, content_type="application/fhir+xml")
+    found = outcome(response, 422 if path == "Patient" else 200)
+    expressions = {e for i in found["issue"] if i["severity"] == "error" for e in i.get("expression", ())}
+    assert {"Patient.foo", "Patient.gender", "Patient.birthDate", "Patient.identifier"} <= expressions, found
