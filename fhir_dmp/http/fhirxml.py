@@ -52,6 +52,7 @@ _ATTR_ESCAPES = str.maketrans(
 _HTML_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
 _XML_ENTITIES = frozenset(("amp", "lt", "gt", "quot", "apos"))
 _ORDER = operator.attrgetter("order")
+_ELEMENT_NAME = re.compile(r"(?!resourceType\Z)[a-z][A-Za-z0-9]*\Z")
 _local = threading.local()
 
 
@@ -119,10 +120,9 @@ def xml_to_json(data: bytes) -> dict:
 
 
 def _fhir_name(el: etree._Element, path: str) -> str:
-    tag = el.tag
-    if not tag.startswith(_NS):
-        raise bad_request(f"Element {tag!r} is not in the FHIR namespace {FHIR_NS} at {path or '/'}", path)
-    return tag[_NSLEN:]
+    if not el.tag.startswith(_NS):
+        raise bad_request(f"Element {el.tag!r} is not in the FHIR namespace {FHIR_NS} at {path or '/'}", path)
+    return el.tag[_NSLEN:]
 
 
 def _no_text(text: str | None, path: str) -> None:
@@ -134,9 +134,7 @@ def _read_resource(el: etree._Element, m: Model, path: str, depth: int) -> dict:
     rtype = _fhir_name(el, path)
     if rtype not in m.resources:
         raise bad_request(f"Unknown resource type {rtype!r}" + (f" at {path}" if path else ""), path or None)
-    out: dict[str, Any] = {"resourceType": rtype}
-    out.update(_read_complex(el, m.types[rtype], m, rtype, depth + 1))
-    return out
+    return {"resourceType": rtype, **_read_complex(el, m.types[rtype], m, rtype, depth + 1)}
 
 
 def _read_complex(el: etree._Element, t: TypeInfo, m: Model, path: str, depth: int) -> dict:
@@ -158,8 +156,10 @@ def _read_complex(el: etree._Element, t: TypeInfo, m: Model, path: str, depth: i
         _no_text(child.tail, path)
         e = elems.get(name)
         cpath = f"{path}.{name}"
-        if e is None or e.attr:  # its value if it has one, for the walk to say what it is
-            unknown[name] = child.get("value", {}) if not len(child) else {}
+        if e is None or e.attr:
+            if not _ELEMENT_NAME.match(name):  # `resourceType`, `_birthDate`: they would change the JSON's meaning
+                raise bad_request(f"Unknown element {name!r} at {path}", cpath)
+            unknown[name] = child.get("value", {}) if not len(child) else {}  # for the structural walk
             continue
         if e.kind == XHTML:
             if child.tag != _XDIV:

@@ -233,6 +233,14 @@ def test_an_unknown_element_is_kept_for_the_structural_walk():
     assert xml_to_json(doc("<foo/>")) == {"resourceType": "Patient", "foo": {}}
 
 
+@pytest.mark.parametrize("name", ["resourceType", "_birthDate", "Foo"])
+def test_an_unknown_element_that_would_change_the_json_is_a_400(name):
+    """`<resourceType value="Practitioner"/>` in a Patient would make it a Practitioner, `<_birthDate>` the holder of
+    birthDate's extensions: such names are refused as before, not kept."""
+    err = refused(doc(f'<{name} value="Practitioner"/>'))
+    assert f"Unknown element '{name}'" in err.issues[0].diagnostics
+
+
 def test_nesting_depth_is_bounded():
     deep = doc('<extension url="u">' * 150 + '<valueString value="x"/>' + "</extension>" * 150)
     err = refused(deep)
