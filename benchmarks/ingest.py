@@ -7,7 +7,8 @@ In one run, on one PostgreSQL server, in a schema of its own (`bench_ingest`, dr
 
 1. API bulk: an NDJSON file of `--patients` Patients and `--documents` DocumentReferences (naming their DMP by
    INS) imported by `fhir-dmp import`'s code (`services/importing.py`: the API's validation and policy, as the
-   system caller, `--batch` resources per unit of work, traced);
+   system caller, `--batch` resources per unit of work, traced), with each of `--workers` processes
+   (`services/parallel_import.py`), each on an empty schema;
 2. the floor: the same JSON texts COPYed into a plain table (`raw_copy (content text)`, no index), and inserted
    with psycopg's `executemany` into another (`raw_insert`): what the server itself costs, with no validation,
    no index rows, no versions, no traces.
@@ -32,6 +33,7 @@ from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from fhir_dmp.config import Settings  # noqa: E402
+from fhir_dmp.services import parallel_import  # noqa: E402
 from fhir_dmp.services.importing import Importer  # noqa: E402
 from fhir_dmp.storage.db import Database  # noqa: E402
 from fhir_dmp.storage.migrate import upgrade  # noqa: E402
@@ -71,7 +73,7 @@ def lines(patients: int, documents: int, rng: random.Random) -> list[str]:
             "custodian": {"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.2", "value": "1750000000"}},
             "securityLabel": [{"coding": [{"system": A08, "code": "N"}]}],
             "content": [{"attachment": {"contentType": "application/pdf", "size": rng.randint(1000, 100000),
-                                        "url": f"https://documents.example.org/{d}.pdf", "hash": FAKE_SHA1,
+                                        "url": f"https://ged.chu-bench.fr/documents/{d}.pdf", "hash": FAKE_SHA1,
                                         "title": "Document"}}],
             "context": {"period": {"start": day}}}, ensure_ascii=False))
     return out
@@ -106,43 +108,60 @@ def floor(db: Database, texts: list[str]) -> tuple[float, float]:
         raw.close()
 
 
+def fresh_schema(url: str) -> Database:
+    admin = Database(url)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+    admin.dispose()
+    db = Database(in_schema(url))
+    upgrade(db)
+    return db
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True, help="PostgreSQL (the floor is COPY)")
     parser.add_argument("--patients", type=int, default=500)
     parser.add_argument("--documents", type=int, default=5000)
     parser.add_argument("--batch", type=int, default=200, help="resources per unit of work")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="import processes (`fhir-dmp import --workers`), each count on an empty schema")
     args = parser.parse_args()
-    admin = Database(args.database_url)
-    with admin.engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        conn.execute(text(f"CREATE SCHEMA {SCHEMA}"))
-    admin.dispose()
-    url = in_schema(args.database_url)
-    db = Database(url)
-    upgrade(db)
     texts = lines(args.patients, args.documents, random.Random(7))
     out = Path(__file__).resolve().parent / "out"
     out.mkdir(exist_ok=True)
     path = out / "ingest.ndjson"
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
     size = path.stat().st_size
+    url = in_schema(args.database_url)
     print(f"store: {url.split('@')[-1]}; {args.patients} Patients + {args.documents} DocumentReferences, "
           f"{size / 1e6:.1f} MB of NDJSON, batches of {args.batch}")
-    importer = Importer(db, Settings(database_url=url), "http://bench/fhir", args.batch)
-    started = time.perf_counter()
-    report = importer.run([path]).as_json()
-    api = time.perf_counter() - started
-    assert report["created"] == len(texts) and not report["refused"], {k: v for k, v in report.items()
-                                                                       if k != "refusals"}
+    n = len(texts)
+    rates = {}
+    for workers in args.workers:
+        db = fresh_schema(args.database_url)
+        settings = Settings(database_url=url)
+        started = time.perf_counter()
+        if workers > 1:
+            report = parallel_import.run(db, settings, "http://bench/fhir", args.batch, [path], workers).as_json()
+        else:
+            report = Importer(db, settings, "http://bench/fhir", args.batch).run([path]).as_json()
+        rates[workers] = time.perf_counter() - started
+        assert report["created"] == n and not report["refused"], {k: v for k, v in report.items()
+                                                                  if k != "refusals"}
+        db.dispose()
+    db = fresh_schema(args.database_url)
     copied, inserted = floor(db, texts)
     db.dispose()
-    n = len(texts)
-    print(f"API bulk (fhir-dmp import):  {n} resources in {api:7.2f} s: {n / api:9.0f} resources/s")
+    for workers, api in rates.items():
+        print(f"API bulk (fhir-dmp import --workers {workers}): {n} resources in {api:7.2f} s: "
+              f"{n / api:9.0f} resources/s")
     print(f"COPY into a plain table:     {n} rows      in {copied:7.2f} s: {n / copied:9.0f} rows/s")
     print(f"executemany INSERT:          {n} rows      in {inserted:7.2f} s: {n / inserted:9.0f} rows/s")
-    print(f"API / COPY floor: {copied / api:.4f} ({api / copied:.0f}x slower); "
-          f"API / executemany: {inserted / api:.4f} ({api / inserted:.0f}x slower)")
+    for workers, api in rates.items():
+        print(f"--workers {workers}: API / COPY floor: {copied / api:.4f} ({api / copied:.0f}x slower); "
+              f"API / executemany: {inserted / api:.4f} ({api / inserted:.0f}x slower)")
 
 
 if __name__ == "__main__":

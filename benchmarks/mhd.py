@@ -10,6 +10,10 @@ bytes, 1 KB to 100 KB each, so 50 KB on average), linked by urn:uuid, posted by 
 DMP (so authorised, 6.3): every entry is checked against its profile and every attachment's size and SHA-1
 against its Binary. ITI-68 then reads every Binary back as raw bytes (`Accept: */*`) by the same médecin,
 and checks the SHA-1 of what it got.
+
+On PostgreSQL it ends with the floor of the same run: the same Bundles' resources (their JSON texts) COPYed by one
+process into a plain table (`mhd_floor`, no index, bodies compressed as the server's; dropped after), one transaction
+per Bundle: what the server's storage alone costs, with no parsing, validation, policy, index rows or trace.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import json
 import multiprocessing
 import random
 import sys
@@ -115,11 +120,13 @@ def _worker(args: tuple[str, int, int, tuple[int, int]]) -> tuple[int, int, floa
     assert created.status_code == 201, created.data
     pid = created.get_json()["id"]
     prepared = [iti65(pid, rng, sizes) for _ in range(bundles)]
+    # the request bodies as a client sends them: bytes, encoded before the clock starts (the server's work only)
+    bodies = [json.dumps(bundle, separators=(",", ":")).encode() for bundle, _ in prepared]
     ids: list[tuple[str, str]] = []
     total = 0
     start = time.perf_counter()
-    for bundle, size in prepared:
-        response = client.post("/fhir", json=bundle, headers=headers())
+    for (bundle, size), body in zip(prepared, bodies, strict=True):
+        response = client.post("/fhir", data=body, headers=headers())
         assert response.status_code == 200, response.data[:500]
         for sent, got in zip(bundle["entry"], response.get_json()["entry"], strict=True):
             if sent["resource"]["resourceType"] == "Binary":
@@ -147,6 +154,42 @@ def retrieve(url: str, ids: list[tuple[str, str]]) -> tuple[int, float]:
     elapsed = time.perf_counter() - start
     db.dispose()
     return total, elapsed
+
+
+def floor(url: str, bundles: int, sizes: tuple[int, int]) -> tuple[int, float]:
+    """Documents/s of COPYing the resources of `bundles` ITI-65s into a plain table, a transaction each."""
+    rng = random.Random(11)
+    texts = [[json.dumps(e["resource"], separators=(",", ":")) for e in iti65("p", rng, sizes)[0]["entry"]]
+             for _ in range(bundles)]
+    db = Database(url)
+    raw = db.engine.raw_connection()
+    try:
+        pg = raw.driver_connection
+        with pg.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS mhd_floor")
+            cur.execute("CREATE TABLE mhd_floor (content text)")
+            # stored as the server stores bodies (migration 0006): lz4, else uncompressed
+            cur.execute("SELECT attcompression FROM pg_attribute WHERE attrelid = 'resource_version'::regclass "
+                        "AND attname = 'content'")
+            if (cur.fetchone() or [""])[0] == "l":
+                cur.execute("ALTER TABLE mhd_floor ALTER COLUMN content SET COMPRESSION lz4")
+            else:
+                cur.execute("ALTER TABLE mhd_floor ALTER COLUMN content SET STORAGE EXTERNAL")
+        pg.commit()
+        start = time.perf_counter()
+        for bundle in texts:
+            with pg.cursor() as cur, cur.copy("COPY mhd_floor (content) FROM STDIN") as copy:
+                for text_ in bundle:
+                    copy.write_row((text_,))
+            pg.commit()
+        elapsed = time.perf_counter() - start
+        with pg.cursor() as cur:
+            cur.execute("DROP TABLE mhd_floor")
+        pg.commit()
+    finally:
+        raw.close()
+        db.dispose()
+    return bundles * PER_BUNDLE, elapsed
 
 
 def main() -> None:
@@ -183,6 +226,10 @@ def main() -> None:
     total, elapsed = retrieve(args.database_url, last_ids)
     print(f"ITI-68, 1 process: {len(last_ids)} documents, {total / 1e6:.1f} MB in {elapsed:.2f} s: "
           f"{total / 1e6 / elapsed:.1f} MB/s, {len(last_ids) / elapsed:.0f} documents/s")
+    if args.database_url.startswith("postgresql"):
+        docs, seconds = floor(args.database_url, args.bundles, tuple(args.kb))
+        print(f"Floor, 1 process: the same resources COPYed into a plain table, a transaction per Bundle: "
+              f"{docs / seconds:.0f} documents/s")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ from fhir_dmp.services.admin import Database, upgrade
               help="resources per unit of work (one transaction each)")
 @click.option("--base-url", envvar="FHIR_DMP_BASE_URL", default="http://localhost:8080/fhir", show_default=True,
               help="the public base URL, to recognise absolute references to this server")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="processes: more than 1 imports the Patients first, then the other resources in parallel, then "
+                   "the Bundles (services/parallel_import.py)")
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
               help="also write the JSON report to this file")
-def import_command(files: tuple[Path, ...], database_url: str, batch: int, base_url: str,
+def import_command(files: tuple[Path, ...], database_url: str, batch: int, base_url: str, workers: int,
                    report_path: Path | None) -> None:
     """Import FILES (NDJSON, one resource a line, .gz or not; a transaction Bundle line runs as a transaction)
     as the system caller, with the API's validation and policy, BATCH resources per transaction.
@@ -31,6 +34,7 @@ def import_command(files: tuple[Path, ...], database_url: str, batch: int, base_
     Run it again after a crash: what is stored is skipped (same content, or a business identifier already held).
     Prints a JSON report (read, created, skipped, refused with each line's number and first issue); exit 1 when
     a line was refused."""
+    from fhir_dmp.services import parallel_import
     from fhir_dmp.services.importing import Importer, count_lines
 
     settings = Settings.from_env(database_url=database_url)
@@ -38,9 +42,11 @@ def import_command(files: tuple[Path, ...], database_url: str, batch: int, base_
     upgrade(db)
     paths = list(files)
     try:
-        importer = Importer(db, settings, base_url, batch)
         with progress(count_lines(paths), "importing") as bar:
-            report = importer.run(paths, bar.update)
+            if workers > 1:
+                report = parallel_import.run(db, settings, base_url, batch, paths, workers, bar.update)
+            else:
+                report = Importer(db, settings, base_url, batch).run(paths, bar.update)
     finally:
         db.dispose()
     out = report.as_json()

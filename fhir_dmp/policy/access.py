@@ -99,8 +99,14 @@ def open_dmp(caller: Caller, dmp: Dmp) -> Access:
         # 6.5: a personal MASQUE_PS grant belongs to the professional, whatever mode opened the DMP; the
         # emergency permit (purpose ETREAT/BTG, MASQUE_PS) opens masked documents to anyone in that mode.
         return Access("emergency", dmp.key, sees_masked=dmp.grants_masked(ps) or dmp.emergency_sees_masked(purpose))
-    return Access("none", dmp.key, refusal=forbidden(
-        "You are not authorised on this DMP: the patient must authorise you first (a Consent permit naming you)"))
+    return Access("none", dmp.key, refusal=not_authorised())
+
+
+def not_authorised() -> FhirError:
+    """The 403 of a professional without standing in a DMP (and, where existence is not theirs to learn that way,
+    of a DMP that does not exist: the same words)."""
+    return forbidden(
+        "You are not authorised on this DMP: the patient must authorise you first (a Consent permit naming you)")
 
 
 def feeding_refusal(caller: Caller, dmp: Dmp) -> FhirError | None:

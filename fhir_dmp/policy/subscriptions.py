@@ -8,7 +8,7 @@ ITI-67 of theirs is given, in the same SQL), and it carries no more than that re
 from __future__ import annotations
 
 import json
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
 from fhir_dmp.errors import FhirError, forbidden
@@ -59,11 +59,10 @@ def creation_refusal(caller: Caller, access: Access | None, patient_dependent: b
         if caller.actor != "professional":
             return forbidden("A patient or representative subscribes to their own DMP (a patient-dependent topic)")
         return None
-    if access is None or access.refusal is not None:
-        return (access.refusal if access is not None and access.refusal is not None
-                else forbidden("You may not open this DMP"))
-    if access.kind == "identity":
-        return forbidden("You are not authorised on this DMP: the patient must authorise you first")
+    if access is None or access.kind == "identity":  # a DMP that does not exist answers as one not theirs to open
+        return policy.not_authorised()
+    if access.refusal is not None:
+        return access.refusal
     if access.kind == "emergency":
         return forbidden("An emergency access does not extend to a subscription: it needs an authorisation")
     return None
@@ -83,27 +82,77 @@ def event_scope(subscriber: Caller, dmp: Dmp | None, resource_type: str, matrix:
     return policy.scope(subscriber, standing, matrix, now)
 
 
-def listing(caller: Caller, own_dmp: str | None) -> tuple[str | None, str | None]:
-    """Which Subscriptions a caller may list, as (owner, patient key) for the SQL (None: no condition): a system
-    all of them, a patient or representative those on their DMP (whoever made them, and the multi-patient ones
-    with events about it), a professional their own."""
+@dataclass(frozen=True)
+class Listing:
+    """Which Subscriptions a caller may list, for the SQL: `owner` (None: any), `patient_key` (None: any DMP), and
+    with it the owners whose multi-patient subscriptions are listed too (`hearers`, and every system's)."""
+
+    owner: str | None
+    patient_key: str | None
+    hearers: frozenset[str] = frozenset()
+    nothing: bool = False  # a patient's or representative's token acting for no DMP: no subscription at all
+
+
+def hearers(dmp: Dmp | None) -> frozenset[str]:
+    """The owners whose multi-patient subscriptions may hear of DMP `dmp` now: the professionals who stand in it
+    (médecin traitant, authorised, not blocked) of an open DMP. Decided from the DMP's facts, never from the
+    events a subscription numbered: those follow documents the patient may not see (INVISIBLE_PATIENT), and a
+    subscription appearing after one was filed would tell them it was."""
+    if dmp is None or not dmp.active:
+        return frozenset()
+    named = {ps for t in dmp.terms if t.is_authorisation for ps in t.actors} | set(dmp.treating)
+    return frozenset(f"professional|{ps}" for ps in named if not dmp.blocks(ps))
+
+
+def listing(caller: Caller, own_dmp: Dmp | None) -> Listing:
+    """A system lists all of them, a patient or representative those on their DMP (whoever made them) and the
+    multi-patient ones that may hear of it (`hearers`, and the systems'), a professional their own."""
     if caller.is_system:
-        return None, None
+        return Listing(None, None)
     if caller.actor in ("patient", "representative"):
-        return None, own_dmp or "\x00"  # no DMP of theirs: a key no row has
-    return owner_key(caller), None
+        if own_dmp is None:
+            return Listing(None, None, nothing=True)  # no DMP of theirs: nothing, not everything
+        return Listing(None, own_dmp.key, hearers(own_dmp))
+    return Listing(owner_key(caller), None)
 
 
-def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: str | None, told_about: set[str]) -> bool:
+def may_read(caller: Caller, owner: str, patient_key: str, own_dmp: Dmp | None) -> bool:
     """The owner, a system, and the patient (or representative) of the DMP the subscription is on, or, for a
-    multi-patient one, of a DMP it has numbered events about (`told_about`): a patient knows who hears of theirs."""
+    multi-patient one, whose DMP it may hear of now (`hearers`, or a system's): a patient knows who hears of
+    theirs."""
     if caller.is_system or owner == owner_key(caller):
         return True
-    if caller.actor not in ("patient", "representative") or not own_dmp:
+    if caller.actor not in ("patient", "representative") or own_dmp is None:
         return False
-    return patient_key == own_dmp or (not patient_key and own_dmp in told_about)
+    if patient_key:
+        return patient_key == own_dmp.key
+    return owner in hearers(own_dmp) or owner.startswith("system|")
 
 
 def may_manage(caller: Caller, owner: str) -> bool:
     """Changing, deleting, replaying a subscription's events: its owner and systems only."""
     return caller.is_system or owner == owner_key(caller)
+
+
+def sees_delivery(caller: Caller, owner: str) -> bool:
+    """How a subscription's deliveries go (how many events it numbered, a failed delivery, the endpoint's error) is
+    its subscriber's to know (and a system's), not the patient's who reads a subscription on their DMP: events
+    follow documents hidden from the patient (INVISIBLE_PATIENT; for a multi-patient one, other DMPs' documents),
+    and a count that moves, or a subscription that falls in error, would tell them one was filed. Hidden is
+    absent."""
+    return may_manage(caller, owner)
+
+
+def shown_status(caller: Caller, owner: str, status: str) -> str:
+    """The status a reader is shown: to others than the owner, one in error reads `active` (its events are kept
+    and numbered as before; whether a delivery failed follows those events, see `sees_delivery`)."""
+    return "active" if status == "error" and not sees_delivery(caller, owner) else status
+
+
+def replayer(caller: Caller, owner: str, stored: str) -> Caller:
+    """Whom a `$events` replay is read as: the owner as their token says now (its claims and SMART scopes, at
+    normal access: a replay is an ITI-67 of theirs, never more than their present token grants), a system as the
+    subscriber the subscription keeps."""
+    if not caller.is_system and owner == owner_key(caller):
+        return subscriber_of(caller)
+    return load_subscriber(stored)

@@ -18,7 +18,7 @@ from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, Issue, bad_request, precondition_failed
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
-from fhir_dmp.services import conditions, content, interactions, reads, routes, validating, writes
+from fhir_dmp.services import conditions, content, interactions, reads, references, routes, validating, writes
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url, query_text
 from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.unit import Unit
@@ -43,12 +43,32 @@ def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, 
         return FhirResponse(200, _bundle("batch-response", [_batch_entry(run, caller, req, e, i)
                                                             for i, e in enumerate(entries)]))
 
+    # The checks that need no database run before the unit of work opens its transaction (and once, however many
+    # times a concurrent writer makes it start again); a refusal is still raised inside it, so that it is traced.
+    refusal, conformity = _checked(rt, req, entries, enforce_profiles)
+
     def transaction(u: Unit) -> FhirResponse:
-        # all or nothing: every issue of every entry, structure and profiles, in one 422, first
-        issues = validating.r4_issues(rt.conformance, bundle)
-        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, enforce_profiles,
-                                                                              issues)))
+        if refusal is not None:
+            raise refusal
+        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, conformity)))
     return run(caller, req, transaction)
+
+
+def _checked(rt: Runtime, req: FhirRequest, entries: list,
+             enforce_profiles: bool) -> tuple[Exception | None, _Conformity | None]:
+    """A transaction's entries' requests (400), then every issue of every entry, R4 structure and profiles, in one
+    422 (`_Conformity`, as far as the Bundle alone can tell): what refuses it, in the order the unit of work would
+    have found it, to be raised there (and traced)."""
+    try:
+        structure = validating.r4_issues(rt.conformance, req.body)
+        requests = [_entry_request(req, e, i) for i, e in enumerate(entries)]
+        _check_distinct(requests)
+        if not enforce_profiles:
+            return (FhirError(422, structure) if structure else None), None
+        conformity = _Conformity(rt, req, entries, requests, structure)
+        return conformity.refusal(), conformity
+    except Exception as error:  # noqa: BLE001 - raised in the unit of work, which traces it (a fault: 500)
+        return error, None
 
 
 def _bundle(kind: str, entries: list[dict]) -> dict:
@@ -119,14 +139,11 @@ def _batch_entry(run: Run, caller: Caller, parent: FhirRequest, entry: Any, inde
         return _error_entry(error)
 
 
-def _transaction(u: Unit, parent: FhirRequest, entries: list, enforce_profiles: bool,
-                 structure: list[Issue]) -> list[dict]:
+def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Conformity | None) -> list[dict]:
     requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
     changed = _check_distinct(requests)
-    if enforce_profiles:
-        _check_conformity(u, parent, entries, requests, structure)
-    elif structure:
-        raise FhirError(422, structure)
+    if conformity is not None:
+        conformity.check_stored(u)
     # DELETEs first (R4), before the ifNoneExist conditions below are evaluated.
     deletes = sorted((i for i, req in enumerate(requests) if req.method == "DELETE"),
                      key=lambda k: _lock_order(requests[k]))
@@ -183,34 +200,88 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, enforce_profiles: 
     return [_response_entry(responses[i]) for i in range(len(resolved))]
 
 
-def _check_conformity(u: Unit, parent: FhirRequest, entries: list, requests: list[FhirRequest],
-                      structure: list[Issue]) -> None:
-    """Every entry's resource against its profiles and the document rules (an attachment may name a Binary of
-    the Bundle by its fullUrl), and an ITI-65 Bundle against its own profile: one 422 with every error, the
-    Bundle's `structure` issues first, before anything is written."""
-    binaries = {e["fullUrl"]: e["resource"].get("data") for e in entries
-                if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and isinstance(e.get("resource"), dict)
-                and e["resource"].get("resourceType") == "Binary"}
+class _Conformity:
+    """Every entry's resource against its profiles and the document rules (an attachment may name a Binary of the
+    Bundle by its fullUrl), and an ITI-65 Bundle against its own profile: one 422 with every error, before anything
+    is written. Judged before the unit of work, from the Bundle alone; an entry whose attachment names a Binary
+    already stored is judged again inside it (`check_stored`), where that Binary can be read as the caller may.
+    The Bundle's R4 `structure` issues come first in the answer."""
 
-    def bundled(url: str) -> bytes | None:
-        data = binaries.get(url)
-        return documents.decoded(data) if isinstance(data, str) else (b"" if url in binaries else None)
+    def __init__(self, rt: Runtime, parent: FhirRequest, entries: list, requests: list[FhirRequest],
+                 structure: list[Issue]) -> None:
+        self.conf, self.parent, self.entries, self.requests = rt.conformance, parent, entries, requests
+        self.structure = structure
+        binaries = {e["fullUrl"]: e["resource"].get("data") for e in entries
+                    if isinstance(e, dict) and isinstance(e.get("fullUrl"), str)
+                    and isinstance(e.get("resource"), dict) and e["resource"].get("resourceType") == "Binary"}
+        self.decoded: dict[str, bytes | None] = {}
 
-    bytes_of = writes.bytes_of(u, bundled)
-    found: list[Issue] = []
-    for i, req in enumerate(requests):
-        if req.method in ("POST", "PUT") and isinstance(req.body, dict) and req.resource_type == req.body.get(
-                "resourceType"):
-            found += [_located(issue, i)
-                      for issue in validating.conformity_issues(u.rt.conformance, req.body, bytes_of)]
-    issues: list[Issue] = list(structure)
-    seen = {(i.code, i.expression) for i in issues}
-    for issue in found + validating.bundle_issues(u.rt.conformance, parent.body):
-        if (issue.code, issue.expression) not in seen:
-            seen.add((issue.code, issue.expression))
-            issues.append(issue)
-    if issues:
-        raise FhirError(422, issues)
+        def bundled(url: str) -> bytes | None:
+            if url not in binaries:
+                return None
+            if url not in self.decoded:
+                data = binaries[url]
+                self.decoded[url] = documents.decoded(data) if isinstance(data, str) else b""
+            return self.decoded[url]
+        self.bundled = bundled
+        self.per_entry: dict[int, list[Issue]] = {}
+        self.stored: list[int] = []  # entries naming a stored Binary: judged in the unit of work
+        for i in self._judged():
+            try:
+                self.per_entry[i] = self._entry(i, self._alone)
+            except NeedsStore:
+                self.stored.append(i)
+        self.bundle_level = validating.bundle_issues(self.conf, parent.body)
+
+    def _judged(self) -> list[int]:
+        return [i for i, req in enumerate(self.requests) if req.method in ("POST", "PUT") and isinstance(
+            req.body, dict) and req.resource_type == req.body.get("resourceType")]
+
+    def _alone(self, url: str) -> bytes | None:
+        return bytes_at_hand(self.parent.base_url, self.bundled)(url)
+
+    def _entry(self, i: int, bytes_of: writes.BytesOf) -> list[Issue]:
+        return [_located(issue, i) for issue in validating.conformity_issues(self.conf, self.requests[i].body,
+                                                                             bytes_of)]
+
+    def refusal(self) -> FhirError | None:
+        """The 422 of what the Bundle alone shows (None while an entry waits for a stored Binary: all in one)."""
+        return None if self.stored else self._outcome()
+
+    def check_stored(self, u: Unit) -> None:
+        if self.stored:
+            bytes_of = writes.bytes_of(u, self.bundled)
+            for i in self.stored:
+                self.per_entry[i] = self._entry(i, bytes_of)
+            self.stored = []
+            error = self._outcome()
+            if error is not None:
+                raise error
+
+    def _outcome(self) -> FhirError | None:
+        issues = list(self.structure)
+        seen = {(i.code, i.expression) for i in issues}
+        for issue in [issue for i in sorted(self.per_entry) for issue in self.per_entry[i]] + self.bundle_level:
+            if (issue.code, issue.expression) not in seen:
+                seen.add((issue.code, issue.expression))
+                issues.append(issue)
+        return FhirError(422, issues) if issues else None
+
+
+class NeedsStore(Exception):
+    """An attachment names a Binary of this server that is not in the Bundle: only the unit of work can tell."""
+
+
+def bytes_at_hand(base_url: str, bundled: writes.BytesOf = lambda _url: None) -> writes.BytesOf:
+    """`writes.bytes_of` without a database: the bytes of a Binary of the Bundle (`bundled`), None for a document
+    kept elsewhere, `NeedsStore` for a Binary of this server (judged in the unit of work, as the caller may read
+    it)."""
+    def resolve(url: str) -> bytes | None:
+        found = bundled(url)
+        if found is None and references.local_id(url, "Binary", base_url) is not None:
+            raise NeedsStore
+        return found
+    return resolve
 
 
 def _prepare_create(u: Unit, req: FhirRequest, index: int, pending: dict[tuple[str, str], str],

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import replace
 from datetime import datetime, timedelta
-
-import requests
 
 from fhir_dmp import fhirjson
 from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.search.dates import now_utc
-from fhir_dmp.services import audit, notifications, wakeup
+from fhir_dmp.services import audit, endpoints, notifications, wakeup
+from fhir_dmp.services.endpoints import Sent
 from fhir_dmp.services.requests import FhirRequest
 from fhir_dmp.services.runtime import Runtime
 from fhir_dmp.services.subscriptions import channel_headers
@@ -32,27 +33,29 @@ from fhir_dmp.storage.subscriptions import SubscriptionRow
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN = 30  # seconds beyond the endpoint's timeout before another worker may take a subscription over
-CLAIM = 8  # subscriptions claimed per round (served one after the other)
-
-
-@dataclass(frozen=True)
-class Sent:
-    ok: bool
-    error: str | None = None
+CLAIM = 8  # subscriptions served at once by one worker (each endpoint in a thread of its own)
+PER_OWNER = CLAIM // 2  # of which one owner's, at most
+DEFER = 1  # seconds an owner's subscription waits for a slot of theirs
 
 
 class Worker:
-    """One delivery worker (a thread of `serve`, or `fhir-dmp worker`); `run_once` is one round."""
+    """One delivery worker (a thread of `serve`, or `fhir-dmp worker`); `run_once` is one round.
+    Each claimed subscription is served in a thread of its own (a daemon: a process that stops never waits for a
+    receiver), at most CLAIM at once: a receiver that is slow, or never answers, holds one of CLAIM slots until its
+    deadline, never the others' deliveries (the loop claims again as soon as a slot is free; a subscription's own
+    events still leave in order, one exchange at a time)."""
 
     def __init__(self, rt: Runtime, *, poll: float = 0.5) -> None:
         self.rt = rt
         self.poll = poll
-        self.http = requests.Session()
+        self.busy: dict[Future, str] = {}  # in flight, with their owner
+        self.owners: Counter[str] = Counter()
+        self.lock = threading.Lock()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                busy = self.run_once()
+                busy = self.run_once(wait=False)
             except (Unavailable, TransientConflict) as exc:
                 log.warning("subscription delivery: database unavailable (%s)", exc)
                 busy = 0
@@ -64,23 +67,71 @@ class Worker:
                 wakeup.NUDGE.wait(self.poll)
                 wakeup.NUDGE.clear()
 
-    def run_once(self) -> int:
-        """Claim what is due and serve it; returns how many subscriptions were served."""
+    def run_once(self, *, wait: bool = True) -> int:
+        """Claim what is due (as many as free slots) and serve it, each in a thread of its own; `wait`: until all
+        are served (a database away in one of them is raised here). Not waited for (the `run` loop), an owner holds
+        at most PER_OWNER slots: one whose subscriptions all point to receivers that never answer cannot take every
+        slot; the rest of theirs is leased back for DEFER seconds. Returns how many subscriptions were claimed."""
+        with self.lock:
+            free = CLAIM - len(self.busy)
+        if free <= 0:
+            return 0
         now = now_utc()
         with self.rt.db.transaction() as tx:
             if not store.anything_due(tx, now):
                 return 0
         with self.rt.db.transaction(write=True) as tx:
-            claimed = store.claim(tx, now, LEASE_MARGIN, CLAIM)
-        for row in claimed:
-            try:
-                self.serve(row)
-            except (Unavailable, TransientConflict):
-                raise  # the database is away: its lease ends by itself, the round stops here
-            except Exception:  # noqa: BLE001 - the next subscription must not wait for this one's fault
-                log.exception("subscription %s: delivery failed", row.id)
-                self._release(row.id, {})
+            claimed = store.claim(tx, now, LEASE_MARGIN, free)
+        futures, deferred = [], []
+        with self.lock:
+            for row in claimed:
+                if not wait and self.owners[row.owner] >= PER_OWNER:  # waited for, a round holds nobody
+                    deferred.append(row.id)
+                    continue
+                self.owners[row.owner] += 1
+                future = self._submit(row)
+                self.busy[future] = row.owner
+                futures.append(future)
+        for future in futures:
+            future.add_done_callback(self._done)
+        if deferred:
+            with self.rt.db.transaction(write=True) as tx:
+                for sid in deferred:
+                    store.change(tx, sid, {"lease_until": now + timedelta(seconds=DEFER)})
+        if wait:
+            for future in futures:
+                fault = future.result()
+                if fault is not None:
+                    raise fault
         return len(claimed)
+
+    def _submit(self, row: SubscriptionRow) -> Future:
+        future: Future = Future()
+
+        def serve() -> None:
+            future.set_result(self._serve_one(row))
+
+        threading.Thread(target=serve, name=f"fhir-dmp-endpoint-{row.id}", daemon=True).start()
+        return future
+
+    def _done(self, future: Future) -> None:
+        with self.lock:
+            owner = self.busy.pop(future, None)
+            if owner is not None:
+                self.owners[owner] -= 1
+
+    def _serve_one(self, row: SubscriptionRow) -> Exception | None:
+        """Serve one subscription; the database's absence is returned (its lease ends by itself), any other fault
+        backs the subscription off like a failed delivery."""
+        try:
+            self.serve(row)
+        except (Unavailable, TransientConflict) as exc:
+            log.warning("subscription %s: database unavailable (%s)", row.id, exc)
+            return exc
+        except Exception:  # noqa: BLE001 - the other subscriptions must not wait for this one's fault
+            log.exception("subscription %s: delivery failed", row.id)
+            self._failed(row, Sent(False, "the server could not prepare the notification"), now_utc())
+        return None
 
     def serve(self, row: SubscriptionRow) -> None:
         if row.status == "requested":
@@ -130,18 +181,11 @@ class Worker:
         self._release(row.id, {"failures": 0, "next_attempt": None, **self._sent(row, now)})
 
     def post(self, row: SubscriptionRow, body: dict) -> Sent:
-        """POST a Bundle to the endpoint: 2xx is taken; a redirect is not followed (the endpoint was allowed,
-        where it points to was not)."""
-        try:  # its answer's body is never read: a receiver cannot make the worker hold what it sends back
-            headers = {**channel_headers(fhirjson.loads(row.body)), "Content-Type": "application/fhir+json"}
-            with self.http.post(row.endpoint, data=fhirjson.dumps(body).encode(), timeout=row.timeout, stream=True,
-                                allow_redirects=False, headers=headers) as answer:
-                status = answer.status_code
-        except requests.RequestException as exc:
-            return Sent(False, f"{type(exc).__name__}: {str(exc)[:200]}")
-        if 200 <= status < 300:
-            return Sent(True)
-        return Sent(False, f"the endpoint answered {status}")
+        """POST a Bundle to the endpoint through the guarded client (services/endpoints.py: public addresses
+        unless the operator named the host, no redirect, a deadline for the whole exchange, uniform errors)."""
+        headers = {**channel_headers(fhirjson.loads(row.body)), "Content-Type": "application/fhir+json"}
+        return endpoints.post(row.endpoint, fhirjson.dumps(body).encode(), headers, row.timeout,
+                              self.rt.settings.subscription_endpoints)
 
     # -- bookkeeping -----------------------------------------------------------------------------------------------
     def _sent(self, row: SubscriptionRow, now: datetime) -> dict:

@@ -29,11 +29,13 @@ from fhir_dmp.config import Settings
 from fhir_dmp.errors import FhirError, bad_request
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import INS_SYSTEMS
-from fhir_dmp.services import writes
+from fhir_dmp.services import content, validating, writes
+from fhir_dmp.services.bundles import NeedsStore, bytes_at_hand
 from fhir_dmp.services.pipeline import Pipeline
+from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, parse_url
 from fhir_dmp.services.unit import Unit
-from fhir_dmp.storage import resources
+from fhir_dmp.storage import bulk, resources
 from fhir_dmp.storage.db import Database
 from fhir_dmp.storage.records import NewResource
 
@@ -80,6 +82,7 @@ class _Candidate:
     rtype: str
     rid: str
     identifiers: tuple[tuple[str, str, str], ...]
+    verdict: FhirError | bool  # judged before the unit of work: its refusal, True (fine), False (judged in it)
 
 
 def open_lines(path: Path) -> Iterator[bytes]:
@@ -138,11 +141,12 @@ class Importer:
         self.report.files += [str(p) for p in paths]
         lines = read_lines(paths)
         while chunk := list(islice(lines, self.batch)):
-            self._chunk(chunk)
+            self.import_lines(chunk)
             advance(len(chunk))
         return self.report
 
-    def _chunk(self, lines: list[Line]) -> None:
+    def import_lines(self, lines: list[Line]) -> None:
+        """A batch of lines (one unit of work for its resources, one for each transaction Bundle), into the report."""
         pending: list[_Candidate] = []
         for line in lines:
             self.report.read += 1
@@ -163,7 +167,8 @@ class Importer:
             except ValueError as exc:
                 self.report.refuse(line, bad_request(f"The line is not JSON: {exc}"))
                 continue
-            pending.append(_Candidate(line, body, rtype, content_id(rtype, body), business_identifiers(rtype, body)))
+            pending.append(_Candidate(line, body, rtype, content_id(rtype, body), business_identifiers(rtype, body),
+                                      self._judged(body, rtype)))
         self._store(pending)
 
     # -- resources --------------------------------------------------------------------------------------------
@@ -180,9 +185,12 @@ class Importer:
                                                    [i for c in batch for i in c.identifiers])
             pending: dict[tuple[str, str], str] = {}
             # Patients first, stored before the rest: a document may name its DMP by INS (a lookup in the store)
-            for group in ([c for c in batch if c.rtype == "Patient"], [c for c in batch if c.rtype != "Patient"]):
+            numbered = list(enumerate(batch))
+            for group in ([(n, c) for n, c in numbered if c.rtype == "Patient"],
+                          [(n, c) for n, c in numbered if c.rtype != "Patient"]):
                 news: list[NewResource] = []
-                for n, cand in ((batch.index(c), c) for c in group):
+                _know_patients(u, [c for _, c in group if c.rtype != "Patient"])
+                for n, cand in group:
                     if (cand.rtype, cand.rid) in taken or any(i in held for i in cand.identifiers):
                         outcome[n] = "skipped"
                         continue
@@ -218,12 +226,41 @@ class Importer:
             else:
                 self.report.skipped += 1
 
+    def _judged(self, body: dict, rtype: str) -> FhirError | bool:
+        """What `writes.parsed` and `writes.conform` say (one 422 with the R4 issues and, with them, the profiles'
+        and DMP rules' errors), before the unit of work opens its transaction (which then holds only what needs
+        the database): the refusal; True when fine; False when an attachment names a stored Binary, which only
+        the unit of work can read. Applied in the unit (`_prepare`), so that a line already stored is skipped
+        whatever it says, as before."""
+        conf, enforce = self.pipeline.rt.conformance, self.pipeline.rt.settings.enforce_profiles
+        try:
+            resource = content.as_resource(body, rtype)
+            issues = validating.r4_issues(conf, resource)
+            if issues:
+                if enforce:
+                    seen = {(i.code, i.expression) for i in issues}
+                    issues += [i for i in validating.conformity_issues(conf, resource, bytes_at_hand(self.base_url))
+                               if (i.code, i.expression) not in seen]
+                raise FhirError(422, issues)
+            if enforce:
+                validating.enforce(conf, resource, bytes_at_hand(self.base_url))
+        except NeedsStore:
+            return False
+        except FhirError as error:
+            return error
+        return True
+
     def _prepare(self, u: Unit, cand: _Candidate, pending: dict[tuple[str, str], str]) -> NewResource:
-        """Parse, conform, decide and index one create, as the API does; a refusal leaves nothing in the trace."""
+        """Decide and index one create (judged by `_judged`), as the API does; a refusal leaves nothing in the
+        trace."""
         before = {key: len(t.references) for key, t in u.touched.items()}
         try:
-            body = writes.parsed(u, cand.body, cand.rtype)
-            writes.conform(u, body)
+            if isinstance(cand.verdict, FhirError):
+                raise cand.verdict
+            body = cand.body
+            if cand.verdict is False:  # an attachment names a stored Binary: judged here, as the API judges
+                body = writes.parsed(u, body, cand.rtype)
+                writes.conform(u, body)
             req = FhirRequest("POST", cand.rtype, base_url=self.base_url)
             new, _ = writes.prepare_new(u, req, body, cand.rid, pending)
         except FhirError:
@@ -260,3 +297,21 @@ class Importer:
             return
         entries = response.body.get("entry", []) if isinstance(response.body, dict) else []
         self.report.created += sum(1 for e in entries if str(e.get("response", {}).get("status", "")).startswith("201"))
+
+
+def _know_patients(u: Unit, batch: list[_Candidate]) -> None:
+    """The DMPs a batch's resources name by INS, and their facts, in one statement (the lookups and decisions that
+    follow read them from the unit instead of asking the database once per resource)."""
+    wanted = []
+    for cand in batch:
+        definition = RESOURCES.get(cand.rtype)
+        for path in definition.patient_paths if definition else ():
+            ref = cand.body.get(path)
+            ident = ref.get("identifier") if isinstance(ref, dict) and "reference" not in ref else None
+            if isinstance(ident, dict) and ident.get("system") in INS_SYSTEMS and isinstance(ident.get("value"), str):
+                wanted.append((ident["system"], ident["value"]))
+    for pair, matches in bulk.patients_by_identifier(u.tx, wanted).items():
+        if len(matches) == 1 and matches[0][0] not in u.changed_dmps:
+            pid, facts = matches[0]
+            u.found_ins[pair] = pid
+            u.know_facts(pid, facts)

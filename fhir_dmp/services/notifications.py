@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from fhir_dmp.errors import FhirError, bad_request
 from fhir_dmp.policy import scopes
 from fhir_dmp.policy import subscriptions as rules
+from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.services import reads, results, subscriptions, wakeup
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
@@ -26,6 +27,7 @@ OPERATIONS = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/
 STATUS_DEFINITION = OPERATIONS + "backport-subscription-status"
 EVENTS_DEFINITION = OPERATIONS + "backport-subscription-events"
 MAX_REPLAY = 100  # events per `$events` answer
+MAX_DIGITS = 18  # an event number fits the database's BIGINT column (more: a 400, not a driver fault)
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,9 @@ class Shown:
 
 
 def as_subscriber(u: Unit, row: SubscriptionRow) -> Unit:
-    """A unit on the same transaction acting as the subscription's subscriber (their scope, their trace)."""
-    return Unit(u.rt, rules.load_subscriber(row.subscriber), u.req, tx=u.tx, now=u.now)
+    """A unit on the same transaction acting as the subscriber replaying its events (their scope, their trace):
+    the owner as their present token says (policy `replayer`)."""
+    return Unit(u.rt, rules.replayer(u.caller, row.owner, row.subscriber), u.req, tx=u.tx, now=u.now)
 
 
 def shown(sub: Unit, events: list[Event]) -> list[Shown]:
@@ -53,17 +56,22 @@ def shown(sub: Unit, events: list[Event]) -> list[Shown]:
 
 
 def status_parameters(row: SubscriptionRow, kind: str, events: list[Shown] = (), *,  # type: ignore[assignment]
-                      content: str | None = None) -> dict:
+                      content: str | None = None, reader: Caller | None = None) -> dict:
     """A SubscriptionStatus (R4: Parameters) of `kind`: handshake, heartbeat, event-notification, query-status,
-    query-event."""
+    query-event. `reader`: who asks (`$status`; None: the subscriber's own notifications); to others than the owner,
+    without `events-since-subscription-start` (0..1) nor the error, and in error reads active (policy
+    `sees_delivery`: they would tell the patient of documents hidden from them)."""
+    told = reader is None or rules.sees_delivery(reader, row.owner)
+    status = row.status if reader is None else rules.shown_status(reader, row.owner, row.status)
     content = content or row.content
     params: list[dict] = [
         {"name": "subscription", "valueReference": {"reference": f"{row.base_url}/Subscription/{row.id}"}},
         {"name": "topic", "valueCanonical": row.topic},
-        {"name": "status", "valueCode": row.status},
+        {"name": "status", "valueCode": status},
         {"name": "type", "valueCode": kind},
-        {"name": "events-since-subscription-start", "valueString": str(row.events)},
     ]
+    if told:
+        params.append({"name": "events-since-subscription-start", "valueString": str(row.events)})
     for item in events:
         part = [{"name": "event-number", "valueString": str(item.event.number)},
                 {"name": "timestamp", "valueInstant": instant(item.event.occurred)}]
@@ -71,7 +79,7 @@ def status_parameters(row: SubscriptionRow, kind: str, events: list[Shown] = (),
             part.append({"name": "focus", "valueReference": {
                 "reference": f"{row.base_url}/{item.stored.resource_type}/{item.stored.id}"}})
         params.append({"name": "notification-event", "part": part})
-    if row.status == "error" and row.error:
+    if told and row.status == "error" and row.error:
         params.append({"name": "error", "valueCodeableConcept": {"text": row.error}})
     return {"resourceType": "Parameters", "parameter": params}
 
@@ -114,15 +122,18 @@ def status(u: Unit, req: FhirRequest) -> FhirResponse:
             u.after_commit.append(wakeup.wake)
         rows = [row]
     else:
-        owner, key = rules.listing(u.caller, u.own_dmp() if u.caller.actor in ("patient", "representative") else None)
-        ids = [v for k, v in _params(req) if k == "id"]
-        statuses = [v for k, v in _params(req) if k == "status"]
-        rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids)
+        listing = rules.listing(u.caller, subscriptions.own_dmp(u))
+        params = subscriptions.plain(_params(req))
+        ids = [v for k, v in params if k == "id"]
+        statuses = [v for k, v in params if k == "status"]
+        rows = [] if listing.nothing else store.listed(
+            u.tx, owner=listing.owner, patient_key=listing.patient_key, hearers=listing.hearers, statuses=statuses,
+            ids=ids)
         _within_scopes(u, rows)
         for found in rows:
             u.touch(found.patient_key, f"Subscription/{found.id}")
-    entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": status_parameters(r, "query-status"),
-                "search": {"mode": "match"}} for r in rows]
+    entries = [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", "search": {"mode": "match"}, "resource": status_parameters(
+        r, "query-status", reader=u.caller)} for r in rows]
     path = f"Subscription/{req.id}/$status" if req.id else "Subscription/$status"
     return FhirResponse(200, results.bundle("searchset", entries, results.page_links(req.base_url, path,
                                                                                     list(req.query), None), None))
@@ -135,7 +146,7 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
         raise method_not_allowed(req, (), "$events is an instance operation: Subscription/{id}/$events")
     row = subscriptions.managed(u, req.id)
     _within_scopes(u, [row])
-    params = dict(_params(req))
+    params = dict(subscriptions.plain(_params(req)))
     low = _number(params.get("eventsSinceNumber"), "eventsSinceNumber", 1)
     high = _number(params.get("eventsUntilNumber"), "eventsUntilNumber", row.events)
     content = params.get("content") or row.content
@@ -152,8 +163,8 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
 def _within_scopes(u: Unit, rows: list[SubscriptionRow]) -> None:
     """The token asking holds for what a subscription tells of its topic's type (policy/scopes.py decides), as its
     creator's did: its events (`$events`) and their count (`$status`) are the results of a search of that type.
-    The subscription's own scopes, kept from its creator's token, judge what is replayed; these are the scopes of
-    the token asking now, which may grant less. The type is known once the subscription is found: checked here."""
+    A replay is then read as that token too (policy `replayer`: its claims and scopes, never the creator's wider
+    ones). The type is known once the subscription is found: checked here."""
     wanted = scopes.reaching("subscription", sorted({row.resource_type for row in rows}))
     refusal = scopes.refusal(u.caller.scopes, u.caller.actor, wanted)
     if refusal is not None:
@@ -175,6 +186,6 @@ def _params(req: FhirRequest) -> list[tuple[str, str]]:
 def _number(value: str | None, name: str, default: int) -> int:
     if value is None or value == "":
         return default
-    if not value.isdigit():
-        raise bad_request(f"{name} must be an event number", name)
+    if not (value.isascii() and value.isdigit()) or len(value) > MAX_DIGITS:
+        raise bad_request(f"{name} must be an event number (digits 0-9, at most {MAX_DIGITS})", name)
     return int(value)

@@ -66,10 +66,14 @@ def _resolve_patient(u: Unit, ref: dict, expression: str, pending: Mapping[tuple
         return pid
     ident = ref.get("identifier")
     if isinstance(ident, dict) and ident.get("system") in INS_SYSTEMS and isinstance(ident.get("value"), str):
+        known = u.found_ins.get((ident["system"], ident["value"]))
+        if known is not None and known not in u.changed_dmps:  # each INS looked up once per unit of work
+            return known
         token = c.Token("identifier", ident["system"], ident["value"])
         matches = queries.find(u.tx, "Patient", token, limit=2, scope=SYSTEM_SCOPE)
         if len(matches) != 1:
             raise unprocessable(f"No single DMP has the INS {ident['system']}|{ident['value']}", expression)
+        u.found_ins[(ident["system"], ident["value"])] = matches[0].id
         return matches[0].id
     if ref.get("type") == "Patient":
         raise unprocessable("A reference to the patient needs a 'reference' or an INS 'identifier'", expression)

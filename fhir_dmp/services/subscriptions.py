@@ -18,10 +18,11 @@ from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, bad_request, forbidden, not_found, unprocessable
 from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.policy.caller import Caller
+from fhir_dmp.policy.consents import Dmp
 from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc, parse_date_range
 from fhir_dmp.search.parse import parse_query
-from fhir_dmp.services import content, lookups, results, topics, wakeup, writes
+from fhir_dmp.services import content, endpoints, lookups, results, topics, wakeup, writes
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
@@ -80,8 +81,14 @@ def allowed_endpoint(endpoint: str, prefixes: str | None) -> bool:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
     allowed = [p.strip() for p in (prefixes or "https://").split(",") if p.strip()]
-    return any(endpoint == p or (endpoint.startswith(p) and (p.endswith(("/", "://")) or endpoint[len(p)] in "/:?#"))
-               for p in allowed)
+    return any(endpoints.matches(endpoint, p) for p in allowed)
+
+
+def _parameter(name: str) -> str:
+    """The topic parameter a filter's parameter is: its name without modifier, or, for a chain written behind a
+    type modifier (`patient:Patient.name`), the chain (`patient.name`), which the topic must allow as such."""
+    base, _, modifier = name.partition(":")
+    return f"{base}.{modifier.split('.', 1)[1]}" if "." in modifier else base
 
 
 def parse_spec(u: Unit, body: dict) -> Spec:
@@ -96,7 +103,7 @@ def parse_spec(u: Unit, body: dict) -> Spec:
         raise unprocessable(f"The filter (extension {FILTER_URL} on Subscription.criteria) must be a search of "
                             f"{topic.resource_type}: '{topic.resource_type}?...'", "Subscription.criteria")
     query = found.split("?", 1)[1]
-    names = {name.split(":")[0] for name, _ in parse_qsl(query, keep_blank_values=True)}
+    names = {_parameter(name) for name, _ in parse_qsl(query, keep_blank_values=True)}
     unknown = sorted(names - topic.filters)
     if unknown:
         raise unprocessable(f"The topic does not filter by {', '.join(unknown)} (it allows "
@@ -112,6 +119,9 @@ def parse_spec(u: Unit, body: dict) -> Spec:
     if not isinstance(endpoint, str) or not allowed_endpoint(endpoint, u.rt.settings.subscription_endpoints):
         raise unprocessable("channel.endpoint is not an endpoint this server may call (FHIR_DMP_SUBSCRIPTION_"
                             "ENDPOINTS; https only by default)", "Subscription.channel.endpoint")
+    refusal = endpoints.address_refusal(endpoint, u.rt.settings.subscription_endpoints)
+    if refusal is not None:
+        raise unprocessable(f"channel.endpoint: {refusal}", "Subscription.channel.endpoint")
     channel_headers(body)  # 422 for a header the server would not send
     if channel.get("payload") not in (None, "application/fhir+json", "application/json"):
         raise unprocessable("channel.payload: notifications are sent as application/fhir+json",
@@ -141,7 +151,7 @@ def channel_headers(body: dict) -> dict[str, str]:
         name, sep, value = str(line).partition(":")
         name, value = name.strip(), value.strip()
         if (not sep or not name or not all(33 <= ord(ch) <= 126 and ch not in "()<>@,;:\\\"/[]?={}" for ch in name)
-                or any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or name.lower() in _FORBIDDEN_HEADERS):
+                or not all(32 <= ord(ch) <= 126 or ch == "\t" for ch in value) or name.lower() in _FORBIDDEN_HEADERS):
             raise unprocessable(f"channel.header {str(line)[:80]!r} is not a header this server sends "
                                 "('Name: value', not an HTTP exchange's own)", "Subscription.channel.header")
         out[name] = value
@@ -170,7 +180,13 @@ def _dmp_of(u: Unit, spec: Spec) -> str:
         if refusal is not None:
             raise refusal
         return ""
-    lookup = lookups.for_search(u, spec.topic.resource_type, criteria)
+    try:
+        lookup = lookups.for_search(u, spec.topic.resource_type, criteria)
+    except FhirError as exc:  # a filter naming no DMP, or several: the body's fault (a 403 stays a 403)
+        if exc.status != 400:
+            raise
+        raise unprocessable("The filter is not a search this server runs: "
+                            + "; ".join(i.diagnostics for i in exc.issues), "Subscription.criteria") from None
     if not lookup.key:
         raise unprocessable("The filter's patient is not a DMP of this server", "Subscription.criteria")
     refusal = rules.creation_refusal(u.caller, lookup.access, True)
@@ -182,12 +198,13 @@ def _dmp_of(u: Unit, spec: Spec) -> str:
 # -- the resource as served -------------------------------------------------------------------------------------
 def resource(row: SubscriptionRow, caller: Caller | None = None) -> dict:
     """The stored body with the server's status (and error) as they are now; to another than its owner (the
-    patient), without the channel's headers (they carry the receiver's credentials)."""
+    patient), without the channel's headers (they carry the receiver's credentials), and one in error reads
+    active, without the error (policy `shown_status`: a failed delivery follows events the patient may not see)."""
     body = fhirjson.loads(row.body)
     if caller is not None and not rules.may_manage(caller, row.owner) and isinstance(body.get("channel"), dict):
         body["channel"] = {k: v for k, v in body["channel"].items() if k not in ("header", "_header")}
-    body["status"] = row.status
-    if row.error and row.status == "error":
+    body["status"] = row.status if caller is None else rules.shown_status(caller, row.owner, row.status)
+    if row.error and body["status"] == "error":
         body["error"] = row.error
     else:
         body.pop("error", None)
@@ -204,11 +221,11 @@ def _headers(row: SubscriptionRow, base_url: str, *, location: bool = False) -> 
 def visible(u: Unit, sid: str) -> SubscriptionRow:
     """The subscription if the caller may read it (404 alike when absent or not theirs to see)."""
     row = store.get(u.tx, sid)
-    own = _own(u)
-    told = store.told_about(u.tx, sid, own) if row is not None and not row.patient_key and own else set()
-    if row is None or not rules.may_read(u.caller, row.owner, row.patient_key, own, told):
+    own = own_dmp(u)
+    if row is None or not rules.may_read(u.caller, row.owner, row.patient_key, own):
         raise not_found(f"Subscription/{sid} does not exist")
-    u.touch(row.patient_key or (own if told else ""), f"Subscription/{sid}")  # in the trail of the DMP it is about
+    # in the trail of the DMP it is about (a multi-patient one read by a patient: theirs)
+    u.touch(row.patient_key or (own.key if own is not None else ""), f"Subscription/{sid}")
     return row
 
 
@@ -220,8 +237,10 @@ def managed(u: Unit, sid: str) -> SubscriptionRow:
     return row
 
 
-def _own(u: Unit) -> str | None:
-    return u.own_dmp() if u.caller.actor in ("patient", "representative") else None
+def own_dmp(u: Unit) -> Dmp | None:
+    """The DMP a patient's or representative's token acts for, as the policy sees it (None: none, or not one)."""
+    key = u.own_dmp() if u.caller.actor in ("patient", "representative") else None
+    return u.dmp(key) if key else None
 
 
 # -- interactions ------------------------------------------------------------------------------------------------
@@ -298,11 +317,12 @@ def delete(u: Unit, req: FhirRequest) -> FhirResponse:
 def search(u: Unit, req: FhirRequest) -> FhirResponse:
     """`Subscription?patient=...` (the patient sees every subscription on their DMP), `status`, `_id`; a
     professional lists their own."""
-    owner, key = rules.listing(u.caller, _own(u))
+    listing = rules.listing(u.caller, own_dmp(u))
+    key = listing.patient_key
     statuses: list[str] = []
     ids: list[str] = []
     updated: list[tuple[datetime | None, datetime | None]] = []
-    for name, value in req.query:
+    for name, value in plain(req.query):
         if name in ("patient", "patient:Patient"):
             named = value.rsplit("/", 1)[-1]
             if key is not None and named != key:
@@ -317,7 +337,9 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
         elif name not in ("_count", "_format"):
             raise FhirError.of(400, "not-supported", f"Subscription searches take patient, status, _id and "
                                f"_lastUpdated, not {name}", name)
-    rows = store.listed(u.tx, owner=owner, patient_key=key, statuses=statuses, ids=ids, updated=updated)
+    rows = [] if listing.nothing else store.listed(u.tx, owner=listing.owner, patient_key=key,
+                                                   hearers=listing.hearers, statuses=statuses, ids=ids,
+                                                   updated=updated)
     u.touch(key or "", query=req.query_text)
     for row in rows:
         u.touch(row.patient_key, f"Subscription/{row.id}")
@@ -325,6 +347,15 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
                 "search": {"mode": "match"}} for r in rows]
     links = results.page_links(req.base_url, "Subscription", list(req.query), None)
     return FhirResponse(200, results.bundle("searchset", entries, links, len(entries)))
+
+
+def plain(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Search or operation parameters as given, 400 for a value with a control character (PostgreSQL's text takes
+    no NUL: a 400, not a driver fault)."""
+    for name, value in pairs:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+            raise bad_request(f"{name}: a value with a control character", name)
+    return pairs
 
 
 def _updated(value: str) -> tuple[datetime | None, datetime | None]:

@@ -52,6 +52,7 @@ class Unit:
     pending_ins: dict[str, str] = field(default_factory=dict)  # INS -> DMP opened earlier in this transaction
     changed_dmps: set[str] = field(default_factory=set)  # DMPs whose Patient or Consents this unit changed
     existing_dmps: set[str] = field(default_factory=set)  # DMPs (Patient ids) found stored by this unit
+    found_ins: dict[tuple[str, str], str] = field(default_factory=dict)  # (system, INS) -> DMP found stored
     after_commit: list[Hook] = field(default_factory=list)
     _dmps: dict[str, Dmp | None] = field(default_factory=dict)
     _facts: dict[str, str] = field(default_factory=dict)

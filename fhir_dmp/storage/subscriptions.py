@@ -85,16 +85,16 @@ def change(conn: Connection, sid: str, values: dict[str, Any], *, version_id: in
     return conn.execute(update(subscription).where(*where).values(**values)).rowcount == 1
 
 
-def listed(conn: Connection, *, owner: str | None, patient_key: str | None, statuses: Sequence[str] = (),
-           ids: Sequence[str] = (), updated: Sequence[tuple[datetime | None, datetime | None]] = (),
-           limit: int = 1000) -> list[SubscriptionRow]:
-    """Subscriptions of an owner, or on a DMP (with the multi-patient ones that numbered events about it), or all
-    (both None: the server's own listing); `updated`: ranges [low, high) their last update falls in."""
+def listed(conn: Connection, *, owner: str | None, patient_key: str | None, hearers: Sequence[str] = (),
+           statuses: Sequence[str] = (), ids: Sequence[str] = (),
+           updated: Sequence[tuple[datetime | None, datetime | None]] = (), limit: int = 1000) -> list[SubscriptionRow]:
+    """Subscriptions of an owner, or on a DMP (with the multi-patient ones of `hearers` and of systems, who may hear
+    of it), or all (both None: the server's own listing); `updated`: ranges [low, high) their last update falls in."""
     query = select(*_COLUMNS)
-    if patient_key is not None:  # those on the DMP, and the multi-patient ones with events about it
-        about = select(subscription_event.c.subscription_id).where(subscription_event.c.patient_key == patient_key)
+    if patient_key is not None:
+        multi = or_(subscription.c.owner.in_(sorted(hearers)), subscription.c.owner.startswith("system|"))
         query = query.where(or_(subscription.c.patient_key == patient_key,
-                                and_(subscription.c.patient_key == "", subscription.c.id.in_(about))))
+                                and_(subscription.c.patient_key == "", multi)))
     for low, high in updated:
         if low is not None:
             query = query.where(subscription.c.last_updated >= low)
@@ -227,13 +227,6 @@ def acknowledge(conn: Connection, sid: str, numbers: Sequence[int], when: dateti
                      .values(delivered_at=when))
         values = {**values, "delivered": max(numbers)}
     conn.execute(update(subscription).where(subscription.c.id == sid).values(**values))
-
-
-def told_about(conn: Connection, sid: str, patient_key: str) -> set[str]:
-    """{patient_key} if the subscription numbered an event about that DMP, else an empty set."""
-    found = conn.execute(select(subscription_event.c.patient_key).where(
-        subscription_event.c.subscription_id == sid, subscription_event.c.patient_key == patient_key).limit(1))
-    return {key for (key,) in found}
 
 
 def remove(conn: Connection, sid: str) -> None:

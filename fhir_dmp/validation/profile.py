@@ -47,6 +47,49 @@ _TREES: dict[int, tuple[dict, _Tree]] = {}
 _CODES: dict[tuple[int, str], tuple[dict, frozenset[tuple[str, str]]]] = {}
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the walk asks of an element, read from its definition once (the walk visits an element of a Bundle
+    profile hundreds of times a Bundle)."""
+
+    name: str  # the last step of its path
+    values: tuple[tuple[bool, Any], ...]  # (fixed?, value) of its fixed[x] and pattern[x]
+    binding: tuple[str, str, frozenset] | None  # (value set url, strength, type codes) when required/extensible
+    constraints: tuple[tuple[dict, str], ...]  # its own invariants, with the type they are evaluated on
+    profiles: tuple[str, ...]  # the profiles its types name
+    low: int | None
+    high: int | None
+    removed: bool  # max = 0
+
+
+_FACTS: dict[int, tuple[dict, _Facts]] = {}
+
+
+def _facts(el: dict) -> _Facts:
+    held = _FACTS.get(id(el))
+    if held is not None and held[0] is el:
+        return held[1]
+    binding = el.get("binding")
+    strength = binding.get("strength") if isinstance(binding, dict) else None
+    low, high = el.get("min", 0), el.get("max", "*")
+    base = invariants.context_type(el)
+    facts = _Facts(
+        name=str(el.get("path", "")).rsplit(".", 1)[-1],
+        values=tuple((key.startswith("fixed"), value) for key, value in el.items()
+                     if key.startswith(("fixed", "pattern"))),
+        binding=(binding["valueSet"], strength, frozenset(t.get("code") for t in el.get("type") or ()
+                                                          if isinstance(t, dict)))
+        if isinstance(binding, dict) and isinstance(binding.get("valueSet"), str)
+        and strength in ("required", "extensible") else None,
+        constraints=tuple((c, base) for c in invariants.own_constraints(el)),
+        profiles=tuple(p for t in el.get("type") or () for p in t.get("profile") or ()),
+        low=low if isinstance(low, int) else None,
+        high=int(high) if isinstance(high, str) and high.isdigit() else None,
+        removed=el.get("max") == "0")
+    _FACTS[id(el)] = (el, facts)
+    return facts
+
+
 def _tree(sd: dict) -> _Tree:
     held = _TREES.get(id(sd))
     if held is not None and held[0] is sd:
@@ -101,13 +144,20 @@ class _Walk:
             self.visit(tree, sd, tree.root, nodes, depth)
 
     def visit(self, tree: _Tree, sd: dict, eid: str, nodes: list[Node], depth: int) -> None:
+        if not nodes:
+            return
         el = tree.by_id[eid]
+        facts = _facts(el)
+        deeper = eid != tree.root and el.get("path") != self.skip and facts.profiles
         for here, node in nodes:
-            self.values(el, here, node)
-            self.binding(el, here, node)
-            self.invariants(el, here, node)
-            if eid != tree.root and el.get("path") != self.skip:
-                for url in (p for t in el.get("type") or () for p in t.get("profile") or ()):
+            if facts.values:
+                self.values(el, here, node)
+            if facts.binding is not None:
+                self.binding(el, here, node)
+            if facts.constraints:
+                self.invariants(el, here, node)
+            if deeper:
+                for url in facts.profiles:
                     other = self.conf.resolve("StructureDefinition", url) if isinstance(url, str) else None
                     if other is not None and other is not sd and isinstance(node, dict):
                         self.profile(other, [(here, node)], depth + 1)
@@ -115,12 +165,15 @@ class _Walk:
                 continue
             for child in tree.children[eid]:
                 cel = tree.by_id[child]
-                name = str(cel.get("path", "")).rsplit(".", 1)[-1]
+                cfacts = _facts(cel)
+                name = cfacts.name
                 found = self.children_of(cel, name, here, node)
-                self.count(cel, found, f"{here}.{name}", name)
-                if cel.get("max") == "0":
+                if cfacts.low or cfacts.high is not None:
+                    self.count(cel, found, f"{here}.{name}", name)
+                if cfacts.removed:
                     continue
-                self.sliced(tree, sd, child, found, f"{here}.{name}", depth)
+                if found or tree.slices[child]:  # a slice may be required
+                    self.sliced(tree, sd, child, found, f"{here}.{name}", depth)
                 self.visit(tree, sd, child, found, depth)
 
     def children_of(self, el: dict, name: str, here: str, node: dict) -> list[Node]:
@@ -144,11 +197,11 @@ class _Walk:
         return out
 
     def count(self, el: dict, found: list[Node], where: str, what: str) -> None:
-        low, high = el.get("min", 0), el.get("max", "*")
-        if isinstance(low, int) and len(found) < low:
-            self.issue("required", f"{what}: minimum required = {low}, but only found {len(found)}", where)
-        if isinstance(high, str) and high.isdigit() and len(found) > int(high):
-            self.issue("structure", f"{what}: maximum allowed = {high}, but found {len(found)}", where)
+        facts = _facts(el)
+        if facts.low is not None and len(found) < facts.low:
+            self.issue("required", f"{what}: minimum required = {facts.low}, but only found {len(found)}", where)
+        if facts.high is not None and len(found) > facts.high:
+            self.issue("structure", f"{what}: maximum allowed = {facts.high}, but found {len(found)}", where)
 
     def sliced(self, tree: _Tree, sd: dict, eid: str, found: list[Node], where: str, depth: int) -> None:
         slicing = tree.by_id[eid].get("slicing")
@@ -172,24 +225,21 @@ class _Walk:
                     self.issue("structure", "This element matches no slice of a closed slicing", h)
 
     def values(self, el: dict, here: str, node: Any) -> None:
-        for key, expected in el.items():
-            if key.startswith("fixed") and node != expected:
+        for fixed, expected in _facts(el).values:
+            if fixed and node != expected:
                 self.issue("value", f"Value is not the fixed value {_show(expected)}", here)
-            elif key.startswith("pattern") and not contains(node, expected):
+            elif not fixed and not contains(node, expected):
                 self.issue("value", f"Value does not match the pattern {_show(expected)}", here)
 
     def binding(self, el: dict, here: str, node: Any) -> None:
-        binding = el.get("binding")
-        if not isinstance(binding, dict) or not isinstance(binding.get("valueSet"), str):
+        bound = _facts(el).binding
+        if bound is None:
             return
-        strength = binding.get("strength")
-        if strength not in ("required", "extensible"):
-            return
-        vs = self.conf.resolve("ValueSet", binding["valueSet"])
+        url, strength, kinds = bound
+        vs = self.conf.resolve("ValueSet", url)
         if vs is None:
             self.report.skipped_bindings += 1
             return
-        kinds = {t.get("code") for t in el.get("type") or () if isinstance(t, dict)}
         if isinstance(node, str):
             ok = node in _codes(self.conf, vs)
         elif isinstance(node, dict) and ("coding" in node or "code" in node or "CodeableConcept" in kinds):
@@ -209,9 +259,9 @@ class _Walk:
                        "codes if one fits", here, "warning")
 
     def invariants(self, el: dict, here: str, node: Any) -> None:
-        for c in invariants.own_constraints(el):
+        for c, base in _facts(el).constraints:
             try:
-                ok = invariants.holds(node, invariants.context_type(el), c["expression"], self.resource)
+                ok = invariants.holds(node, base, c["expression"], self.resource)
             except invariants.Unevaluable:
                 self.report.skipped_invariants += 1
                 continue

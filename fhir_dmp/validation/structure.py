@@ -9,7 +9,9 @@ Two layers, because neither is enough alone:
   elements, JSON types and arrays, required elements, choice exclusivity, required-binding codes
   and the resource types of contained / Bundle / Parameters resources.
 The walk is strict, so a pydantic complaint that R4 contradicts (an element R4B lacks, a required
-element R4 does not require) is dropped; the others become issues and duplicates are merged.
+element R4 does not require) is dropped; the others become issues and duplicates are merged. The models are
+the costly layer: a resource the walk finds nothing wrong with and whose every primitive value is in a form they
+surely accept (`primitives.py`) skips them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from fhir_dmp.errors import Issue
+from fhir_dmp.validation.primitives import plain
 
 _DATA = Path(__file__).resolve().parent.parent / "data" / "r4-bindings.json"
 
@@ -85,13 +88,26 @@ def validate_structure(resource: dict) -> list[Issue]:
         if not isinstance(resource, dict):
             return [Issue("structure", "Not a FHIR resource: expected a JSON object with a resourceType", ())]
         return [Issue("structure", f"Not a FHIR R4 resource: {_type_problem(rtype)}", ())]
-    walked: list[Issue] = []
+    return _issues(resource, rtype, always_model=False)
+
+
+class _Found(list):
+    """The walk's issues, and whether a primitive value is one the models must judge (`primitives.plain`)."""
+
+    model_needed = False
+
+
+def _issues(resource: dict, rtype: str, *, always_model: bool) -> list[Issue]:
+    """The walk's issues and the models' (skipped when the walk found nothing and every value is plain)."""
+    walked = _Found()
     try:
-        _walk(resource, tables.types[rtype], rtype, walked)
+        _walk(resource, _tables().types[rtype], rtype, walked)
     except RecursionError:
         walked.append(Issue("structure", "The resource is nested too deeply to be validated", (rtype,)))
-        return walked
-    return _merge(walked, _model_issues(resource, rtype))
+        return list(walked)
+    if not walked and not walked.model_needed and not always_model:
+        return []
+    return _merge(list(walked), _model_issues(resource, rtype))
 
 
 def element_shape(type_name: str, key: str) -> tuple[str, bool] | None:
@@ -156,9 +172,13 @@ def _value(value: Any, element: _Element, path: str, out: list[Issue]) -> None:
     kind = element.kind
     if kind == _PRIMITIVE:
         problem = _json_type_problem(value, element.type)
+        simple = plain(value, element.type)
+        if not simple and isinstance(out, _Found):
+            out.model_needed = True
         if problem:
             out.append(Issue("structure", problem, (path,)))
-        elif isinstance(value, str) and (bad := _UNCARRIABLE.search(value)):
+        elif isinstance(value, str) and not (simple and element.type == "base64Binary") and not (
+                value.isascii() and value.isprintable()) and (bad := _UNCARRIABLE.search(value)):
             out.append(Issue("value", f"Strings may not contain U+{ord(bad.group()):04X}: no control character "
                              "other than tab, CR and LF, no surrogate, no U+FFFE or U+FFFF", (path,)))
         elif element.codes is not None and value not in element.codes:

@@ -119,13 +119,23 @@ def test_who_may_subscribe_and_who_lists_what():
     assert creation_refusal(pro, None, True) is not None
     assert creation_refusal(patient_, None, False) is not None  # multi-patient: professionals and systems
     assert creation_refusal(pro, None, False) is None and creation_refusal(system, None, False) is None
-    assert listing(system, None) == (None, None)
-    assert listing(pro, None) == (owner_key(pro), None)
-    assert listing(patient_, "A") == (None, "A")
-    assert listing(patient_, None)[1] not in ("", None)  # no DMP of theirs: nothing, not everything
-    assert may_read(patient_, owner_key(pro), "A", "A", set()) and not may_read(patient_, owner_key(pro), "B", "A",
-                                                                                  set())
-    assert not may_read(patient_, owner_key(pro), "", "A", set())  # a multi-patient one: the professional's...
-    assert may_read(patient_, owner_key(pro), "", "A", {"A"})  # ...unless it told them about this DMP
-    assert not may_read(patient_, owner_key(pro), "", None, {""})
+    from fhir_dmp.policy.consents import Dmp, Terms
+    from fhir_dmp.policy.subscriptions import Listing, hearers
+
+    authorised = Terms(True, frozenset({pro.sub}), frozenset(), frozenset(), frozenset())
+    dmp_a = Dmp("A", True, frozenset(), frozenset({"810000000001"}), (authorised,))
+    dmp_b = Dmp("B", True, frozenset(), frozenset())
+    assert hearers(dmp_a) == {owner_key(pro), "professional|810000000001"} and hearers(dmp_b) == frozenset()
+    blocked = Terms(False, frozenset({pro.sub}), frozenset(), frozenset(), frozenset())
+    assert hearers(Dmp("A", True, frozenset(), frozenset(), (authorised, blocked))) == frozenset()
+    assert hearers(Dmp("A", False, frozenset(), frozenset({pro.sub}))) == frozenset()  # closed: nobody hears
+    assert listing(system, None) == Listing(None, None)
+    assert listing(pro, None) == Listing(owner_key(pro), None)
+    assert listing(patient_, dmp_a) == Listing(None, "A", hearers(dmp_a))
+    assert listing(patient_, None).nothing  # no DMP of theirs: nothing, not everything
+    assert may_read(patient_, owner_key(pro), "A", dmp_a) and not may_read(patient_, owner_key(pro), "B", dmp_a)
+    # a multi-patient one: the patient of a DMP its owner stands in (may hear of), whatever events it numbered
+    assert may_read(patient_, owner_key(pro), "", dmp_a) and not may_read(patient_, owner_key(pro), "", dmp_b)
+    assert may_read(patient_, owner_key(system), "", dmp_b)  # a system's may hear of every DMP
+    assert not may_read(patient_, owner_key(pro), "", None)
     assert not may_manage(patient_, owner_key(pro)) and may_manage(pro, owner_key(pro))

@@ -156,3 +156,52 @@ def test_the_command(database, tmp_path):
     again = CliRunner().invoke(main, ["import", str(path), "--database-url", database.url],
                                env={"FHIR_DMP_JWT_SECRET": SECRET, "FHIR_DMP_HOME": str(ROOT)})
     assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 4
+
+
+def test_a_batch_names_its_dmps_by_ins_in_one_statement(database, tmp_path):
+    """The DMPs a batch's documents name by INS, and their facts, come in one statement for the batch: the count
+    of statements does not grow with the documents (it did by two a document)."""
+    from fhir_dmp.storage.statements import counting, watch
+
+    patients, documents = tmp_path / "patients.ndjson", tmp_path / "documents.ndjson"
+    patients.write_text("\n".join(json.dumps(patient(_ins(i))) for i in range(3)) + "\n")
+    _run(database, patients)
+    watch(database.engine)
+    costs = []
+    for n in (3, 12):
+        lines = [json.dumps({**_doc(i + 100 * n), "subject": {"identifier": {"system": INS, "value": _ins(i % 3)}}})
+                 for i in range(n)]  # three DMPs each time (one trace each)
+        documents.write_text("\n".join(lines) + "\n")
+        with counting() as counts:
+            report = _run(database, documents)
+        assert (report["created"], report["refused"]) == (n, 0), report
+        looked_up = sum("dmp_facts" in t or "idx_token" in t and "FROM resource" in t for t in counts.texts)
+        costs.append((looked_up, counts.statements))
+    assert costs[0][0] == costs[1][0], costs  # the DMPs' lookups
+    if not database.is_sqlite:  # a round trip each (SQLite's in-process inserts are per table and row kind)
+        assert costs[0][1] == costs[1][1], costs
+
+
+def test_a_document_naming_a_stored_binary_is_checked_against_its_bytes(database, tmp_path):
+    """Conformity is judged before the unit of work, except an attachment naming a Binary of the store: in the
+    unit, where it is read; a wrong hash is refused there all the same, by line number."""
+    import base64
+
+    from tests.fhirclient import linked
+
+    text = b"Resultats de biologie"
+    first = tmp_path / "first.ndjson"
+    first.write_text(json.dumps(patient(_ins(1))) + "\n" + json.dumps(
+        {"resourceType": "Binary", "contentType": "text/plain", "data": base64.b64encode(text).decode()}) + "\n")
+    assert _run(database, first)["created"] == 2
+    with database.engine.connect() as conn:
+        bid = conn.execute(select(resource.c.id).where(resource.c.resource_type == "Binary")).scalar_one()
+    good, bad = _doc(1), _doc(2)
+    good["content"] = [{"attachment": linked(text, f"Binary/{bid}")}]
+    bad["content"] = [{"attachment": linked(b"something else", f"Binary/{bid}")}]
+    bad["subject"] = good["subject"]
+    second = tmp_path / "second.ndjson"
+    second.write_text(json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+    report = _run(database, second)
+    assert (report["created"], report["refused"]) == (1, 1) and report["refusals"][0]["line"] == 1
+    assert report["refusals"][0]["status"] == 422 and "size" in report["refusals"][0]["issue"]

@@ -13,8 +13,8 @@ def test_a_hot_statement_is_prepared_once_and_reused(postgres_database) -> None:
     with postgres_database.engine.connect() as conn:
         for _ in range(3):
             assert dmps.facts_of(conn, "no-such-dmp") is None
-        held = conn.execute(text("SELECT statement FROM pg_prepared_statements WHERE statement LIKE '%dmp_facts%'"
-                                 " AND NOT from_sql")).scalars().all()
+        held = conn.execute(text("SELECT statement FROM pg_prepared_statements "
+                                 "WHERE statement LIKE 'SELECT dmp_facts.facts%' AND NOT from_sql")).scalars().all()
         assert len(held) == 1, held
 
 

@@ -211,6 +211,34 @@ def test_the_setting_turns_enforcement_off(database):
     assert Settings.from_env().enforce_profiles is True
 
 
+def test_a_transaction_checks_an_attachment_against_a_stored_binary(client):
+    """An entry naming a Binary already stored is judged in the unit of work (the Bundle alone cannot tell), the
+    others before it: one 422 all the same, its issues in the entries' order."""
+    pid = _pid(client)
+    text = b"Resultats de biologie"
+    binary = json_of(client.post("Binary", {"resourceType": "Binary", "contentType": "text/plain",
+                                            "data": base64.b64encode(text).decode()}))
+    stored = f"Binary/{binary['id']}"
+    no_author = {k: v for k, v in document(pid).items() if k != "author"}
+    entries = [{"resource": document(pid, content=[{"attachment": linked(b"something else", stored)}]),
+                "request": {"method": "POST", "url": "DocumentReference"}},
+               {"resource": no_author, "request": {"method": "POST", "url": "DocumentReference"}},
+               {"resource": document(pid, content=[{"attachment": linked(b"x", "Binary/does-not-exist")}]),
+                "request": {"method": "POST", "url": "DocumentReference"}}]
+    before = written(client)
+    response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert _refused(response) == [
+        ("business-rule", ("Bundle.entry[0].resource.content[0].attachment.size",)),
+        ("business-rule", ("Bundle.entry[0].resource.content[0].attachment.hash",)),
+        ("required", ("Bundle.entry[1].resource.author",)),
+        ("not-found", ("Bundle.entry[2].resource.content[0].attachment.url",))]
+    assert written(client) == before
+    entries = [{"resource": document(pid, content=[{"attachment": linked(text, stored)}]),
+                "request": {"method": "POST", "url": "DocumentReference"}}]
+    response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert response.status_code == 200, response.data
+
+
 def test_a_binary_the_caller_may_not_read_is_no_oracle(client):
     """Linking a document to another DMP's Binary tells nothing of it: the answer is that of a missing one."""
     other, mine = _pid(client), _pid(client)
