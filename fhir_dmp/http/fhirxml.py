@@ -1,11 +1,11 @@
 """FHIR R4 XML <-> FHIR JSON (http://hl7.org/fhir/R4/xml.html, http://hl7.org/fhir/R4/json.html).
 
-The server works on JSON dicts; XML is only a wire format, so both directions go through the R4
-element table (`fhirxml_types`) rather than a generic XML mapping: XML order, value attributes,
-`_name` siblings for primitive ids/extensions, number/boolean types and nested resources all come
-from the definitions. Untrusted XML is parsed with every libxml2 expansion feature off, and any DTD
-is refused outright, so billion-laughs and XXE documents are a 400, never an expansion or a read.
-Everything malformed raises `FhirError` 400 (`structure` for XML syntax, `invalid` for content).
+The server works on JSON dicts; XML is only a wire format, so both directions go through the R4 element table
+(`fhirxml_types`) rather than a generic XML mapping: XML order, value attributes, `_name` siblings for primitive
+ids/extensions, number/boolean types and nested resources all come from the definitions. Untrusted XML is parsed with
+every libxml2 expansion feature off and any DTD refused, so billion-laughs and XXE documents are a 400, never an
+expansion or a read. Malformed XML is a `FhirError` 400 (`structure` for syntax, `invalid` for content); an unknown
+element is kept, for the structural walk to report it with the body's other errors in one 422.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ _ATTR_ESCAPES = str.maketrans(
 _HTML_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
 _XML_ENTITIES = frozenset(("amp", "lt", "gt", "quot", "apos"))
 _ORDER = operator.attrgetter("order")
+_ELEMENT_NAME = re.compile(r"(?!resourceType\Z)[a-z][A-Za-z0-9]*\Z")
 _local = threading.local()
 
 
@@ -119,10 +120,9 @@ def xml_to_json(data: bytes) -> dict:
 
 
 def _fhir_name(el: etree._Element, path: str) -> str:
-    tag = el.tag
-    if not tag.startswith(_NS):
-        raise bad_request(f"Element {tag!r} is not in the FHIR namespace {FHIR_NS} at {path or '/'}", path)
-    return tag[_NSLEN:]
+    if not el.tag.startswith(_NS):
+        raise bad_request(f"Element {el.tag!r} is not in the FHIR namespace {FHIR_NS} at {path or '/'}", path)
+    return el.tag[_NSLEN:]
 
 
 def _no_text(text: str | None, path: str) -> None:
@@ -134,9 +134,7 @@ def _read_resource(el: etree._Element, m: Model, path: str, depth: int) -> dict:
     rtype = _fhir_name(el, path)
     if rtype not in m.resources:
         raise bad_request(f"Unknown resource type {rtype!r}" + (f" at {path}" if path else ""), path or None)
-    out: dict[str, Any] = {"resourceType": rtype}
-    out.update(_read_complex(el, m.types[rtype], m, rtype, depth + 1))
-    return out
+    return {"resourceType": rtype, **_read_complex(el, m.types[rtype], m, rtype, depth + 1)}
 
 
 def _read_complex(el: etree._Element, t: TypeInfo, m: Model, path: str, depth: int) -> dict:
@@ -145,6 +143,7 @@ def _read_complex(el: etree._Element, t: TypeInfo, m: Model, path: str, depth: i
         raise _too_deep(path)
     elems = t.elems
     got: dict[str, Any] = {}
+    unknown: dict[str, Any] = {}  # the unknown elements, kept for the structural walk to report
     for key, value in el.items():
         e = elems.get(key)
         if e is not None and e.attr:
@@ -158,7 +157,10 @@ def _read_complex(el: etree._Element, t: TypeInfo, m: Model, path: str, depth: i
         e = elems.get(name)
         cpath = f"{path}.{name}"
         if e is None or e.attr:
-            raise bad_request(f"Unknown element {name!r} at {path}", cpath)
+            if not _ELEMENT_NAME.match(name):  # `resourceType`, `_birthDate`: they would change the JSON's meaning
+                raise bad_request(f"Unknown element {name!r} at {path}", cpath)
+            unknown[name] = child.get("value", {}) if not len(child) else {}  # for the structural walk
+            continue
         if e.kind == XHTML:
             if child.tag != _XDIV:
                 raise bad_request(f"{cpath} must be an XHTML <div> in namespace {XHTML_NS}", cpath)
@@ -175,7 +177,7 @@ def _read_complex(el: etree._Element, t: TypeInfo, m: Model, path: str, depth: i
             raise bad_request(f"Element {name!r} repeats but is not a list at {path}", cpath)
         else:
             got[name] = (e, value)
-    if not got:
+    if not got and not unknown:
         raise bad_request(f"Empty element (it needs a value or children) at {path}", path)
     if t.has_choices:
         _check_choices(got, path)
@@ -193,16 +195,15 @@ def _read_complex(el: etree._Element, t: TypeInfo, m: Model, path: str, depth: i
                 out[name] = value[0]
             if value[1] is not None:
                 out["_" + name] = value[1]
-    return out
+    return out | unknown
 
 
 def _check_choices(got: dict[str, Any], path: str) -> None:
     seen: dict[str, str] = {}
-    for name, (e, _) in got.items():
-        if e.choice:
-            if e.choice in seen:
-                raise bad_request(f"Only one of {seen[e.choice]} and {name} is allowed at {path}", path)
-            seen[e.choice] = name
+    for name, (e, _) in ((n, v) for n, v in got.items() if v[0].choice):
+        if e.choice in seen:
+            raise bad_request(f"Only one of {seen[e.choice]} and {name} is allowed at {path}", path)
+        seen[e.choice] = name
 
 
 def _read_primitive(el: etree._Element, e: Elem, m: Model, path: str, depth: int) -> tuple[Any, dict | None]:
@@ -234,8 +235,7 @@ def _read_primitive(el: etree._Element, e: Elem, m: Model, path: str, depth: int
 def _only_child(el: etree._Element, path: str) -> etree._Element:
     if el.attrib or len(el) != 1:
         raise bad_request(f"{path} must contain exactly one resource and nothing else", path)
-    _no_text(el.text, path)
-    _no_text(el[0].tail, path)
+    _no_text((el.text or " ") + (el[0].tail or " "), path)  # around the resource: whitespace only
     return el[0]
 
 

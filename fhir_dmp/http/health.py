@@ -28,7 +28,7 @@ def _format() -> str:
 
 def _answer(diagnostics: str) -> Response:
     fmt = _format()
-    body = b"" if request.method == "HEAD" else serialise(information(diagnostics), fmt)
+    body = serialise(information(diagnostics), fmt)  # HEAD too: Content-Length is GET's, Werkzeug sends no body
     response = Response(body, status=200, content_type=content_type_of(fmt))
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -47,6 +47,4 @@ def readyz() -> Response:
     error = FhirError.of(503, "transient", f"not ready: {why}", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     response = error_response(error, _format())
     response.headers["Cache-Control"] = "no-store"
-    if request.method == "HEAD":
-        response.set_data(b"")
     return response

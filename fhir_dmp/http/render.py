@@ -27,8 +27,7 @@ def serialise(resource: dict | fhirjson.Raw, fmt: str, pretty: bool = False) -> 
         return _SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
-def respond(result: FhirResponse, fmt: str, *, prefer_return: str | None = None, pretty: bool = False,
-            head: bool = False) -> Response:
+def respond(result: FhirResponse, fmt: str, *, prefer_return: str | None = None, pretty: bool = False) -> Response:
     body = result.body
     if isinstance(body, dict) and result.status in (200, 201) and _is_write(result):
         if prefer_return == "minimal":
@@ -39,7 +38,9 @@ def respond(result: FhirResponse, fmt: str, *, prefer_return: str | None = None,
     for name, value in result.headers.items():
         response.headers[name] = value
     if isinstance(body, dict | fhirjson.Raw):
-        response.set_data(b"" if head else serialise(body, fmt, pretty))
+        # HEAD: the body is serialised all the same, so that Content-Length is GET's (RFC 9110 8.6); Werkzeug
+        # sends no body for a HEAD request
+        response.set_data(serialise(body, fmt, pretty))
         response.headers["Content-Type"] = content_type_of(fmt)
     elif isinstance(body, bytes):
         response.set_data(body)

@@ -44,7 +44,8 @@ def smart_configuration() -> Response:
 def metadata() -> Response:
     fmt = response_format(request.args.get("_format"), request.headers.get("Accept"))
     if request.method not in ("GET", "HEAD"):
-        raise FhirError.of(405, "not-supported", f"{request.method} is not supported on /metadata")
+        raise FhirError.of(405, "not-supported", f"{request.method} is not supported on /metadata",
+                           headers={"Allow": "GET, HEAD"})
     statement = _ext()["capability"].build(base_url(), request.args.get("mode"))
     return respond(FhirResponse(200, statement), fmt, pretty=_pretty())
 
@@ -75,8 +76,7 @@ def fhir(path: str = "") -> Response:
         fmt = binary.representation(accept, str(result.body.get("contentType") or ""))
         if fmt == binary.NATIVE:
             return binary.raw_response(result, head=request.method == "HEAD")
-    return respond(result, fmt, prefer_return=prefer.get("return"), pretty=_pretty(),
-                   head=request.method == "HEAD")
+    return respond(result, fmt, prefer_return=prefer.get("return"), pretty=_pretty())
 
 
 def _error_format(accept: str | None) -> str:

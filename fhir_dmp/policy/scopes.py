@@ -158,5 +158,8 @@ def missing(actor: str, levels: tuple[str, ...], resource_type: str, permission:
     level = levels[0] if levels else "user"
     scope = f"{level}/{resource_type}.{permission}"
     usable = ", ".join(f"{lv}/" for lv in levels) or "none"
-    return forbidden(f"The token's scopes do not grant {scope}: this request needs it (scope levels a {actor} "
-                     f"caller's token may use: {usable})")
+    refused = forbidden(f"The token's scopes do not grant {scope}: this request needs it (scope levels a {actor} "
+                        f"caller's token may use: {usable})")
+    # RFC 6750 3.1: a token lacking a scope gets the insufficient_scope challenge naming the scope it needs
+    refused.headers["WWW-Authenticate"] = f'Bearer realm="fhir-dmp", error="insufficient_scope", scope="{scope}"'
+    return refused

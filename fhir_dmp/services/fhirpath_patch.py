@@ -58,7 +58,8 @@ def apply(parameters: dict, resource: dict) -> dict:
             _apply_one(op, root, str(resource.get("resourceType")))
         except FhirError as error:
             error.issues[:] = [Issue(i.code, f"FHIRPath Patch operation {number + 1} ({op['type']} "
-                                     f"{op.get('path')}): {i.diagnostics}", i.expression, i.severity)
+                                     f"{op.get('path')}): {i.diagnostics}",
+                                     i.expression or ((str(op["path"]),) if op.get("path") else ()), i.severity)
                                for i in error.issues]
             raise
     return root["$"]

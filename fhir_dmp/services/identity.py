@@ -88,7 +88,9 @@ def caller_from_header(authorization: str | None, keys: TokenKeys) -> Caller:
     if not authorization:
         raise unauthorized("This request needs an 'Authorization: Bearer <token>' header", "missing")
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer":  # RFC 6750 3: another scheme is no bearer attempt, its challenge has no error code
+        raise unauthorized("The Authorization header must be 'Bearer <token>'", "missing")
+    if not token.strip():
         raise unauthorized("The Authorization header must be 'Bearer <token>'", "invalid_request")
     token = token.strip()
     known = keys.verified.get(token)

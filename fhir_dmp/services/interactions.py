@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fhir_dmp.errors import FhirError, bad_request, not_found, unprocessable
 from fhir_dmp.services import conditions, content, ins, mhd, patching, reads, writes
-from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage.records import Stored
 
@@ -45,8 +45,8 @@ def update(u: Unit, req: FhirRequest) -> FhirResponse:
     writes.lock_for_write(u, req)
     stored = reads.visible(u, req.resource_type, req.id)
     if stored is None:  # absent or hidden from the caller: one answer
-        raise FhirError.of(405, "not-supported", f"{req.resource_type}/{req.id} does not exist and this server "
-                           "assigns ids itself: create it with POST")
+        raise method_not_allowed(req, diagnostics=f"{req.resource_type}/{req.id} does not exist and this server "
+                                 "assigns ids itself: create it with POST")
     return writes.change(u, req, stored, body, "PUT")
 
 
@@ -56,9 +56,9 @@ def _conditional_update(u: Unit, req: FhirRequest, body: dict) -> FhirResponse:
     if stored is None:
         if body.get("id"):
             exists = reads.visible(u, req.resource_type, str(body["id"])) is not None
-            raise FhirError.of(409 if exists else 405, "conflict" if exists else "not-supported",
-                               "No resource matches the condition, and the body names an id: "
-                               "this server does not create resources with client-assigned ids")
+            why = ("No resource matches the condition, and the body names an id: this server does not create "
+                   "resources with client-assigned ids")
+            raise FhirError.of(409, "conflict", why) if exists else method_not_allowed(req, diagnostics=why)
         writes.conform(u, body)
         return writes.store_new(u, req, body)
     if body.get("id") not in (None, stored.id):

@@ -53,7 +53,7 @@ def reopen(u: Unit, req: FhirRequest) -> FhirResponse:
 
 def _instance_post(req: FhirRequest) -> None:
     if req.method != "POST":
-        raise method_not_allowed(req)
+        raise method_not_allowed(req, ("POST",))
     if req.id is None:
         raise bad_request(f"{req.operation} applies to one DMP: POST Patient/[id]/{req.operation}")
 

@@ -17,7 +17,7 @@ from fhir_dmp.policy import subscriptions as rules
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.services import reads, results, subscriptions, wakeup
-from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import subscriptions as store
 from fhir_dmp.storage.records import Stored
@@ -143,7 +143,7 @@ def events(u: Unit, req: FhirRequest) -> FhirResponse:
     """`Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`: the events kept, replayed as
     their subscriber may see them now (the owner asks; up to MAX_REPLAY at a time)."""
     if req.id is None:
-        raise FhirError.of(405, "not-supported", "$events is an instance operation: Subscription/{id}/$events")
+        raise method_not_allowed(req, (), "$events is an instance operation: Subscription/{id}/$events")
     row = subscriptions.managed(u, req.id)
     _within_scopes(u, [row])
     params = dict(subscriptions.plain(_params(req)))

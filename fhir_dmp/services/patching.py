@@ -13,6 +13,7 @@ merge patch removes the element (RFC 7386).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jsonpatch
@@ -46,17 +47,54 @@ def patched(req: FhirRequest, before: dict) -> dict:
 
 
 def _json_patch(req: FhirRequest, before: dict) -> dict:
+    """Applied one operation at a time, so that a refusal names the operation and its path, never the library's
+    message, which quotes the whole resource (jsonpointer) or the value found (a failed `test`)."""
     if not isinstance(req.body, list):
         raise bad_request("A JSON Patch document is a JSON array of operations", code="structure")
     try:
         ops = mhd.pdsm_paths(req.body, before) if req.resource_type == "DocumentReference" else req.body
-        return jsonpatch.JsonPatch(ops).apply(before)
-    except jsonpatch.JsonPatchTestFailed as exc:
-        raise unprocessable(f"JSON Patch test failed: {exc}") from exc
-    except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
-        raise unprocessable(f"JSON Patch cannot be applied: {exc}") from exc
-    except (jsonpatch.InvalidJsonPatch, TypeError, KeyError, AttributeError) as exc:
+        jsonpatch.JsonPatch(ops)  # checks every operation's shape before any is applied
+    except (jsonpatch.InvalidJsonPatch, jsonpointer.JsonPointerException, TypeError, KeyError,
+            AttributeError) as exc:
         raise bad_request(f"Invalid JSON Patch document: {exc}", code="structure") from exc
+    doc = before
+    for number, op in enumerate(ops, 1):
+        path = str(op.get("path"))
+        where = f"JSON Patch operation {number} ({op.get('op')} {path})"
+        try:
+            doc = jsonpatch.JsonPatch([op]).apply(doc)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise unprocessable(f"{where}: the value there is not the tested value",
+                                _fhirpath(req.resource_type, path)) from exc
+        except (jsonpatch.JsonPatchConflict, jsonpointer.JsonPointerException) as exc:
+            raise unprocessable(f"{where}: {_reason(exc)}", _fhirpath(req.resource_type, path)) from exc
+        except (jsonpatch.InvalidJsonPatch, TypeError, KeyError, AttributeError) as exc:
+            raise bad_request(f"Invalid JSON Patch document: {where}: {_reason(exc)}", code="structure") from exc
+    return doc
+
+
+_POINTER_REASON = re.compile(r"(member '[^']*' not found|index '[^']*' is out of bounds)")
+
+
+def _reason(exc: Exception) -> str:
+    """Why an operation does not apply, without the document jsonpointer quotes ("member 'x' not found in {...}",
+    "Document '<value>' does not support indexing")."""
+    if isinstance(exc, jsonpointer.JsonPointerException):
+        found = _POINTER_REASON.match(str(exc))
+        return found.group(1) if found else "the path does not resolve in the resource"
+    text = str(exc)
+    return text if len(text) <= 200 else "the path does not resolve in the resource"
+
+
+def _fhirpath(resource_type: str | None, pointer: str) -> str | None:
+    """`/telecom/0/value` -> `Patient.telecom[0].value` (the OperationOutcome's expression)."""
+    if not resource_type or not pointer.startswith("/"):
+        return None
+    out = resource_type
+    for raw in pointer[1:].split("/"):
+        part = raw.replace("~1", "/").replace("~0", "~")
+        out += f"[{part}]" if part.isdigit() else ("" if part == "-" else f".{part}")
+    return out
 
 
 def _merge_patch(req: FhirRequest, before: dict) -> dict:

@@ -125,7 +125,29 @@ def interaction_of(req: FhirRequest) -> str:
     return {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m, "unknown")
 
 
-def method_not_allowed(req: FhirRequest) -> FhirError:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(req: FhirRequest) -> list[str]:
+    """The methods the request's URL takes, as its type's interactions say (an operation: GET and POST)."""
+    if req.operation and req.operation.startswith("$"):
+        return ["GET", "HEAD", "POST"]
+    definition = RESOURCES.get(req.resource_type or "")
+    out = []
+    for method in _METHODS:
+        interaction = interaction_of(replace(req, method="GET" if method == "HEAD" else method))
+        if definition is not None and definition.allows(interaction) or definition is None and interaction in (
+                "history-system", "batch/transaction"):
+            out.append(method)
+    return out
+
+
+def method_not_allowed(req: FhirRequest, allowed: tuple[str, ...] | None = None,
+                       diagnostics: str | None = None) -> FhirError:
+    """405 with the `Allow` header RFC 9110 15.5.6 requires: the methods this URL does take (never the refused
+    one; the same for an absent and a hidden resource, since it depends on the URL's shape only)."""
     where = req.resource_type or "the system endpoint"
-    return FhirError.of(405, "not-supported", f"{req.method} is not supported on {where}"
-                        + (f" ({req.interaction})" if req.interaction != "unknown" else ""))
+    methods = [m for m in (allowed if allowed is not None else allowed_methods(req)) if m != req.method]
+    text = diagnostics or (f"{req.method} is not supported on {where}"
+                           + (f" ({req.interaction})" if req.interaction != "unknown" else ""))
+    return FhirError.of(405, "not-supported", text, headers={"Allow": ", ".join(methods)})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fhir_dmp.errors import FhirError
 from fhir_dmp.services import (
     conformance,
     history,
@@ -96,10 +97,16 @@ def route(req: FhirRequest) -> Handler:
     apart = APART.get((req.resource_type or "", interaction))
     if apart is not None:
         return apart
-    if interaction == "operation" and definition is not None:
-        op = _BY_NAME.get((req.resource_type or "", req.operation or "")) or _BY_NAME.get(("*", req.operation or ""))
+    if interaction == "operation":
+        rtype = req.resource_type or ""
+        op = _BY_NAME.get((rtype, req.operation or "")) or (_BY_NAME.get(("*", req.operation or ""))
+                                                            if definition is not None else None)
         if op is not None:
             return op.handler
+        # an operation this server does not have: no method would do (not a 405), as for the shipped types
+        offered = ", ".join(f"${o['name']}" for o in operations_of(rtype)) if definition is not None else ""
+        raise FhirError.of(400, "not-supported", f"Operation {req.operation} is not supported on "
+                           f"{rtype or 'the system'} (supported: {offered or 'none'})")
     if definition is None or not definition.allows(interaction):
         raise method_not_allowed(req)
     return INTERACTIONS[interaction]

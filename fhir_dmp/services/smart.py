@@ -19,6 +19,10 @@ from fhir_dmp.services.oidc import Issuer
 SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt")  # the options SMART names
+GRANT_TYPES = ("authorization_code", "client_credentials")  # SMART App Launch, SMART Backend Services
+APP_LAUNCH = ("launch-standalone", "launch-ehr", "client-public", "context-standalone-patient", "sso-openid-connect")
+# the issuer's optional endpoints SMART names, passed on as its discovery gives them
+PASSED_ON = ("registration_endpoint", "introspection_endpoint", "revocation_endpoint")
 
 
 def smart_issuer(keys: TokenKeys) -> Issuer | None:
@@ -33,17 +37,29 @@ def configuration(issuer: Issuer | None) -> dict:
                         "development tokens only, and has no SMART authorization server")
     found = issuer.discovery()
     table = rules()
+    methods = [m for m in found.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
+               if m in AUTH_METHODS]
+    offered = found.get("grant_types_supported")
+    grants = [g for g in GRANT_TYPES if not isinstance(offered, list) or g in offered]
+    capabilities = list(table.capabilities)
+    if not found.get("authorization_endpoint") or "authorization_code" not in grants:
+        # SMART: authorization_endpoint is required with launch-standalone; no app launch without it
+        capabilities = [c for c in capabilities if c not in APP_LAUNCH]
+    if "private_key_jwt" in methods:  # SMART Backend Services' client authentication (asymmetric keys)
+        capabilities.append("client-confidential-asymmetric")
     document = {
         "issuer": issuer.url,
         "jwks_uri": found["jwks_uri"],
         "authorization_endpoint": found.get("authorization_endpoint"),
         "token_endpoint": found.get("token_endpoint"),
-        "grant_types_supported": ["authorization_code", "client_credentials"],
-        "token_endpoint_auth_methods_supported": [m for m in found.get("token_endpoint_auth_methods_supported",
-                                                                       ["client_secret_basic"]) if m in AUTH_METHODS],
+        "grant_types_supported": grants,
+        "token_endpoint_auth_methods_supported": methods,
+        "token_endpoint_auth_signing_alg_values_supported": (
+            found.get("token_endpoint_auth_signing_alg_values_supported") if "private_key_jwt" in methods else None),
+        **{key: found.get(key) for key in PASSED_ON},
         "scopes_supported": list(table.scopes_supported),
         "response_types_supported": ["code"],
-        "capabilities": list(table.capabilities),
+        "capabilities": capabilities,
         "code_challenge_methods_supported": ["S256"],
     }
     return {k: v for k, v in document.items() if v is not None}

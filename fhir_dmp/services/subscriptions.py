@@ -23,7 +23,7 @@ from fhir_dmp.policy.facts import owner_key
 from fhir_dmp.search.dates import instant, now_utc, parse_date_range
 from fhir_dmp.search.parse import parse_query
 from fhir_dmp.services import content, endpoints, lookups, results, topics, wakeup, writes
-from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
 from fhir_dmp.storage import subscriptions as store
@@ -272,7 +272,7 @@ def update(u: Unit, req: FhirRequest) -> FhirResponse:
     decided again as a creation is, then a new handshake and the events kept meanwhile. Its DMP stays the one it
     was made on."""
     if req.id is None:
-        raise FhirError.of(405, "not-supported", "Subscriptions are updated by id")
+        raise method_not_allowed(req, diagnostics="Subscriptions are updated by id")
     body = writes.parsed(u, req.body, "Subscription")
     if body.get("id") != req.id:
         raise bad_request("The body's id must be the URL's", "Subscription.id")
@@ -303,7 +303,7 @@ def update(u: Unit, req: FhirRequest) -> FhirResponse:
 def delete(u: Unit, req: FhirRequest) -> FhirResponse:
     """Deleting a subscription removes it and its outbox (the traces of what it delivered stay)."""
     if req.id is None:
-        raise FhirError.of(405, "not-supported", "Subscriptions are deleted by id")
+        raise method_not_allowed(req, diagnostics="Subscriptions are deleted by id")
     try:
         row = managed(u, req.id)
     except FhirError as exc:

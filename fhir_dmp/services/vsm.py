@@ -35,7 +35,7 @@ from fhir_dmp.search.dates import instant, now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content, reads, references, validating
 from fhir_dmp.services.registry import RESOURCES
-from fhir_dmp.services.requests import FhirRequest, FhirResponse
+from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
 from fhir_dmp.storage import dmps, queries, resources
@@ -132,7 +132,7 @@ def assemble(u: Unit, stored: Stored, scope: c.Criterion) -> tuple[dict, list[St
 
 def document(u: Unit, req: FhirRequest) -> FhirResponse:
     if req.method not in ("GET", "POST"):
-        raise FhirError.of(405, "not-supported", f"$document takes GET or POST, not {req.method}")
+        raise method_not_allowed(req, ("GET", "HEAD", "POST"), f"$document takes GET or POST, not {req.method}")
     if not req.id:
         raise bad_request("$document runs on one Composition: Composition/{id}/$document")
     _document_arguments(req)
@@ -329,7 +329,7 @@ def vsm_status(u: Unit, req: FhirRequest) -> FhirResponse:
     """Parameters: one `patient` per DMP (the Patient, `lastVsmDate` and `lastVsm` when it has a VSM), in DMP
     creation order; none when the caller is nobody's médecin traitant."""
     if req.method != "GET":
-        raise FhirError.of(405, "not-supported", f"Patient/$vsm-status takes GET, not {req.method}")
+        raise method_not_allowed(req, ("GET", "HEAD"), f"Patient/$vsm-status takes GET, not {req.method}")
     if req.id:
         raise bad_request("$vsm-status runs on the Patient type: Patient/$vsm-status?older-than=6mo")
     refusal = vsm_policy.status_refusal(u.caller)

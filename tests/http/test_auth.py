@@ -137,13 +137,19 @@ def test_no_token_on_an_unknown_type_is_still_401(client):
 
 @pytest.mark.parametrize("authorization", [
     f"Basic {base64.b64encode(b'admin:admin').decode()}",
-    "Bearer",
-    "Bearer    ",
     "Token abc.def.ghi",
     "bearer-abc",
 ])
 @SQLITE_ONLY
-def test_wrong_scheme_is_401(client, authorization):
+def test_another_scheme_is_401_with_a_bare_challenge(client, authorization):
+    """RFC 6750 3: a request authenticating by an unsupported method lacks bearer information, so the challenge
+    carries no error code."""
+    _assert_401(_get(client, "Patient", authorization), error=None)
+
+
+@pytest.mark.parametrize("authorization", ["Bearer", "Bearer    "])
+@SQLITE_ONLY
+def test_a_bearer_header_without_token_is_401_invalid_request(client, authorization):
     _assert_401(_get(client, "Patient", authorization), error="invalid_request")
 
 

@@ -174,3 +174,14 @@ def test_healthz_and_readyz(port: int):
     ready = requests.get(f"http://{HOST}:{port}/readyz", timeout=5)
     assert ready.status_code == 200 and ready.headers["Cache-Control"] == "no-store"
     assert requests.head(f"http://{HOST}:{port}/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("target", ["/fhir/metadata", "/healthz", "/readyz"])
+def test_head_announces_gets_length_and_sends_no_body(port: int, target: str):
+    """RFC 9110 8.6 and 9.3.2: a HEAD answer's Content-Length, if sent, is the one GET's would carry, and no body
+    follows (it was 0 while GET's body was not)."""
+    status, headers, body = exchange(port, get(target))
+    assert status == 200 and body
+    head_status, head_headers, head_body = exchange(port, get(target).replace(b"GET ", b"HEAD ", 1))
+    assert head_status == 200 and head_body == b""
+    assert head_headers["content-length"] == headers["content-length"] == str(len(body)), (head_headers, headers)

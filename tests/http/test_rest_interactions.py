@@ -448,8 +448,24 @@ def test_audit_events_are_read_only(client, method, path):
     else:
         resp = client.request(method, path, None if method == "DELETE" else body)
     outcome(resp, 405, "not-supported")
+    # RFC 9110 15.5.6: a 405 says what the URL does take
+    assert resp.headers["Allow"] == "GET, HEAD", resp.headers
     outcome(client.get("AuditEvent/a1"), 404)
     assert bundle(client, "AuditEvent")["type"] == "searchset"
+
+
+@pytest.mark.parametrize("method, path, allow", [
+    ("POST", "/fhir/metadata", "GET, HEAD"),
+    ("PUT", "Patient/absent-id", "GET, HEAD, PATCH, DELETE"),  # no update-as-create
+    ("PATCH", "CodeSystem/x", "GET, HEAD"),
+    ("POST", "Patient/$vsm-status", "GET, HEAD"),
+    ("GET", "Patient/p1/$close", "POST"),
+    ("DELETE", "Patient/_search", "POST"),
+])
+def test_a_405_carries_the_allow_header(client, method, path, allow):
+    resp = client.request(method, path, None if method in ("GET", "DELETE") else patient(id="absent-id"))
+    outcome(resp, 405, "not-supported")
+    assert resp.headers["Allow"] == allow, resp.headers
 
 
 @pytest.mark.parametrize("method, path", [("GET", "Encounter"), ("GET", "Encounter/1"), ("POST", "Foo"),
@@ -495,3 +511,15 @@ def test_failed_writes_leave_no_trace(client, method, path, make, headers, statu
     assert bundle(client, "Patient")["total"] == 1
     assert bundle(client, "DocumentReference")["total"] == 0
 
+
+
+@pytest.mark.parametrize("method, path", [("POST", "Patient"), ("POST", "Patient/$validate")])
+def test_an_xml_body_gets_one_round_of_errors(client, method, path):
+    """An unknown element in XML is no 400 of its own: it is listed with the body's other structure and profile
+    errors, each with its expression (one 422; $validate: one OperationOutcome)."""
+    xml = (b'<Patient xmlns="http://hl7.org/fhir"><foo value="1"/><gender value="robot"/>'
+           b'<birthDate value="17/01/1980"/></Patient>')
+    response = client.request(method, path, raw=xml, content_type="application/fhir+xml")
+    found = outcome(response, 422 if path == "Patient" else 200)
+    expressions = {e for i in found["issue"] if i["severity"] == "error" for e in i.get("expression", ())}
+    assert {"Patient.foo", "Patient.gender", "Patient.birthDate", "Patient.identifier"} <= expressions, found

@@ -76,6 +76,9 @@ def test_a_missing_scope_is_a_403_naming_it():
     refused = refusal(parse("user/DocumentReference.rs"), "professional", needs("DocumentReference", "update"))
     assert refused.status == 403
     assert "user/DocumentReference.u" in refused.issues[0].diagnostics
+    # RFC 6750 3.1: the challenge says why (insufficient_scope) and which scope the request needs
+    assert refused.headers["WWW-Authenticate"] == ('Bearer realm="fhir-dmp", error="insufficient_scope", '
+                                                   'scope="user/DocumentReference.u"')
 
 
 @pytest.mark.parametrize(("actor", "scope", "allowed"), [

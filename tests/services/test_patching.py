@@ -154,3 +154,35 @@ def test_a_fhirpath_patch_in_xml(client):
     response = client.patch(f"Patient/{pid}", raw=body, content_type="application/fhir+xml")
     assert response.status_code == 200, response.data
     assert json_of(client.get(f"Patient/{pid}"))["gender"] == "male"
+
+
+@pytest.mark.parametrize("ops, status, says, expression", [
+    ([{"op": "replace", "path": "/nope/0", "value": 1}], 422,
+     "JSON Patch operation 1 (replace /nope/0): member 'nope' not found", "Patient.nope[0]"),
+    ([{"op": "add", "path": "/gender", "value": "male"}, {"op": "test", "path": "/gender", "value": "female"}], 422,
+     "JSON Patch operation 2 (test /gender): the value there is not the tested value", "Patient.gender"),
+    ([{"op": "remove", "path": "/telecom"}], 422, "JSON Patch operation 1 (remove /telecom)", "Patient.telecom"),
+    ([{"op": "add", "path": "/gender/x", "value": 1}], 422,
+     "JSON Patch operation 1 (add /gender/x): ", "Patient.gender.x"),
+    ([{"op": "frob", "path": "/gender"}], 400, "Invalid JSON Patch document: Unknown operation 'frob'", None),
+    ([{"op": "add", "path": "gender", "value": "male"}], 400, "Invalid JSON Patch document", None),
+])
+def test_a_json_patch_that_cannot_apply_names_its_operation_not_the_resource(client, ops, status, says, expression):
+    """A refusal names the operation and its path (and the FHIRPath of it), never quotes the resource or the value
+    found there, as the JSON Patch library's own messages do; nothing is written."""
+    pid = new_patient(client)
+    found = outcome(client.patch(f"Patient/{pid}", ops, content_type="application/json-patch+json"), status)
+    issue = found["issue"][0]
+    assert issue["diagnostics"].startswith(says), issue
+    assert "MARTIN" not in issue["diagnostics"] and "female" not in issue["diagnostics"], issue
+    assert issue.get("expression") == ([expression] if expression else None), issue
+    assert json_of(client.get(f"Patient/{pid}"))["meta"]["versionId"] == "1"
+
+
+def test_a_fhirpath_patch_refusal_has_the_operations_path_as_expression(client):
+    """R4: every issue with its expression; a FHIRPath Patch refusal's is the operation's path."""
+    pid = new_patient(client, telecom=[EMAIL, {"system": "phone", "value": "0102030405"}])
+    response = client.patch(f"Patient/{pid}", _fhirpath_patch(_op("delete", "Patient.telecom")), content_type=FHIR_JSON)
+    issue = outcome(response, 422)["issue"][0]
+    assert issue["diagnostics"].startswith("FHIRPath Patch operation 1 (delete Patient.telecom): "), issue
+    assert issue["expression"] == ["Patient.telecom"], issue

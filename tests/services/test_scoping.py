@@ -188,6 +188,9 @@ def test_no_way_around_the_scope(client, database, dmp, name, scope, method, pat
     answer = attacker.request(method, url, None if isinstance(payload, str) else payload, headers=headers,
                               content_type=content_type, raw=payload.encode() if isinstance(payload, str) else None)
     assert answer.status_code == 403, (name, answer.get_data(as_text=True))
+    challenge = answer.headers["WWW-Authenticate"]  # RFC 6750 3.1: why, and the scope the request needs
+    assert challenge.startswith('Bearer realm="fhir-dmp", error="insufficient_scope", scope="'), challenge
+    assert not named or challenge.endswith(f'scope="{named}"'), challenge
     if method != "HEAD":
         outcome = json_of(answer)
         assert outcome["resourceType"] == "OperationOutcome"
