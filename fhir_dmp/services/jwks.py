@@ -47,9 +47,10 @@ def fetch_json(url: str, timeout: float, *, redirects: bool) -> Any:
 
 
 class KeySet(jwt.PyJWKClient):
-    """PyJWKClient (its cache, lifespan, and refresh on an unknown `kid` at most once per cooldown), fetching through
-    `fetch_json`, one fetch at a time (the others then find its answer in the cache), and after a failed fetch not
-    again before the cooldown (at least MIN_RETRY)."""
+    """PyJWKClient (its cache and lifespan; the refresh an unknown `kid` forces is `Issuer._refreshed`'s, whose
+    cooldown counts from the last forced refresh only), fetching through `fetch_json`, one fetch at a time (the
+    others then find its answer in the cache), and after a failed fetch not again before the cooldown (at least
+    MIN_RETRY)."""
 
     def __init__(self, uri: str, *, lifespan: float, cooldown: float, timeout: float) -> None:
         super().__init__(uri, cache_jwk_set=True, lifespan=lifespan, cooldown_duration=cooldown, timeout=timeout)

@@ -2,9 +2,13 @@
 
 Per process and per issuer, `/.well-known/openid-configuration` is fetched once (again after a failure, no more
 often than the refresh cooldown) and the JWKS is kept `lifespan` seconds; a token naming a `kid` the kept set does
-not hold forces one refresh, no more often than the cooldown (PyJWKClient's), so a flood of invented `kid`s costs
-the issuer one request per cooldown. Nothing here runs per request for a token already verified: the verified
-token is cached by `services/identity.py` with its issuer and `kid`, and dropped once its key leaves the JWKS.
+not hold forces one refresh, no more often than the cooldown counted from the last such forced refresh (not, as
+PyJWKClient counts, from any fetch: a key rotated just after the first fetch or a lifespan refetch is picked up at
+once), so a flood of invented `kid`s costs the issuer one request per cooldown. Within that cooldown, an unknown
+`kid` is a 503 with `Retry-After` (the token may be signed with a key published since), unless the token was
+issued more than the leeway before the kept set was fetched (its key would be in it): a 401. Nothing here runs per
+request for a token already verified: the verified token is cached by `services/identity.py` with its issuer and
+`kid`, and dropped once its key leaves the JWKS.
 
 Refused (401): a token of an issuer not configured, signed with anything but RS256, PS256 or ES256 (`none`, HS*:
 the issuer's public key is no shared secret), with a `kid` not in the issuer's JWKS or a key of another type than
@@ -14,6 +18,7 @@ reached is a 503: the token may be good, the server cannot tell now.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +56,14 @@ def unreachable(why: str) -> FhirError:
                         headers={"Retry-After": str(RETRY_AFTER)})
 
 
+def refreshing(issuer: str, kid: str, remaining: float) -> FhirError:
+    """An unknown `kid` within the cooldown of the last forced refresh: the key may have been published since."""
+    wait = max(1, math.ceil(remaining))
+    return FhirError.of(503, "transient", f"The key set of issuer {issuer} is being refreshed: the token's key "
+                        f"{short(kid)} was not in it when last fetched, and it is fetched again at most once per "
+                        f"cooldown; retry in {wait} s", headers={"Retry-After": str(wait)})
+
+
 @dataclass
 class Issuer:
     """One configured issuer: its URL (the exact `iss`), the audience its tokens must name, its claim mapping."""
@@ -66,6 +79,8 @@ class Issuer:
     _tried: float = field(default=-1e9, repr=False)
     _jwks: jwt.PyJWKClient | None = field(default=None, repr=False)
     _lock: Lock = field(default_factory=Lock, repr=False)
+    _forced: float | None = field(default=None, repr=False)  # monotonic time of the last refresh an unknown kid forced
+    _refresh_lock: Lock = field(default_factory=Lock, repr=False)
 
     def discovery(self) -> dict:
         """The issuer's OpenID configuration, fetched once; its `issuer` must be this issuer's URL exactly, its
@@ -104,23 +119,23 @@ class Issuer:
                         raise unreachable(f"{self.url}'s jwks_uri {short(uri)}: {exc}") from None
         return self._jwks
 
-    def signing_key(self, kid: Any, alg: str) -> jwt.PyJWK:
+    def signing_key(self, kid: Any, alg: str, issued: Any = None) -> jwt.PyJWK:
         """The key of the JWKS named `kid` and fit for `alg`. Several keys may share a `kid` when their types differ
-        (RFC 7517 4.5): the one of the algorithm's type is taken; two that both fit are ambiguous (refused)."""
+        (RFC 7517 4.5): the one of the algorithm's type is taken; two that both fit are ambiguous (refused).
+        `issued`: the token's `iat`, unverified, which only chooses between a 401 and a 503 (`_refreshed`)."""
         if not isinstance(kid, str) or not kid:
             raise Refused(f"The bearer token of issuer {self.url} names no key ('kid')")
         client = self.jwks()
         try:
-            named = [k for k in client.get_signing_keys() if k.key_id == kid]
-            if not named:
-                client.get_signing_key(kid)  # one refresh of the JWKS, at most once per cooldown
-                named = [k for k in client.get_signing_keys() if k.key_id == kid]
+            named = [k for k in client.get_signing_keys() if k.key_id == kid] or self._refreshed(client, kid, issued)
         except jwt.PyJWKClientConnectionError as exc:
             raise unreachable(str(exc)) from None
         except jwt.PyJWKSetError as exc:  # e.g. {"keys": []}: the issuer's JWKS is broken, not the token
             raise unreachable(f"the JWKS of issuer {self.url} holds no usable key: {exc}") from None
         except jwt.PyJWKClientError as exc:
             raise Refused(f"The bearer token's key {short(kid)} is not in the JWKS of issuer {self.url}") from exc
+        if not named:
+            raise Refused(f"The bearer token's key {short(kid)} is not in the JWKS of issuer {self.url}")
         fitting = [k for k in named if _fits(k, alg)]
         if not fitting:
             raise Refused(f"The key {short(kid)} of issuer {self.url} is not a key for {alg}")
@@ -128,6 +143,26 @@ class Issuer:
             raise Refused(f"The JWKS of issuer {self.url} holds several {alg} keys named {short(kid)}: which one "
                           "signs is not said")
         return fitting[0]
+
+    def _refreshed(self, client: jwt.PyJWKClient, kid: str, issued: Any) -> list[jwt.PyJWK]:
+        """The keys named `kid` after one refresh of the JWKS, made when no unknown `kid` forced one within the
+        cooldown (only such refreshes count: the first fetch and the lifespan's are not a token's doing). Within it,
+        none (a 401) for a token issued more than the leeway before the kept set was fetched (a provider publishes
+        a key before it signs with it: a withdrawn key, say), else a 503 until a refresh may be made. One request at
+        a time: those waiting find the key the first one's refresh brought."""
+        with self._refresh_lock:
+            named = [k for k in client.get_signing_keys() if k.key_id == kid]
+            if named:
+                return named
+            now = time.monotonic()
+            if self._forced is not None and now - self._forced < self.cooldown:
+                fetched = getattr(client, "_last_successful_fetch", None)  # monotonic, as PyJWKClient keeps it
+                if fetched is not None and type(issued) in (int, float) \
+                        and issued + self.leeway < time.time() - (now - fetched):
+                    return []
+                raise refreshing(self.url, kid, self.cooldown - (now - self._forced))
+            self._forced = now  # a failed refresh counts too (KeySet keeps its own retry delay)
+            return [k for k in client.get_signing_keys(refresh=True) if k.key_id == kid]
 
     def knows(self, kid: str) -> bool:
         """Whether `kid` is still in the issuer's JWKS as kept (fetched again once its lifespan is over): a token
@@ -146,7 +181,7 @@ class Issuer:
         if alg not in ALGORITHMS:
             raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {short(alg)}")
         kid = header.get("kid")
-        jwk = self.signing_key(kid, str(alg))
+        jwk = self.signing_key(kid, str(alg), jwt.decode(token, options={"verify_signature": False}).get("iat"))
         try:
             claims = jwt.decode(token, jwk.key, algorithms=[str(alg)], audience=self.audience, issuer=self.url,
                                 leeway=self.leeway, options={"require": ["exp", "iat", "iss", "aud"]})

@@ -101,16 +101,46 @@ def test_a_key_carried_in_the_token_itself_is_never_used(keys):  # type: ignore[
 def test_unknown_kids_refresh_the_jwks_once_per_cooldown(keys):  # type: ignore[no-untyped-def]
     caller_from_header(f"Bearer {token(RSA_KEY, 'RS256', 'rsa-any')}", keys)
     assert Memory.fetches == 1
-    for i in range(50):
-        with pytest.raises(FhirError) as refused:
+    with pytest.raises(FhirError) as refused:  # the first unknown kid: one refresh, then a 401
+        caller_from_header(f"Bearer {token(RSA_KEY, 'RS256', 'invented')}", keys)
+    assert refused.value.status == 401 and "not in the JWKS" in refused.value.issues[0].diagnostics
+    assert Memory.fetches == 2
+    for i in range(50):  # a flood within the cooldown: no fetch, a 503 (such a key may have been published since)
+        with pytest.raises(FhirError) as busy:
             caller_from_header(f"Bearer {token(RSA_KEY, 'RS256', f'invented-{i}')}", keys)
-        assert refused.value.status == 401 and "not in the JWKS" in refused.value.issues[0].diagnostics
-    assert Memory.fetches == 1  # within the cooldown after the first fetch: no refresh at all
-    keys.issuers[ISSUER].jwks()._last_successful_fetch -= 31  # the cooldown is over: one refresh, then none
+        assert busy.value.status == 503 and "being refreshed" in busy.value.issues[0].diagnostics
+        assert 1 <= int(busy.value.headers["Retry-After"]) <= 30
+    assert Memory.fetches == 2
+    # a token issued well before the kept set was fetched: its key would be in it (a withdrawn key): 401, no fetch
+    old = jwt.encode({**CLAIMS, "iss": ISSUER, "aud": AUDIENCE, "iat": int(time.time()) - 120,
+                      "exp": int(time.time()) + 300}, RSA_KEY, algorithm="RS256", headers={"kid": "withdrawn"})
+    with pytest.raises(FhirError) as refused:
+        caller_from_header(f"Bearer {old}", keys)
+    assert refused.value.status == 401 and "not in the JWKS" in refused.value.issues[0].diagnostics
+    assert Memory.fetches == 2
+    keys.issuers[ISSUER]._forced -= 31  # the cooldown is over: one refresh, then none
     for i in range(50):
         with pytest.raises(FhirError):
             caller_from_header(f"Bearer {token(RSA_KEY, 'RS256', f'again-{i}')}", keys)
+    assert Memory.fetches == 3
+
+
+def test_a_key_rotated_right_after_a_fetch_is_picked_up_at_once(keys):  # type: ignore[no-untyped-def]
+    """PyJWKClient's cooldown counts from any fetch, the first included: a key published just after it got a 401
+    for the whole cooldown. Here only a refresh an unknown kid forced starts it."""
+    caller_from_header(f"Bearer {token(RSA_KEY, 'RS256', 'rsa-any')}", keys)  # the first fetch
+    rotated = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    Memory.document = {"keys": [*Memory.document["keys"], jwk(rotated.public_key(), "rotated")]}
+    assert caller_from_header(f"Bearer {token(rotated, 'RS256', 'rotated')}", keys).sub == "810001234567"
     assert Memory.fetches == 2
+    newer = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # a second rotation within the cooldown
+    Memory.document = {"keys": [*Memory.document["keys"], jwk(newer.public_key(), "newer")]}
+    with pytest.raises(FhirError) as busy:
+        caller_from_header(f"Bearer {token(newer, 'RS256', 'newer')}", keys)
+    assert busy.value.status == 503 and busy.value.headers["Retry-After"] in ("29", "30")
+    assert Memory.fetches == 2
+    keys.issuers[ISSUER]._forced -= 30  # once the cooldown is over, the retry the 503 asked for succeeds
+    assert caller_from_header(f"Bearer {token(newer, 'RS256', 'newer')}", keys).sub == "810001234567"
 
 
 def test_a_remembered_token_stops_working_when_its_key_leaves_the_jwks(keys):  # type: ignore[no-untyped-def]
