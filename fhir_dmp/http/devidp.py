@@ -5,8 +5,13 @@ signing key and withdraws the oldest, as a real provider's rotation does), and a
 (client_secret_basic or _post) and the authorization code with PKCE (S256 only). `/authorize` asks nobody: the user
 is `login_hint`, one of the identities of `data/dev-idp.json`, and the code is given to the redirect URI at once.
 Tokens are RS256 JWTs (RFC 9068 shape: iss, aud, sub, client_id, scope, iat, exp, jti) carrying the identity's
-claims. The private keys live in `--key-dir` (keys.json, newest last) so that tests can forge what a provider's
-key signs; tokens and codes live in memory. Built on PyJWT, cryptography and Flask.
+claims. What the FHIR server's smart-configuration then advertises, it delivers: for `openid`, an `id_token` signed
+with the same keys (aud the client, `nonce`, `at_hash`, and `fhirUser` when `fhirUser` is asked); for
+`launch/patient`, the token response's `patient`. It knows no FHIR id, so `/authorize` takes them as development
+parameters: `launch_patient` (the Patient id; required with `launch/patient`) and `fhir_user` (the user's resource,
+`Practitioner/123`; a patient's defaults to `Patient/<launch_patient>`; required with `openid fhirUser`).
+The private keys live in `--key-dir` (keys.json, newest last) so that tests can forge what a provider's key signs;
+tokens and codes live in memory. Built on PyJWT, cryptography and Flask.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import time
 import uuid
@@ -29,6 +35,8 @@ from flask import Flask, Response, jsonify, redirect, request
 
 IDENTITIES = Path(__file__).resolve().parent.parent / "data" / "dev-idp.json"
 CODE_SECONDS = 60
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id
+FHIR_USER = re.compile(r"(https?://\S+/)?[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")  # SMART: absolute or relative URL
 
 
 class KeyRing:
@@ -91,6 +99,17 @@ def create_idp(issuer: str, audience: str, key_dir: Path | None = None, ttl: int
         token = jwt.encode(body, pem, algorithm="RS256", headers={"kid": kid, "typ": "at+jwt"})
         return {"access_token": token, "token_type": "Bearer", "expires_in": ttl, "scope": scope}
 
+    def id_token(subject: str, client_id: str, grant: dict, access_token: str) -> str:
+        """OpenID Connect Core 2 and 3.1.3.6 (at_hash), SMART's fhirUser claim when `fhirUser` was granted."""
+        now = int(time.time())
+        kid, pem = ring.signing()
+        half = hashlib.sha256(access_token.encode()).digest()[:16]
+        body = {"iss": issuer, "sub": subject, "aud": client_id, "iat": now, "exp": now + ttl, "auth_time": now,
+                "at_hash": base64.urlsafe_b64encode(half).rstrip(b"=").decode(),
+                **({"nonce": grant["nonce"]} if grant["nonce"] is not None else {}),
+                **({"fhirUser": grant["fhir_user"]} if "fhirUser" in grant["scope"].split() else {})}
+        return jwt.encode(body, pem, algorithm="RS256", headers={"kid": kid, "typ": "JWT"})
+
     def error(status: int, code: str, text: str) -> Response:
         answer = jsonify({"error": code, "error_description": text})
         answer.status_code = status
@@ -126,10 +145,14 @@ def create_idp(issuer: str, audience: str, key_dir: Path | None = None, ttl: int
             return error(400, "invalid_request", "PKCE is required: code_challenge with code_challenge_method=S256")
         if user not in users:
             return error(400, "access_denied", f"login_hint must name a development identity: {sorted(users)}")
+        scope = _granted(args.get("scope"), clients[client])
+        context = _context(scope.split(), args, users[user])
+        if isinstance(context, str):
+            return error(400, "invalid_request", context)
         code = secrets.token_urlsafe(24)
         codes[code] = {"client": client, "user": user, "redirect_uri": args["redirect_uri"],
-                       "challenge": args["code_challenge"], "scope": _granted(args.get("scope"), clients[client]),
-                       "until": time.time() + CODE_SECONDS}
+                       "challenge": args["code_challenge"], "scope": scope, "nonce": args.get("nonce"),
+                       "until": time.time() + CODE_SECONDS, **context}
         query = {"code": code, **({"state": args["state"]} if "state" in args else {})}
         return redirect(f"{args['redirect_uri']}{'&' if '?' in args['redirect_uri'] else '?'}{urlencode(query)}")
 
@@ -152,7 +175,13 @@ def create_idp(issuer: str, audience: str, key_dir: Path | None = None, ttl: int
             if not secrets.compare_digest(digest, grant["challenge"]):
                 return error(400, "invalid_grant", "code_verifier does not match the code_challenge (S256)")
             claims = dict(users[grant["user"]])
-            return jsonify(mint(claims.pop("sub"), client_id, grant["scope"], claims))
+            subject = claims.pop("sub")
+            answer = mint(subject, client_id, grant["scope"], claims)
+            if grant["patient"] is not None:  # SMART: the launch context is a parameter of the token response
+                answer["patient"] = grant["patient"]
+            if "openid" in grant["scope"].split():
+                answer["id_token"] = id_token(subject, client_id, grant, answer["access_token"])
+            return jsonify(answer)
         return error(400, "unsupported_grant_type", "client_credentials or authorization_code")
 
     return app
@@ -164,6 +193,24 @@ def _client_auth(form: Any) -> tuple[str, str | None]:
     if auth is not None and auth.type == "basic":
         return auth.username or "", auth.password
     return form.get("client_id", ""), form.get("client_secret")
+
+
+def _context(asked: list[str], args: Any, user: dict) -> dict | str:
+    """The launch context and fhirUser a code carries (or why it cannot be given): this provider picks no patient
+    and knows no FHIR id, so the client names them (`launch_patient`, `fhir_user`), which only a development
+    provider may let it do."""
+    patient, fhir_user = args.get("launch_patient"), args.get("fhir_user")
+    if patient is not None and not FHIR_ID.fullmatch(patient):
+        return "launch_patient must be a FHIR Patient id"
+    if fhir_user is not None and not FHIR_USER.fullmatch(fhir_user):
+        return "fhir_user must be the URL of a FHIR resource (Practitioner/123, or absolute)"
+    if "launch/patient" in asked and patient is None:
+        return "launch/patient: this development provider picks no patient; name its FHIR id in launch_patient"
+    if fhir_user is None and patient is not None and "ins" in user:  # a patient is their own Patient
+        fhir_user = f"Patient/{patient}"
+    if "openid" in asked and "fhirUser" in asked and fhir_user is None:
+        return "openid fhirUser: this development provider knows no FHIR resource for the user; name it in fhir_user"
+    return {"patient": patient if "launch/patient" in asked else None, "fhir_user": fhir_user}
 
 
 def _granted(requested: str | None, client: dict) -> str:

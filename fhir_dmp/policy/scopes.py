@@ -73,6 +73,7 @@ class Rules:
     levels: Mapping[str, tuple[str, ...]]
     capabilities: tuple[str, ...]
     scopes_supported: tuple[str, ...]
+    issuer_scopes: Mapping[str, tuple[str, ...]]  # a scope the issuer delivers -> the capabilities that need it
 
 
 @cache
@@ -83,6 +84,7 @@ def rules() -> Rules:
         operations={name: tuple((t, p) for t, p in needs) for name, needs in data["operations"].items()},
         levels={kind: tuple(levels) for kind, levels in data["levels"].items()},
         capabilities=tuple(data["capabilities"]), scopes_supported=tuple(data["scopes_supported"]),
+        issuer_scopes={scope: tuple(needing) for scope, needing in data["issuer_scopes"].items()},
     )
     odd = [p for p in (*table.v1.values(), *table.interactions.values(), *table.conditional.values(),
                        *table.reaching.values()) if not _V2.fullmatch(p)]

@@ -2,9 +2,12 @@
 
 The endpoints are the first configured issuer's (`FHIR_DMP_OIDC_ISSUER`), read from its OpenID configuration, which
 the token verification fetches anyway (once per process). What this server supports (capabilities, scopes) is data:
-`data/smart-scopes.json`. Source: SMART App Launch 2.0, Conformance ("FHIR Authorization Endpoint and Capabilities
-Discovery using a Well-Known Uniform Resource Identifiers"), and for the CapabilityStatement the `oauth-uris`
-extension and the `SMART-on-FHIR` code of the restful-security-service code system.
+`data/smart-scopes.json`; what the issuer must deliver (an id_token for `openid`, its `fhirUser` claim, the `patient`
+launch context for `launch/patient`, a refresh token for `offline_access`) is claimed only when the issuer's own
+discovery lists the scope: a server never advertises what it does not deliver. Source: SMART App Launch 2.0,
+Conformance ("FHIR Authorization Endpoint and Capabilities Discovery using a Well-Known Uniform Resource
+Identifiers"), and for the CapabilityStatement the `oauth-uris` extension and the `SMART-on-FHIR` code of the
+restful-security-service code system.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ def configuration(issuer: Issuer | None) -> dict:
                if m in AUTH_METHODS]
     offered = found.get("grant_types_supported")
     grants = [g for g in GRANT_TYPES if not isinstance(offered, list) or g in offered]
-    capabilities = list(table.capabilities)
+    capabilities, supported = list(table.capabilities), list(table.scopes_supported)
+    listed = found.get("scopes_supported")
+    listed = set(listed) if isinstance(listed, list) else set()
+    for scope, needing in table.issuer_scopes.items():
+        if scope not in listed:  # the issuer's to deliver, and it does not say it does: neither claimed here
+            capabilities = [c for c in capabilities if c not in needing]
+            supported = [s for s in supported if s != scope]
     if not found.get("authorization_endpoint") or "authorization_code" not in grants:
         # SMART: authorization_endpoint is required with launch-standalone; no app launch without it
         capabilities = [c for c in capabilities if c not in APP_LAUNCH]
@@ -57,7 +66,7 @@ def configuration(issuer: Issuer | None) -> dict:
         "token_endpoint_auth_signing_alg_values_supported": (
             found.get("token_endpoint_auth_signing_alg_values_supported") if "private_key_jwt" in methods else None),
         **{key: found.get(key) for key in PASSED_ON},
-        "scopes_supported": list(table.scopes_supported),
+        "scopes_supported": supported,
         "response_types_supported": ["code"],
         "capabilities": capabilities,
         "code_challenge_methods_supported": ["S256"],

@@ -57,12 +57,16 @@ class Stack:
         return answer.json()["access_token"]
 
     def user_token(self, login: str, scope: str = "openid user/*.cruds patient/*.rs") -> str:
+        return self.token_response(login, scope)["access_token"]
+
+    def token_response(self, login: str, scope: str, **extra: str) -> dict:
         """The authorization code flow with PKCE, as a SMART app runs it (the dev-idp asks nobody)."""
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         answer = requests.get(f"{self.idp}/authorize", allow_redirects=False, timeout=10, params={
             "response_type": "code", "client_id": "smart-app", "redirect_uri": REDIRECT, "scope": scope,
-            "state": "s1", "code_challenge": challenge, "code_challenge_method": "S256", "login_hint": login})
+            "state": "s1", "code_challenge": challenge, "code_challenge_method": "S256", "login_hint": login,
+            **extra})
         assert answer.status_code == 302, answer.text
         query = parse_qs(urlsplit(answer.headers["Location"]).query)
         assert query["state"] == ["s1"]
@@ -71,7 +75,7 @@ class Stack:
         token = requests.post(f"{self.idp}/token", data=form, timeout=10)
         assert token.status_code == 200, token.text
         assert requests.post(f"{self.idp}/token", data=form, timeout=10).status_code == 400  # a code is used once
-        return token.json()["access_token"]
+        return token.json()
 
     def forge(self, pem: str, kid: str, **claims: object) -> str:
         now = int(time.time())
@@ -261,6 +265,17 @@ def test_smart_configuration_and_the_capability_statement(stack: Stack) -> None:
     assert "S256" in document["code_challenge_methods_supported"]
     assert {"permission-v1", "permission-v2", "launch-standalone"} <= set(document["capabilities"])
     assert "patient/*.rs" in document["scopes_supported"]
+    # what it advertises for the issuer, the issuer delivers: a standalone patient launch gets the Patient's id in
+    # the token response, `openid fhirUser` an id_token naming the user's resource (which is no access token here)
+    assert {"sso-openid-connect", "context-standalone-patient"} <= set(document["capabilities"])
+    found = stack.get(f"Patient?identifier={INS}", stack.client_token()).json()
+    patient_id = found["entry"][0]["resource"]["id"]
+    launch = stack.token_response("patient-" + INS, "openid fhirUser launch/patient patient/*.rs",
+                                  launch_patient=patient_id)
+    assert launch["patient"] == patient_id
+    assert stack.get(f"Patient/{launch['patient']}", launch["access_token"]).status_code == 200
+    assert jwt.decode(launch["id_token"], options={"verify_signature": False})["fhirUser"] == f"Patient/{patient_id}"
+    refused(stack.get("Patient", launch["id_token"]), "")
     security = requests.get(f"{stack.fhir}/metadata", timeout=10).json()["rest"][0]["security"]
     codes = [c["code"] for s in security["service"] for c in s["coding"]]
     assert "SMART-on-FHIR" in codes

@@ -10,6 +10,9 @@ import jwt
 import pytest
 
 from fhir_dmp.http.devidp import create_idp
+from fhir_dmp.policy.mappings import load_mapping
+from fhir_dmp.services.oidc import Issuer
+from fhir_dmp.services.smart import configuration
 
 ISSUER = "http://idp.test"
 
@@ -86,3 +89,66 @@ def test_the_keys_survive_a_restart_in_their_directory(tmp_path):  # type: ignor
     first = create_idp(ISSUER, "fhir-dmp", tmp_path).test_client().get("/jwks").get_json()
     again = create_idp(ISSUER, "fhir-dmp", tmp_path).test_client().get("/jwks").get_json()
     assert first == again
+
+
+VERIFIER = "v" * 50
+CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
+
+
+def _flow(idp, login: str, scope: str, **extra: str):  # type: ignore[no-untyped-def]
+    """The authorization code flow; the /authorize answer when it refuses, else the token response."""
+    answer = idp.get("/authorize", query_string={
+        "response_type": "code", "client_id": "smart-app", "redirect_uri": "http://app/cb", "scope": scope,
+        "code_challenge": CHALLENGE, "code_challenge_method": "S256", "login_hint": login, **extra})
+    if answer.status_code != 302:
+        return answer
+    code = parse_qs(urlsplit(answer.headers["Location"]).query)["code"][0]
+    return idp.post("/token", data={"grant_type": "authorization_code", "client_id": "smart-app", "code": code,
+                                    "redirect_uri": "http://app/cb", "code_verifier": VERIFIER})
+
+
+def id_claims(idp, token: str, client: str = "smart-app") -> dict:  # type: ignore[no-untyped-def]
+    keys = {k["kid"]: k for k in idp.get("/jwks").get_json()["keys"]}
+    header = jwt.get_unverified_header(token)
+    return jwt.decode(token, jwt.PyJWK(keys[header["kid"]]), algorithms=["RS256"], audience=client, issuer=ISSUER)
+
+
+def test_what_the_fhir_server_advertises_for_it_the_provider_delivers(idp):  # type: ignore[no-untyped-def]
+    """smart-configuration, computed from this provider's discovery, claims sso-openid-connect and
+    context-standalone-patient: a patient launch then gets `patient`, `openid fhirUser` an id_token with fhirUser."""
+    found = idp.get("/.well-known/openid-configuration").get_json()
+    advertised = configuration(Issuer(ISSUER, "fhir-dmp", load_mapping("dmp"), _discovery=found))["capabilities"]
+    assert {"sso-openid-connect", "context-standalone-patient"} <= set(advertised)
+    answer = _flow(idp, "patient-1800175123456", "openid fhirUser launch/patient patient/*.rs",
+                   launch_patient="pat-42", nonce="n-123")
+    assert answer.status_code == 200, answer.data
+    body = answer.get_json()
+    assert body["patient"] == "pat-42"
+    claims = id_claims(idp, body["id_token"])
+    assert claims["sub"] == "f:patient:1800175123456" and claims["fhirUser"] == "Patient/pat-42"
+    assert claims["nonce"] == "n-123"
+    half = hashlib.sha256(body["access_token"].encode()).digest()[:16]
+    assert claims["at_hash"] == base64.urlsafe_b64encode(half).rstrip(b"=").decode()
+    assert jwt.get_unverified_header(body["id_token"])["typ"] == "JWT"  # signed with the keys of the JWKS (above)
+    assert verify(idp, body["access_token"])["scope"] == "openid fhirUser launch/patient patient/*.rs"
+
+
+def test_a_professional_s_fhir_user_and_no_context_unless_asked(idp):  # type: ignore[no-untyped-def]
+    body = _flow(idp, "dr-martin", "openid fhirUser user/*.rs", fhir_user="Practitioner/p-1").get_json()
+    assert id_claims(idp, body["id_token"])["fhirUser"] == "Practitioner/p-1" and "patient" not in body
+    plain = _flow(idp, "dr-martin", "user/*.rs", launch_patient="pat-42").get_json()
+    assert "id_token" not in plain and "patient" not in plain  # neither asked for
+    openid = _flow(idp, "dr-martin", "openid user/*.rs").get_json()
+    assert "fhirUser" not in id_claims(idp, openid["id_token"]) and "nonce" not in id_claims(idp, openid["id_token"])
+
+
+@pytest.mark.parametrize(("login", "scope", "extra"), [
+    ("patient-1800175123456", "launch/patient patient/*.rs", {}),  # no patient to give: refused, not left out
+    ("dr-martin", "openid fhirUser user/*.rs", {}),  # no FHIR resource for a professional: refused
+    ("parent-of-2150375123456", "openid fhirUser", {"launch_patient": "pat-42"}),  # a representative is no Patient
+    ("patient-1800175123456", "launch/patient", {"launch_patient": "../Patient/x"}),
+    ("dr-martin", "openid fhirUser", {"fhir_user": "javascript:alert(1)"}),
+])
+def test_a_context_it_cannot_give_is_refused(idp, login, scope, extra):  # type: ignore[no-untyped-def]
+    answer = _flow(idp, login, scope, **extra)
+    assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_request", answer.data

@@ -10,7 +10,7 @@ from fhir_dmp.services.smart import configuration
 
 URL = "https://idp.example.test"
 BASE = {"issuer": URL, "jwks_uri": f"{URL}/jwks", "authorization_endpoint": f"{URL}/authorize",
-        "token_endpoint": f"{URL}/token"}
+        "token_endpoint": f"{URL}/token", "scopes_supported": ["openid", "fhirUser", "launch/patient", "profile"]}
 
 
 def _issuer(**discovery: object) -> Issuer:
@@ -52,3 +52,26 @@ def test_private_key_jwt_is_the_asymmetric_capability_with_its_algorithms():
     assert document["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
     assert document["revocation_endpoint"] == f"{URL}/revoke"
     assert document["introspection_endpoint"] == f"{URL}/introspect"
+
+
+def test_what_the_issuer_must_deliver_is_claimed_only_when_its_discovery_lists_it():
+    """An id_token with fhirUser (sso-openid-connect) and the token response's patient (context-standalone-patient)
+    are the issuer's to deliver: claimed only when its discovery lists `openid` and `fhirUser`, `launch/patient`."""
+    full = configuration(_issuer())
+    assert {"sso-openid-connect", "context-standalone-patient"} <= set(full["capabilities"])
+    assert {"openid", "fhirUser", "launch/patient"} <= set(full["scopes_supported"])
+    assert "offline_access" not in full["scopes_supported"]  # not listed by the issuer: no refresh token promised
+    issuer = _issuer()
+    assert issuer._discovery is not None
+    del issuer._discovery["scopes_supported"]  # RECOMMENDED only: an issuer that does not say, promises nothing
+    bare = configuration(issuer)
+    assert not {"sso-openid-connect", "context-standalone-patient"} & set(bare["capabilities"])
+    assert not {"openid", "fhirUser", "launch/patient", "offline_access"} & set(bare["scopes_supported"])
+    assert {"launch-standalone", "permission-v2"} <= set(bare["capabilities"])  # this server's own: still there
+    assert "patient/*.rs" in bare["scopes_supported"]
+    openid_only = configuration(_issuer(scopes_supported=["openid", "launch/patient"]))  # no fhirUser claim
+    assert "sso-openid-connect" not in openid_only["capabilities"]
+    assert "context-standalone-patient" in openid_only["capabilities"]
+    assert "fhirUser" not in openid_only["scopes_supported"]
+    odd = configuration(_issuer(scopes_supported="openid fhirUser launch/patient"))  # not a list: not read
+    assert "sso-openid-connect" not in odd["capabilities"]
