@@ -181,7 +181,11 @@ class Issuer:
         if alg not in ALGORITHMS:
             raise Refused(f"Tokens of issuer {self.url} must be signed with {', '.join(ALGORITHMS)}, not {short(alg)}")
         kid = header.get("kid")
-        jwk = self.signing_key(kid, str(alg), jwt.decode(token, options={"verify_signature": False}).get("iat"))
+        try:
+            issued = jwt.decode(token, options={"verify_signature": False}).get("iat")  # unverified: see _refreshed
+        except jwt.InvalidTokenError:
+            issued = None  # the verification below says why
+        jwk = self.signing_key(kid, str(alg), issued)
         try:
             claims = jwt.decode(token, jwk.key, algorithms=[str(alg)], audience=self.audience, issuer=self.url,
                                 leeway=self.leeway, options={"require": ["exp", "iat", "iss", "aud"]})
