@@ -205,7 +205,7 @@ def _read_primitive(el: etree._Element, e: Elem, m: Model, path: str, depth: int
             value = read_value(e.kind, text)
         elif key == "id":
             extra["id"] = text
-        else:
+        elif not key.startswith(_XSI):
             _keep_unknown(extra, key, text, _PRIMITIVE_KEYS, "attribute", path)
     _keep_text(extra, el.text)
     exts = []

@@ -120,3 +120,45 @@ def test_no_fhir_resource_at_all_is_still_a_400(client, body, words):
     assert err.value.status == 400 and words in err.value.issues[0].diagnostics
     found = outcome(client.request("POST", "Patient", raw=body, content_type=XML), 400)
     assert words in found["issue"][0]["diagnostics"]
+
+
+# Carried shapes reach more than the structural walk: a FHIRPath Patch (Parameters) and a transaction Bundle read
+# them too. Each mutation must still be a 4xx OperationOutcome, never a 500 nor a silent write.
+MUTATIONS = {
+    "repeated": ('<valueCode value="replace"/>', '<valueCode value="replace"/><valueCode value="add"/>'),
+    "no value": ('<valueCode value="replace"/>', "<valueCode/>"),
+    "bad value": ('<valueCode value="replace"/>', '<valueCode value=""/>'),
+    "unknown attribute": ('<valueCode value="replace"/>', '<valueCode value="replace" bogus="1"/>'),
+    "text": ('<valueCode value="replace"/>', '<valueCode value="replace">x</valueCode>'),
+    "repeated name": ('<name value="type"/>', '<name value="type"/><name value="path"/>'),
+    "repeated part value": ('<valueString value="male"/>', '<valueString value="male"/><valueString/>'),
+}
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_carried_shapes_in_an_xml_patch_are_refused_cleanly(client, name):
+    from fhir_dmp.http.fhirxml import json_to_xml
+    from tests.http.helpers import new_patient
+
+    pid = new_patient(client)
+    patch = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "Patient.gender"},
+        {"name": "value", "valueString": "male"}]}]}
+    xml = json_to_xml(patch).decode()
+    before, after = MUTATIONS[name]
+    assert before in xml
+    response = client.request("PATCH", f"Patient/{pid}", raw=xml.replace(before, after, 1).encode(), content_type=XML)
+    assert 400 <= response.status_code < 500, response.data
+    outcome(response, response.status_code)
+    assert client.get(f"Patient/{pid}").get_json()["gender"] != "male"
+
+
+@pytest.mark.parametrize("name", CARRIED)
+def test_carried_shapes_in_an_xml_transaction_are_refused_cleanly(client, name):
+    xml, _, _ = CARRIED[name]
+    entry = ('<entry><fullUrl value="urn:uuid:0c1e8a4e-55f4-4a4b-9c7c-1f1a3b6d0e01"/><resource><Patient>'
+             f'{xml}</Patient></resource><request><method value="POST"/><url value="Patient"/></request></entry>')
+    body = doc('<type value="transaction"/>' + entry, root="Bundle")
+    response = client.request("POST", "/fhir", raw=body, content_type=XML)
+    assert 400 <= response.status_code < 500, response.data
+    outcome(response, response.status_code)
