@@ -162,3 +162,26 @@ def test_carried_shapes_in_an_xml_transaction_are_refused_cleanly(client, name):
     response = client.request("POST", "/fhir", raw=body, content_type=XML)
     assert 400 <= response.status_code < 500, response.data
     outcome(response, response.status_code)
+
+
+ENTRY_PROBLEMS = {
+    "repeated resource": "<resource><Patient/></resource><resource><Patient/></resource>"
+                         '<request><method value="POST"/><url value="Patient"/></request>',
+    "repeated request": '<resource><Patient/></resource><request><method value="POST"/><url value="Patient"/>'
+                        '</request><request><method value="PUT"/><url value="Patient/x"/></request>',
+    "bad method": '<resource><Patient/></resource><request><method value="POSTX"/><url value="Patient"/></request>',
+    "no method value": '<resource><Patient/></resource><request><method/><url value="Patient"/></request>',
+    "repeated url": '<resource><Patient/></resource><request><method value="POST"/><url value="Patient"/>'
+                    '<url value="Observation"/></request>',
+    "text in request": '<resource><Patient/></resource><request>x<method value="POST"/><url value="Patient"/>'
+                       "</request>",
+}
+
+
+@pytest.mark.parametrize("name", ENTRY_PROBLEMS)
+def test_carried_shapes_in_a_transaction_entry_are_refused_cleanly(client, name):
+    body = doc(f'<type value="transaction"/><entry>{ENTRY_PROBLEMS[name]}</entry>', root="Bundle")
+    response = client.request("POST", "/fhir", raw=body, content_type=XML)
+    assert 400 <= response.status_code < 500, response.data
+    outcome(response, response.status_code)
+    assert client.get("Patient").get_json()["total"] == 0
