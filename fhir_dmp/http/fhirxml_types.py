@@ -50,8 +50,7 @@ class Elem:
     kind: str
     array: bool
     attr: bool  # an XML attribute (Element.id, Extension.url), not a child element
-    choice: str | None  # value[x] for valueString, so two choices of one element can be refused
-    order: int
+    order: int  # its place in the definition: XML order (two choices of one element are the walk's to refuse)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +58,6 @@ class TypeInfo:
     name: str
     elems: dict[str, Elem]
     attrs: tuple[Elem, ...]
-    has_choices: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +76,11 @@ def model() -> Model:
     for tname, rows in raw["types"].items():
         elems = {}
         for i, row in enumerate(rows):
-            name, typ, flags, choice = row[0], row[1], row[2], row[3] if len(row) > 3 else None
+            name, typ, flags = row[0], row[1], row[2]
             kind = _KIND_OF.get(typ) or (STR if typ in primitives else COMPLEX)
-            elems[name] = Elem(name, typ, kind, "*" in flags, "@" in flags, choice, i)
+            elems[name] = Elem(name, typ, kind, "*" in flags, "@" in flags, i)
         attrs = tuple(e for e in elems.values() if e.attr)
-        types[tname] = TypeInfo(tname, elems, attrs, any(e.choice for e in elems.values()))
+        types[tname] = TypeInfo(tname, elems, attrs)
     return Model(types, frozenset(raw["resources"]), raw["source"])
 
 
