@@ -8,9 +8,9 @@ to locations (the container and key of each node), so that a primitive can be re
 An element's shape (its type, whether it repeats) comes from the R4 element table (`structure.element_shape`),
 so that an `add` appends to a list and a value given in parts takes the R4 shape.
 
-A patch document that is not one (no operation, an unknown type, a missing part) is a 400; a patch that cannot
-be applied to this resource (a path matching several nodes where one is needed, an index out of range, an
-element R4 does not have) is a 422, as R4's http.html#patch says.
+A patch document that is not one (a Parameters R4 refuses, no operation, an unknown type, a missing part) is a
+400; a patch that cannot be applied to this resource (a path matching several nodes where one is needed, an index
+out of range, an element R4 does not have) is a 422, as R4's http.html#patch says.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import fhirpathpy
 
 from fhir_dmp.errors import FhirError, Issue, bad_request, unprocessable
-from fhir_dmp.validation.structure import element_shape
+from fhir_dmp.validation.structure import element_shape, validate_structure
 
 TYPES = ("add", "insert", "delete", "replace", "move")
 _INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[(\d+)\]$")
@@ -49,7 +49,12 @@ def is_fhirpath_patch(body: object) -> bool:
 
 
 def apply(parameters: dict, resource: dict) -> dict:
-    """The resource after the patch (the original is left untouched)."""
+    """The resource after the patch (the original is left untouched). A Parameters R4 refuses (an unknown element,
+    a repeated value, what an XML patch carries as JSON would: `http/fhirxml_read.py`) is no patch: a 400 listing
+    every structure issue at once, before any operation is read."""
+    issues = [i for i in validate_structure(parameters) if i.severity in ("error", "fatal")]
+    if issues:
+        raise FhirError(400, issues)
     operations = _operations(parameters)
     out = copy.deepcopy(resource)
     root = {"$": out}

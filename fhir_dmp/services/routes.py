@@ -28,6 +28,7 @@ from fhir_dmp.services import (
 from fhir_dmp.services.registry import RESOURCES
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
+from fhir_dmp.validation.structure import validate_structure
 
 Handler = Callable[[Unit, FhirRequest], FhirResponse]
 
@@ -91,6 +92,8 @@ def route(req: FhirRequest) -> Handler:
     interaction = req.interaction
     if interaction == "history-system":
         return history.history
+    if interaction == "operation":
+        _parameters_checked(req)
     definition = RESOURCES.get(req.resource_type or "")
     if definition is not None and definition.shipped:
         return conformance.handle  # read, search and the terminology operations, from the shipped files
@@ -110,3 +113,15 @@ def route(req: FhirRequest) -> Handler:
     if definition is None or not definition.allows(interaction):
         raise method_not_allowed(req)
     return INTERACTIONS[interaction]
+
+
+def _parameters_checked(req: FhirRequest) -> None:
+    """An operation's Parameters body R4 refuses is one 400 listing every structure issue (an unknown key, a
+    repeated value, what an XML body carries as JSON would: `http/fhirxml_read.py`), never a problem the operation
+    silently skips. `$validate` is left out: the resource it is given is what it reports on."""
+    body = req.body
+    if req.method == "POST" and req.operation != "$validate" and isinstance(body, dict) and (
+            body.get("resourceType") == "Parameters"):
+        issues = [i for i in validate_structure(body) if i.severity in ("error", "fatal")]
+        if issues:
+            raise FhirError(400, issues)

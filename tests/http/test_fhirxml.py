@@ -15,7 +15,7 @@ from lxml import etree
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError
-from fhir_dmp.http import fhirxml
+from fhir_dmp.http import fhirxml_read
 from fhir_dmp.http.fhirxml import json_to_xml, xml_to_json
 from fhir_dmp.http.fhirxml_types import ELEMENTS_FILE
 
@@ -164,7 +164,7 @@ def test_dtds_are_refused(data):
 def test_dtds_are_refused_even_past_the_byte_scan(monkeypatch, data):
     """Defence in depth: with the pre-parse scan off, the parser still expands and fetches nothing,
     and the parsed document's DTD is refused."""
-    monkeypatch.setattr(fhirxml, "_DTD_MARKERS", ())
+    monkeypatch.setattr(fhirxml_read, "DTD_MARKERS", ())
     err = refused(data)
     diagnostics = err.issues[0].diagnostics
     assert err.issues[0].code == "structure"
@@ -175,11 +175,11 @@ def test_the_parser_resolver_refuses_any_fetch():
     """libxml2 reads an external DTD subset for some option mixes (collect_ids=False, load_dtd=True);
     the resolver on our parser turns any such fetch into an error."""
     parser = etree.XMLParser(load_dtd=True, no_network=True, resolve_entities=False)
-    parser.resolvers.add(fhirxml._RefuseExternal())
+    parser.resolvers.add(fhirxml_read._RefuseExternal())
     with pytest.raises(ValueError, match="external resources are not allowed"):
         etree.fromstring(EXTERNAL_DTD, parser)
     with pytest.raises(ValueError, match="external resources are not allowed"):
-        fhirxml._parser().resolvers.resolve("file:///etc/passwd", None, None)
+        fhirxml_read.hardened_parser().resolvers.resolve("file:///etc/passwd", None, None)
 
 
 def test_utf16_is_refused_before_parsing():
@@ -195,22 +195,18 @@ def test_utf16_is_refused_before_parsing():
         (b'<Patient><active value="true"/></Patient>', "namespace"),
         (doc('<active xmlns="urn:other" value="true"/>'), "namespace"),
         (doc('<active value="true"/>', root="Patientt"), "Unknown resource type"),
-        (doc('<active value="true" bogus="1"/>'), "Unknown attribute"),
         (b'<Patient xmlns="http://hl7.org/fhir" id="x"><active value="true"/></Patient>', "attribute 'id'"),
         (doc('<id value="1">'), "not well-formed"),
         (b"", "Not an XML document"),
         (b'{"resourceType": "Patient"}', "Not an XML document"),
         (b"<Patient", "not well-formed"),
-        (doc('<active value="yes"/>'), "boolean"),
-        (doc('<multipleBirthInteger value="1.0"/>'), "integer"),
-        (doc('<multipleBirthInteger value="2147483648"/>'), "32-bit"),
-        (doc('<active value=""/>'), "Empty value"),
-        (doc("<active/>"), "no value"),
-        (doc("<name/>"), "Empty element"),
-        (doc('<active value="true"/><active value="false"/>'), "repeats"),
-        (doc('<deceasedBoolean value="true"/><deceasedDateTime value="2020"/>'), "Only one of"),
-        (doc('hello<active value="true"/>'), "Text content"),
-        (doc('<birthDate value="2000"><id value="x"/></birthDate>'), "only contain extension"),
+        (doc('<birthDate value="2000"><id value="x"/></birthDate>'), "Unknown element 'id'"),
+        (doc('<active value="true" bogus="1"/>', root="Patientt"), "Unknown resource type"),
+        (doc('<name family="X"/>'), "Unknown attribute 'family'"),
+        (doc('<active value="true" resourceType="X"/>'), "Unknown attribute 'resourceType'"),
+        (doc('<name xmlns:x="urn:x" x:foo="1"><family value="X"/></name>'), "Unknown attribute '{urn:x}foo'"),
+        (doc('<extension><url value="http://x"/><valueString value="x"/></extension>'), "Unknown element 'url'"),
+        (doc('<contained>hello<Patient/></contained>'), "Text content"),
         (doc("<contained/>"), "exactly one resource"),
         (doc('<text><status value="generated"/><div>x</div></text>'), "XHTML"),
         ('<?xml version="1.0" encoding="ISO-8859-1"?><Patient/>'.encode("latin-1"), "UTF-8"),
@@ -345,7 +341,8 @@ def test_numbers_and_booleans_get_json_types():
     values = [next(v for k, v in p.items() if k.startswith("value")) for p in params["parameter"]]
     assert values == [4, 0, Decimal("-0.10")] and [type(v) for v in values] == [int, int, Decimal]
     assert str(values[2]) == "-0.10"
-    refused(doc('<parameter><name value="p"/><valuePositiveInt value="0"/></parameter>', root="Parameters"))
+    zero = xml_to_json(doc('<parameter><name value="p"/><valuePositiveInt value="0"/></parameter>', root="Parameters"))
+    assert zero["parameter"][0]["valuePositiveInt"] == 0  # carried as JSON has it: the walk refuses it
 
 
 def test_narrative_div_is_serialised_xhtml_with_its_own_namespace_only():

@@ -95,6 +95,20 @@ def test_a_fhirpath_patch_that_cannot_apply_writes_nothing(client, operation, st
     assert history_total(client) == 1
 
 
+def test_a_fhirpath_patch_r4_refuses_is_one_400_listing_every_structure_issue(client):
+    """The Parameters itself is checked first (an unknown key, a repeated value, the shapes an XML patch carries
+    as JSON would): one 400 listing each problem with its expression, nothing written."""
+    pid = new_patient(client)
+    operation = _op("replace", "Patient.gender", value={"valueCode": "male"})
+    operation["part"][0]["_valueCode"] = {"bogus": "1"}
+    operation["part"][1]["valueString"] = ["Patient.gender", "Patient.birthDate"]
+    found = outcome(client.patch(f"Patient/{pid}", _fhirpath_patch(operation), content_type=FHIR_JSON), 400)
+    expressions = {e for i in found["issue"] for e in i.get("expression", ())}
+    assert {"Parameters.parameter[0].part[0].valueCode.bogus", "Parameters.parameter[0].part[1].valueString"} <= (
+        expressions), found
+    assert json_of(client.get(f"Patient/{pid}"))["meta"]["versionId"] == "1"
+
+
 @pytest.mark.parametrize("content_type", ["application/merge-patch+json", "application/json", FHIR_JSON])
 def test_a_merge_patch_changes_what_it_names_and_null_removes(client, content_type):
     pid = new_patient(client)
