@@ -168,3 +168,29 @@ def test_concurrent_searches_index_each_trace_once(concurrent_db) -> None:  # no
 def _pending_pks(db: Database) -> set[int]:
     with db.engine.connect() as conn:
         return set(conn.execute(select(index_pending.c.resource_pk)).scalars())
+
+
+def test_audit_index_drains_the_backlog_in_batches(client, database, world) -> None:
+    from click.testing import CliRunner
+
+    from fhir_dmp.cli import main
+
+    doctor = client.as_(**DOCTOR)
+    for _ in range(5):
+        assert doctor.get(f"DocumentReference/{world.doc}").status_code == 200
+    pending = _pending(database)
+    assert pending >= 5
+    result = CliRunner().invoke(main, ["audit", "index", "--database-url", database.url, "--batch", "2"])
+    assert result.exit_code == 0, result.output
+    assert json_of_line(result.stdout) == {"indexed": pending}
+    assert _pending(database) == 0
+    indexed = _traces(database)
+    assert _trace_index_rows(database) == _expected_rows(database, indexed)
+    again = CliRunner().invoke(main, ["audit", "index", "--database-url", database.url])
+    assert again.exit_code == 0 and json_of_line(again.stdout) == {"indexed": 0}
+
+
+def json_of_line(output: str) -> dict:
+    import json
+
+    return json.loads(output.strip().splitlines()[-1])
