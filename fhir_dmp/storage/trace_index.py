@@ -57,15 +57,20 @@ def claim(conn: Connection, scope: c.Criterion | None, *, limit: int | None = No
     where = reach(scope) if scope is not None else _TRUE
     if where == _FALSE:
         return []
-    keys = select(index_pending.c.resource_pk).where(compile_criterion(where, index_pending)) \
-        .order_by(index_pending.c.resource_pk).limit(limit).with_for_update()
-    if conn.dialect.name == "postgresql":
-        pks = [r[0] for r in conn.execute(delete(index_pending).where(index_pending.c.resource_pk.in_(
-            keys.scalar_subquery())).returning(index_pending.c.resource_pk))]
+    keys = select(index_pending.c.patient_key, index_pending.c.resource_pk) \
+        .where(compile_criterion(where, index_pending)).order_by(index_pending.c.resource_pk).limit(limit) \
+        .with_for_update()
+    if conn.dialect.name == "postgresql":  # by the primary key of the rows locked, in key order
+        claimed = keys.subquery("claimed")
+        pks = [r[0] for r in conn.execute(delete(index_pending).where(
+            index_pending.c.patient_key == claimed.c.patient_key,
+            index_pending.c.resource_pk == claimed.c.resource_pk).returning(index_pending.c.resource_pk))]
     else:
-        pks = [r[0] for r in conn.execute(keys)]
-        if pks:
-            conn.execute(delete(index_pending).where(index_pending.c.resource_pk.in_(pks)))
+        found = [tuple(r) for r in conn.execute(keys)]
+        pks = [pk for _, pk in found]
+        for key, pk in found:
+            conn.execute(delete(index_pending).where(index_pending.c.patient_key == key,
+                                                     index_pending.c.resource_pk == pk))
     if not pks:
         return []
     rows = conn.execute(CURRENT.where(resource.c.pk.in_(sorted(pks))).order_by(resource.c.pk))
