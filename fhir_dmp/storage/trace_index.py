@@ -36,18 +36,13 @@ def reach(scope: c.Criterion) -> c.Criterion:
         return node
     if isinstance(node, c.TypeIs):
         return _TRUE if TRACE in node.types else _FALSE
-    if isinstance(node, c.AllOf):
+    if isinstance(node, c.AllOf | c.AnyOf):  # simplified: false absorbs an AllOf and true an AnyOf
+        absorbing, neutral = (_FALSE, _TRUE) if isinstance(node, c.AllOf) else (_TRUE, _FALSE)
         parts = [reach(p) for p in node.parts]
-        if _FALSE in parts:
-            return _FALSE
-        kept = tuple(p for p in parts if p != _TRUE)
-        return kept[0] if len(kept) == 1 else c.AllOf(kept)
-    if isinstance(node, c.AnyOf):
-        parts = [reach(p) for p in node.parts]
-        if _TRUE in parts:
-            return _TRUE
-        kept = tuple(p for p in parts if p != _FALSE)
-        return kept[0] if len(kept) == 1 else c.AnyOf(kept)
+        if absorbing in parts:
+            return absorbing
+        kept = tuple(p for p in parts if p != neutral)
+        return kept[0] if len(kept) == 1 else type(node)(kept)
     return _TRUE  # Not, index criteria, access facts: widened
 
 
