@@ -110,11 +110,18 @@ def _patch_from_binary(binary: dict, where: str) -> tuple[Any, str]:
         raise bad_request(f"{where}.resource: the JSON Patch in the Binary cannot be read") from exc
 
 
-def _response_entry(resp: FhirResponse, *, with_resource: bool = True) -> dict:
+def _response_entry(resp: FhirResponse, prefer: str | None = None, stored: str | None = None) -> dict:
+    """An entry of a batch or transaction response. What a write answers follows `Prefer: return` as a single
+    write's does (R4 http.html#ops): `minimal` no resource, `OperationOutcome` an outcome, else the resource (its
+    stored text as is, when the write just made it: `stored`). A read answers its resource whatever the
+    preference."""
     out: dict = {}
-    body = fhirjson.materialize(resp.body)  # a read's stored text, parsed: its meta is looked at below
-    if with_resource and isinstance(body, dict):
-        out["resource"] = body
+    body = resp.body
+    if isinstance(body, fhirjson.Raw):  # a read's stored text, parsed: its meta is looked at below
+        body = fhirjson.materialize(body)
+    written = "Location" in resp.headers
+    if isinstance(body, dict) and not (written and prefer in ("minimal", "OperationOutcome")):
+        out["resource"] = fhirjson.raw(stored) if stored is not None else body
     response: dict = {"status": content.status_line(resp.status)}
     if "Location" in resp.headers:
         response["location"] = resp.headers["Location"]
@@ -122,6 +129,8 @@ def _response_entry(resp: FhirResponse, *, with_resource: bool = True) -> dict:
         response["etag"] = resp.headers["ETag"]
     if isinstance(body, dict) and isinstance(body.get("meta"), dict):
         response["lastModified"] = body["meta"].get("lastUpdated")
+    if written and prefer == "OperationOutcome" and isinstance(body, dict):
+        response["outcome"] = content.information("Created" if resp.status == 201 else "Updated")
     out["response"] = {k: v for k, v in response.items() if v is not None}
     return out
 
@@ -134,7 +143,8 @@ def _batch_entry(run: Run, caller: Caller, parent: FhirRequest, entry: Any, inde
     try:
         req = _entry_request(parent, entry, index)  # 400 unless the entry has a usable request object
         # its resource's structure and profiles are checked by the interaction, in one 422 (`writes.parsed`)
-        return _response_entry(run(caller, req, lambda u: routes.route(req)(u, req)))  # traced on its own
+        return _response_entry(run(caller, req, lambda u: routes.route(req)(u, req)),  # traced on its own
+                               parent.prefer_return)
     except FhirError as error:
         return _error_entry(error)
 
@@ -173,6 +183,7 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Confo
     resolved = [_resolve_references(u, r, ids, i) for i, r in enumerate(requests)]
     pending: dict[tuple[str, str], str] = {}  # created in this transaction, not yet written
     batch: list[NewResource] = []
+    texts: dict[int, str] = {}  # the stored text of each create, answered as it is
     # Patients first among creates (the DMP others point to, whatever the entry order: R4 says the order
     # of entries does not matter), Binaries last: their securityContext may name a DocumentReference.
     # Updates in one global order of their ids, so that concurrent transactions never deadlock.
@@ -185,7 +196,7 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Confo
         req = resolved[i]
         if req.interaction == "create":
             # Creates are prepared one by one (validated, stamped, indexed) and written together.
-            responses[i] = _prepare_create(u, req, i, pending, batch)
+            responses[i], texts[i] = _prepare_create(u, req, i, pending, batch)
             continue
         _flush(u, batch)
         responses[i] = _dispatch_entry(u, req, i)
@@ -197,7 +208,7 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Confo
                 raise bad_request(f"Bundle.entry[{i}]: the transaction changes {key} more than once")
             changed.add(key)
     _flush(u, batch)
-    return [_response_entry(responses[i]) for i in range(len(resolved))]
+    return [_response_entry(responses[i], parent.prefer_return, texts.get(i)) for i in range(len(resolved))]
 
 
 class _Conformity:
@@ -285,8 +296,9 @@ def bytes_at_hand(base_url: str, bundled: writes.BytesOf = lambda _url: None) ->
 
 
 def _prepare_create(u: Unit, req: FhirRequest, index: int, pending: dict[tuple[str, str], str],
-                    batch: list[NewResource]) -> FhirResponse:
-    """A create entry, decided and indexed (its conformity and structure were checked with the Bundle's)."""
+                    batch: list[NewResource]) -> tuple[FhirResponse, str]:
+    """A create entry, decided and indexed (its conformity and structure were checked with the Bundle's): its
+    response and the text it is stored as."""
     try:
         body = content.as_resource(req.body, req.resource_type or "")
         new, response = writes.prepare_new(u, req, body, req.assigned_id or str(uuid.uuid4()), pending)
@@ -295,7 +307,7 @@ def _prepare_create(u: Unit, req: FhirRequest, index: int, pending: dict[tuple[s
         raise
     pending[(new.resource_type, new.id)] = new.patient_key
     batch.append(new)
-    return response
+    return response, new.content
 
 
 def _flush(u: Unit, batch: list[NewResource]) -> None:
