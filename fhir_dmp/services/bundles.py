@@ -350,21 +350,32 @@ def _check_distinct(requests: list[FhirRequest]) -> set[str]:
 
 
 def _resolve_references(u: Unit, req: FhirRequest, ids: dict[str, str], index: int) -> FhirRequest:
-    """Replace fullUrls by the ids they got, and `Type?search` references by the one match."""
+    """Replace fullUrls by the ids they got, and `Type?search` references by the one match. Copy on write: what
+    holds nothing to replace is the request's own (nothing downstream changes a body in place), so a Binary's
+    base64 or a document's codes are walked, not copied."""
     if not isinstance(req.body, dict):
         return req
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            out = {}
+            out = None
             for key, value in node.items():
                 if key == "reference" and isinstance(value, str) and "?" in value and value not in ids:
-                    out[key] = _conditional_reference(u, value, index)
+                    new = _conditional_reference(u, value, index)
                 else:
-                    out[key] = walk(value)
-            return out
+                    new = walk(value)
+                if new is not value:
+                    out = out if out is not None else dict(node)
+                    out[key] = new
+            return node if out is None else out
         if isinstance(node, list):
-            return [walk(v) for v in node]
+            items = None
+            for i, value in enumerate(node):
+                new = walk(value)
+                if new is not value:
+                    items = items if items is not None else list(node)
+                    items[i] = new
+            return node if items is None else items
         if isinstance(node, str) and node in ids:
             return ids[node]
         return node
