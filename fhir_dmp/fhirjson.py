@@ -63,11 +63,13 @@ def _check_depth(value: Any) -> None:
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """RFC 8259 leaves duplicate names undefined; FHIR JSON forbids them: refuse rather than guess."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise JsonSyntaxError(f"Malformed JSON: the property {key!r} appears twice in one object")
-        out[key] = value
+    out = dict(pairs)  # in C; a name given twice leaves fewer entries than pairs
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonSyntaxError(f"Malformed JSON: the property {key!r} appears twice in one object")
+            seen.add(key)
     return out
 
 
