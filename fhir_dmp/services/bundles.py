@@ -45,30 +45,31 @@ def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, 
 
     # The checks that need no database run before the unit of work opens its transaction (and once, however many
     # times a concurrent writer makes it start again); a refusal is still raised inside it, so that it is traced.
-    refusal, conformity = _checked(rt, req, entries, enforce_profiles)
+    refusal, requests, conformity = _checked(rt, req, entries, enforce_profiles)
 
     def transaction(u: Unit) -> FhirResponse:
         if refusal is not None:
             raise refusal
-        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, conformity)))
+        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, list(requests),
+                                                                              conformity)))
     return run(caller, req, transaction)
 
 
-def _checked(rt: Runtime, req: FhirRequest, entries: list,
-             enforce_profiles: bool) -> tuple[Exception | None, _Conformity | None]:
+def _checked(rt: Runtime, req: FhirRequest, entries: list, enforce_profiles: bool
+             ) -> tuple[Exception | None, list[FhirRequest], _Conformity | None]:
     """A transaction's entries' requests (400), then every issue of every entry, R4 structure and profiles, in one
     422 (`_Conformity`, as far as the Bundle alone can tell): what refuses it, in the order the unit of work would
-    have found it, to be raised there (and traced)."""
+    have found it, to be raised there (and traced); the entries' requests, for the unit of work."""
     try:
         structure = validating.r4_issues(rt.conformance, req.body)
         requests = [_entry_request(req, e, i) for i, e in enumerate(entries)]
         _check_distinct(requests)
         if not enforce_profiles:
-            return (FhirError(422, structure) if structure else None), None
+            return (FhirError(422, structure) if structure else None), requests, None
         conformity = _Conformity(rt, req, entries, requests, structure)
-        return conformity.refusal(), conformity
+        return conformity.refusal(), requests, conformity
     except Exception as error:  # noqa: BLE001 - raised in the unit of work, which traces it (a fault: 500)
-        return error, None
+        return error, [], None
 
 
 def _bundle(kind: str, entries: list[dict]) -> dict:
@@ -149,8 +150,9 @@ def _batch_entry(run: Run, caller: Caller, parent: FhirRequest, entry: Any, inde
         return _error_entry(error)
 
 
-def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Conformity | None) -> list[dict]:
-    requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
+def _transaction(u: Unit, parent: FhirRequest, entries: list, requests: list[FhirRequest],
+                 conformity: _Conformity | None) -> list[dict]:
+    """`requests`: the entries' own (`_entry_request`), a copy this run of the unit of work may change."""
     changed = _check_distinct(requests)
     if conformity is not None:
         conformity.check_stored(u)
