@@ -183,6 +183,9 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, requests: list[Fhi
         if isinstance(full_url, str):
             ids[full_url] = f"{req.resource_type}/{rid}"
     resolved = [_resolve_references(u, r, ids, i) for i, r in enumerate(requests)]
+    if conformity is not None:  # an update's body judged with the Bundle, unchanged since: not judged again
+        u.judged.update((id(resolved[i].body), resolved[i].body) for i in conformity.per_entry
+                        if resolved[i].body is requests[i].body and resolved[i].method == "PUT")
     pending: dict[tuple[str, str], str] = {}  # created in this transaction, not yet written
     batch: list[NewResource] = []
     texts: dict[int, str] = {}  # the stored text of each create, answered as it is
