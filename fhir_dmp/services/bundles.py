@@ -360,6 +360,7 @@ def _resolve_references(u: Unit, req: FhirRequest, ids: dict[str, str], index: i
     base64 or a document's codes are walked, not copied."""
     if not isinstance(req.body, dict):
         return req
+    longest = max(map(len, ids), default=0)  # a Binary's base64 is never a fullUrl: not hashed to find out
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
@@ -381,7 +382,7 @@ def _resolve_references(u: Unit, req: FhirRequest, ids: dict[str, str], index: i
                     items = items if items is not None else list(node)
                     items[i] = new
             return node if items is None else items
-        if isinstance(node, str) and node in ids:
+        if isinstance(node, str) and len(node) <= longest and node in ids:
             return ids[node]
         return node
 
