@@ -39,6 +39,8 @@ def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, 
     if kind not in ("batch", "transaction"):
         raise bad_request(f"Bundle.type must be batch or transaction, not {kind!r}", "Bundle.type")
     entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise bad_request("Bundle.entry must be an array of entries", "Bundle.entry")
     if kind == "batch":  # each entry judged on its own (_batch_entry)
         return FhirResponse(200, _bundle("batch-response", [_batch_entry(run, caller, req, e, i)
                                                             for i, e in enumerate(entries)]))

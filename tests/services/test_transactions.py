@@ -590,3 +590,13 @@ def test_batch_entry_whose_request_is_not_an_object_fails_alone(client):
     assert [e["response"]["status"][:3] for e in out] == ["400", "201"]
     assert out[0]["response"]["outcome"]["issue"]
     assert total(client, "Patient") == 1
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+@pytest.mark.parametrize("entry", [True, {"resource": {"resourceType": "Patient"}}, "x", 3])
+def test_an_entry_list_that_is_no_array_is_a_400(client, kind, entry):
+    """Found by tests/http/test_fuzz.py: `"entry": true` reached the entries' loop and answered 500."""
+    response = client.post("/fhir", {"resourceType": "Bundle", "type": kind, "entry": entry})
+    assert response.status_code == 400, response.data
+    outcome = json_of(response)
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["expression"] == ["Bundle.entry"]
