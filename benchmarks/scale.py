@@ -31,7 +31,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -77,6 +76,13 @@ def write_template(url: str, dmps: int, docs: int) -> None:
     result = service.handle(SYSTEM, parse_url("POST", "", body=bundle, base_url=BASE))
     assert result.status == 200, result.body
     db.dispose()
+
+
+def analyze(conn: psycopg.Connection) -> None:
+    """ANALYZE this schema's tables only (a bare ANALYZE would also refresh other schemas of the database)."""
+    tables = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()").fetchall()
+    conn.execute(f"ANALYZE {', '.join(t for (t,) in tables)}")
+    conn.commit()
 
 
 def timed(conn: psycopg.Connection, label: str, sql: str, params: dict | None = None) -> int:
@@ -160,7 +166,7 @@ def drop_secondary(conn: psycopg.Connection) -> list[str]:
     return [d for _, d in indexes] + [f'ALTER TABLE {t} ADD CONSTRAINT "{n}" {d}' for t, n, d in fks]
 
 
-def clone(conn: psycopg.Connection, dmps: int) -> dict[str, float]:
+def clone(conn: psycopg.Connection, dmps: int, analyze_at: int = 0) -> dict[str, float]:
     """Clone the template into `dmps` DMPs; returns the phases' durations."""
     phases: dict[str, float] = {}
     started = time.perf_counter()
@@ -187,53 +193,14 @@ def clone(conn: psycopg.Connection, dmps: int) -> dict[str, float]:
                regexp_replace(i.value_norm, '^medecin[0-9]+$', 'medecin' || m.j),
                regexp_replace(i.value_exact, '^MEDECIN[0-9]+$', 'MEDECIN' || m.j)
         FROM scale_pm m JOIN idx_string i ON i.resource_pk = m.tpk""")
-    timed(conn, "resource: DMPs", f"""INSERT INTO resource ({cols})
-        SELECT m.pk, r.resource_type, m.id, m.pid, r.version_id, r.last_updated, r.deleted, m.vpk,
-               coalesce(s.doc_type, r.doc_type), r.labels, r.doc_date - m.shift, r.owner, r.governed_by
-        FROM scale_m m JOIN resource r ON r.pk = m.tpk LEFT JOIN resource s ON s.pk = m.srcdoc""")
-    content = hexed("v.content")
-    content = f"""replace(replace(replace({content}, '"value":"' || m.tins || '"', '"value":"' || m.ins || '"'),
-        '"family":"NOM' || m.t || '"', '"family":"NOM' || m.c || '"'),
-        'Practitioner/' || left(coalesce(m.tauthor, '-'), 24) || lpad(to_hex(m.c), 12, '0'),
-        'Practitioner/' || coalesce(m.author, ''))"""
-    timed(conn, "resource_version: DMPs", f"""INSERT INTO resource_version ({vcols})
-        SELECT m.vpk, v.resource_type, m.id, v.version_id, m.pid, v.last_updated, v.method, v.deleted, {content}
-        FROM scale_m m JOIN resource_version v ON v.pk = m.tvpk""")
-    timed(conn, "idx_token: DMPs", f"""INSERT INTO idx_token
-        SELECT m.pk, m.pid, i.resource_type, i.param, i.system,
-               CASE WHEN i.resource_type = 'Patient' AND i.param = 'identifier' THEN m.ins
-                    ELSE {hexed('i.code')} END, i.text
-        FROM scale_m m JOIN idx_token i ON i.resource_pk = m.tpk AND (m.srcdoc IS NULL OR i.param NOT IN
-             ('type', 'category'))""")
-    timed(conn, "idx_token: DMPs, type and class", """INSERT INTO idx_token
-        SELECT m.pk, m.pid, i.resource_type, i.param, i.system, i.code, i.text
-        FROM scale_m m JOIN idx_token i ON i.resource_pk = m.srcdoc AND i.param IN ('type', 'category')""")
-    timed(conn, "idx_string: DMPs", """INSERT INTO idx_string
-        SELECT m.pk, m.pid, i.resource_type, i.param,
-               regexp_replace(i.value_norm, '^nom[0-9]+$', 'nom' || m.c),
-               regexp_replace(i.value_exact, '^NOM[0-9]+$', 'NOM' || m.c)
-        FROM scale_m m JOIN idx_string i ON i.resource_pk = m.tpk""")
-    timed(conn, "idx_date: DMPs", """INSERT INTO idx_date
-        SELECT m.pk, m.pid, i.resource_type, i.param, i.low - m.shift,
-               CASE WHEN i.high >= '9999-01-01' THEN i.high ELSE i.high - m.shift END
-        FROM scale_m m JOIN idx_date i ON i.resource_pk = m.tpk""")
-    timed(conn, "idx_reference: DMPs", f"""INSERT INTO idx_reference
-        SELECT m.pk, m.pid, i.resource_type, i.param, i.target_type,
-               CASE WHEN i.param = 'author' AND i.target_id = m.tauthor THEN m.author
-                    ELSE {hexed('i.target_id')} END, {hexed('i.url')}
-        FROM scale_m m JOIN idx_reference i ON i.resource_pk = m.tpk""")
-    timed(conn, "idx_uri: DMPs", f"""INSERT INTO idx_uri
-        SELECT m.pk, m.pid, i.resource_type, i.param, {hexed('i.uri')}
-        FROM scale_m m JOIN idx_uri i ON i.resource_pk = m.tpk""")
-    for table in ("idx_number", "idx_quantity", "idx_composite"):  # no row in the template: nothing to clone
-        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
-    timed(conn, "dmp_facts", """INSERT INTO dmp_facts
-        SELECT m.pid, replace(replace(f.facts, m.tpid, m.pid), '"' || m.tins || '"', '"' || m.ins || '"')
-        FROM scale_dm m JOIN dmp_facts f ON f.patient_key = m.tpid""")
-    timed(conn, "audit_chain", """INSERT INTO audit_chain
-        SELECT m.pid, a.seq, a.head FROM scale_dm m JOIN audit_chain a ON a.patient_key = m.tpid""")
-    timed(conn, "index_pending", """INSERT INTO index_pending
-        SELECT m.pid, m.pk, p.owner FROM scale_m m JOIN index_pending p ON p.resource_pk = m.tpk""")
+    parts = [(k, dmps)] if not analyze_at else [(k, analyze_at), (analyze_at, dmps)]
+    for lo, hi in parts:
+        clone_dmps(conn, f"m.c >= {lo} AND m.c < {hi}", "" if len(parts) == 1 else f"[{lo}, {hi}) ")
+        if hi != dmps:
+            started_analyze = time.perf_counter()
+            analyze(conn)
+            print(f"  ANALYZE after {hi} DMPs (then none until the first measure): "
+                  f"{time.perf_counter() - started_analyze:.1f} s", flush=True)
     for seq, table in (("resource_pk_seq", "resource"), ("resource_version_pk_seq", "resource_version")):
         conn.execute(f"SELECT setval('{seq}', (SELECT max(pk) FROM {table}))")
     conn.commit()
@@ -247,6 +214,60 @@ def clone(conn: psycopg.Connection, dmps: int) -> dict[str, float]:
         conn.execute(f"DROP TABLE {table}")
     conn.commit()
     return phases
+
+
+def clone_dmps(conn: psycopg.Connection, part: str, label: str) -> None:
+    """The DMPs' rows, for the clones `part` selects (an SQL condition on the clone number m.c)."""
+    cols = "pk, resource_type, id, patient_key, version_id, last_updated, deleted, version_pk, doc_type, labels, " \
+           "doc_date, owner, governed_by"
+    vcols = "pk, resource_type, id, version_id, patient_key, last_updated, method, deleted, content"
+    timed(conn, label + "resource: DMPs", f"""INSERT INTO resource ({cols})
+        SELECT m.pk, r.resource_type, m.id, m.pid, r.version_id, r.last_updated, r.deleted, m.vpk,
+               coalesce(s.doc_type, r.doc_type), r.labels, r.doc_date - m.shift, r.owner, r.governed_by
+        FROM scale_m m JOIN resource r ON r.pk = m.tpk LEFT JOIN resource s ON s.pk = m.srcdoc WHERE {part}""")
+    content = hexed("v.content")
+    content = f"""replace(replace(replace({content}, '"value":"' || m.tins || '"', '"value":"' || m.ins || '"'),
+        '"family":"NOM' || m.t || '"', '"family":"NOM' || m.c || '"'),
+        'Practitioner/' || left(coalesce(m.tauthor, '-'), 24) || lpad(to_hex(m.c), 12, '0'),
+        'Practitioner/' || coalesce(m.author, ''))"""
+    timed(conn, label + "resource_version: DMPs", f"""INSERT INTO resource_version ({vcols})
+        SELECT m.vpk, v.resource_type, m.id, v.version_id, m.pid, v.last_updated, v.method, v.deleted, {content}
+        FROM scale_m m JOIN resource_version v ON v.pk = m.tvpk WHERE {part}""")
+    timed(conn, label + "idx_token: DMPs", f"""INSERT INTO idx_token
+        SELECT m.pk, m.pid, i.resource_type, i.param, i.system,
+               CASE WHEN i.resource_type = 'Patient' AND i.param = 'identifier' THEN m.ins
+                    ELSE {hexed('i.code')} END, i.text
+        FROM scale_m m JOIN idx_token i ON i.resource_pk = m.tpk AND (m.srcdoc IS NULL OR i.param NOT IN
+             ('type', 'category')) WHERE {part}""")
+    timed(conn, label + "idx_token: DMPs, type and class", f"""INSERT INTO idx_token
+        SELECT m.pk, m.pid, i.resource_type, i.param, i.system, i.code, i.text
+        FROM scale_m m JOIN idx_token i ON i.resource_pk = m.srcdoc AND i.param IN ('type', 'category') WHERE {part}""")
+    timed(conn, label + "idx_string: DMPs", f"""INSERT INTO idx_string
+        SELECT m.pk, m.pid, i.resource_type, i.param,
+               regexp_replace(i.value_norm, '^nom[0-9]+$', 'nom' || m.c),
+               regexp_replace(i.value_exact, '^NOM[0-9]+$', 'NOM' || m.c)
+        FROM scale_m m JOIN idx_string i ON i.resource_pk = m.tpk WHERE {part}""")
+    timed(conn, label + "idx_date: DMPs", f"""INSERT INTO idx_date
+        SELECT m.pk, m.pid, i.resource_type, i.param, i.low - m.shift,
+               CASE WHEN i.high >= '9999-01-01' THEN i.high ELSE i.high - m.shift END
+        FROM scale_m m JOIN idx_date i ON i.resource_pk = m.tpk WHERE {part}""")
+    timed(conn, label + "idx_reference: DMPs", f"""INSERT INTO idx_reference
+        SELECT m.pk, m.pid, i.resource_type, i.param, i.target_type,
+               CASE WHEN i.param = 'author' AND i.target_id = m.tauthor THEN m.author
+                    ELSE {hexed('i.target_id')} END, {hexed('i.url')}
+        FROM scale_m m JOIN idx_reference i ON i.resource_pk = m.tpk WHERE {part}""")
+    timed(conn, label + "idx_uri: DMPs", f"""INSERT INTO idx_uri
+        SELECT m.pk, m.pid, i.resource_type, i.param, {hexed('i.uri')}
+        FROM scale_m m JOIN idx_uri i ON i.resource_pk = m.tpk WHERE {part}""")
+    for table in ("idx_number", "idx_quantity", "idx_composite"):  # no row in the template: nothing to clone
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+    timed(conn, label + "dmp_facts", f"""INSERT INTO dmp_facts
+        SELECT m.pid, replace(replace(f.facts, m.tpid, m.pid), '"' || m.tins || '"', '"' || m.ins || '"')
+        FROM scale_dm m JOIN dmp_facts f ON f.patient_key = m.tpid WHERE {part}""")
+    timed(conn, label + "audit_chain", f"""INSERT INTO audit_chain
+        SELECT m.pid, a.seq, a.head FROM scale_dm m JOIN audit_chain a ON a.patient_key = m.tpid WHERE {part}""")
+    timed(conn, label + "index_pending", f"""INSERT INTO index_pending
+        SELECT m.pid, m.pk, p.owner FROM scale_m m JOIN index_pending p ON p.resource_pk = m.tpk WHERE {part}""")
 
 
 class Client:
@@ -345,6 +366,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200, help="DMPs drawn for the queries, per measure")
     parser.add_argument("--schema", default=None, help="default: scale_<pid>, made fresh")
     parser.add_argument("--skip-load", action="store_true", help="measure the already loaded --schema")
+    parser.add_argument("--analyze-at", type=int, default=0,
+                        help="ANALYZE once after this many DMPs (stale statistics as search.py --stale-statistics); "
+                             "default: never before the first measure")
+    parser.add_argument("--forget-statistics", action="store_true",
+                        help="with --skip-load: delete the schema's rows of pg_statistic first (superuser), the "
+                             "planner's state after a load that was never analysed")
     parser.add_argument("--drop", action="store_true", help="drop the schema at the end")
     args = parser.parse_args()
     schema = args.schema or f"scale_{os.getpid()}"
@@ -360,16 +387,22 @@ def main() -> None:
         write_template(fhir_url, args.template, args.documents)
         template = time.perf_counter() - started
         print(f"template ({args.template} DMPs) through Pipeline.handle: {template:.1f} s; cloning:", flush=True)
-        phases = clone(sql, args.dmps)
+        phases = clone(sql, args.dmps, args.analyze_at)
         elapsed = template + sum(phases.values())
         docs = args.dmps * args.documents
         print(f"loaded {docs} DocumentReferences in {elapsed:.0f} s ({docs / elapsed:.0f} a second): template "
               f"{template:.0f} s, maps {phases['maps']:.0f} s, INSERT ... SELECT {phases['insert']:.0f} s, "
               f"indexes and foreign keys {phases['indexes']:.0f} s", flush=True)
+    if args.forget_statistics:
+        sql.execute("DELETE FROM pg_statistic WHERE starelid IN (SELECT oid FROM pg_class WHERE relnamespace = "
+                    "current_schema()::regnamespace)")
+        sql.commit()
     sizes(sql)
     analyzed = sql.execute("SELECT count(*) FROM pg_stat_user_tables WHERE schemaname = current_schema() AND "
                            "coalesce(last_analyze, last_autoanalyze) IS NOT NULL").fetchone()[0]
-    print(f"tables ever analysed: {analyzed}")
+    print(f"tables ever analysed: {analyzed}; with statistics: " + str(sql.execute(
+        "SELECT count(DISTINCT starelid) FROM pg_statistic WHERE starelid IN (SELECT oid FROM pg_class WHERE "
+        "relnamespace = current_schema()::regnamespace)").fetchone()[0]))
     logs = Path(f"/tmp/fhir-dmp-scale-{os.getpid()}")
     logs.mkdir(exist_ok=True)
     server = serve(fhir_url, logs)
@@ -379,8 +412,7 @@ def main() -> None:
         measure(client, args.dmps, args.rounds, "statistics as the load left them (no ANALYZE)")
         server.stop()
         started = time.perf_counter()
-        sql.execute("ANALYZE")
-        sql.commit()
+        analyze(sql)
         print(f"ANALYZE: {time.perf_counter() - started:.1f} s")
         server = serve(fhir_url, logs)
         measure(Client(server.port), args.dmps, args.rounds, "after ANALYZE")
