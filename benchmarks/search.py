@@ -107,7 +107,7 @@ def patient_bundle(first: int, count: int, docs_per_patient: int, practitioners:
                 "securityLabel": [{"coding": [label]} for label in labels],
                 # the bytes are kept by the producer here (a url of its own): their size and hash are not checked
                 "content": [{"attachment": {"contentType": "application/pdf",
-                                            "url": f"https://documents.example.org/{uuid.uuid4()}.pdf",
+                                            "url": f"https://documents.producteur.test/{uuid.uuid4()}.pdf",
                                             "size": rng.randint(1000, 100000), "hash": FAKE_SHA1,
                                             "title": "Document"}}],
                 "context": {"period": {"start": f"{year}-{month:02d}-{day:02d}"}},
