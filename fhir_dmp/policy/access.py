@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from fhir_dmp.errors import FhirError, forbidden
-from fhir_dmp.policy import labels
+from fhir_dmp.policy import labels, lists
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp
 from fhir_dmp.policy.facts import DOCUMENT_TYPES, owner_key
@@ -196,24 +196,29 @@ def one_month_before(now: datetime) -> datetime:
     return now.replace(year=year, month=month, day=min(now.day, days))
 
 
-def confine(criterion: c.Criterion, scope: c.Criterion) -> c.Criterion:
-    """The search criteria with `scope` applied to every resource they reach through chains, `_has` and
-    the patient: a chain must not find a row through a resource the caller may not see."""
+def confine(criterion: c.Criterion, scope: c.Criterion, resource_type: str | None = None) -> c.Criterion:
+    """The search criteria (on rows of `resource_type`) with `scope` applied to every resource they reach through
+    chains, `_has` and the patient: a chain must not find a row through a resource the caller may not see; nor a
+    reference the shown resource leaves out (a List's `item`, policy/lists.py)."""
     match criterion:
         case c.Chain(param, types, inner):
             reached = narrow_to(scope, types) if types else scope
-            return c.Chain(param, types, c.AllOf((confine(inner, scope), reached)))
+            inner_type = types[0] if len(types) == 1 else None
+            return c.Chain(param, types, c.AllOf((confine(inner, scope, inner_type), reached)))
         case c.Has(source, param, inner):
-            return c.Has(source, param, c.AllOf((confine(inner, scope), narrow(scope, source))))
+            return c.Has(source, param, c.AllOf((confine(inner, scope, source), narrow(scope, source))))
         case c.PatientMatches(inner):
-            return c.PatientMatches(c.AllOf((confine(inner, scope), narrow(scope, "Patient"))))
+            return c.PatientMatches(c.AllOf((confine(inner, scope, "Patient"), narrow(scope, "Patient"))))
         case c.Not(part):
-            return c.Not(confine(part, scope))
+            return c.Not(confine(part, scope, resource_type))
         case c.AnyOf(parts):
-            return c.AnyOf(tuple(confine(p, scope) for p in parts))
+            return c.AnyOf(tuple(confine(p, scope, resource_type) for p in parts))
         case c.AllOf(parts):
-            return c.AllOf(tuple(confine(p, scope) for p in parts))
-    return criterion
+            # a chain's branch per target type is AllOf(TypeIs((type,)), its criteria): they are on that type
+            typed = parts[0].types[0] if parts and isinstance(parts[0], c.TypeIs) and len(parts[0].types) == 1 \
+                else resource_type
+            return c.AllOf(tuple(confine(p, scope, typed) for p in parts))
+    return lists.reaching(criterion, resource_type, scope)
 
 
 def sees_patient(scope: c.Criterion, key: str) -> bool:

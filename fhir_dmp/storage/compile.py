@@ -183,6 +183,12 @@ def _reference(node: c.Reference, row: FromClause) -> ColumnElement[bool]:
         conds.append(t.target_id == node.target_id)
     if node.target_type is not None:
         conds.append(t.target_type == node.target_type)
+    if node.within is not None:
+        target = resource.alias()
+        reached = exists(select(literal(1)).select_from(target).where(
+            target.c.resource_type == t.target_type, target.c.id == t.target_id,
+            compile_criterion(node.within, target)))
+        conds.append(reached if node.target_id is not None else or_(t.target_id == "", reached))
     return _index("reference", node.param, row, *conds, selective=node.target_id is not None)
 
 

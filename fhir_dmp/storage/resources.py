@@ -108,6 +108,16 @@ def already_stored(conn: Connection, ids: Sequence[Key], identifiers: Sequence[I
     return taken, held
 
 
+def visible_keys(conn: Connection, keys: Sequence[Key], scope: Criterion) -> set[Key]:
+    """Which of these (type, id) name a stored row (deleted or not) within `scope`: what a List may show of the
+    resources its entries name, for every List of an answer in one statement."""
+    if not keys:
+        return set()
+    query = (select(resource.c.resource_type, resource.c.id)
+             .where(tuple_(resource.c.resource_type, resource.c.id).in_(sorted(set(keys))), compile_criterion(scope)))
+    return {(row.resource_type, row.id) for row in conn.execute(query)}
+
+
 def read_version(conn: Connection, resource_type: str, rid: str, version_id: int, *,
                  scope: Criterion | None = None) -> Stored | None:
     """One version, if the resource's current row is within `scope` (masking a document hides its past too)."""

@@ -14,6 +14,7 @@ anchor and target replaced by placeholders) must be alike.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,7 +188,7 @@ def test_no_answer_naming_lists_gives_the_hidden_id(client, kind: str) -> None:
 def _lists_in(response: Any) -> list[str]:
     text = response.get_data(as_text=True)
     if text.lstrip().startswith("<"):
-        return [part for part in text.split("<List ")[1:]]
+        return [part.split("</List>")[0] for part in re.split(r"<List[ >]", text)[1:]]
     body = json_of(response)
     return [str(e["resource"]) for e in body.get("entry", []) if e.get("resource", {}).get("resourceType") == "List"]
 
@@ -201,7 +202,7 @@ def test_the_system_and_the_depositor_still_see_every_entry(client) -> None:
         assert [e["item"]["reference"] for e in shown["entry"]] == [
             f"DocumentReference/{lists.anchors['hidden']}", f"DocumentReference/{lists.hidden}"]
         found = json_of(who.get(f"List?patient={world.pid['A']}&item=DocumentReference/{lists.hidden}"))
-        assert [e["resource"]["id"] for e in found["entry"]] == [lists.ids["hidden"]]
+        assert {e["resource"]["id"] for e in found["entry"]} == {lists.ids["hidden"], lists.ids["solo-hidden"]}
     # the entry naming an absent document stays for the system (nothing is hidden from it)
     shown = json_of(client.get(f"List/{lists.ids['absent']}"))
     assert len(shown["entry"]) == 2
