@@ -67,6 +67,28 @@ def shown(resource: dict, keys: Sequence[Key | None], visible: Collection[Key]) 
     return out
 
 
+def left_out(resource: dict, keys: Sequence[Key | None], visible: Collection[Key]) -> list[dict]:
+    """The entries `shown` leaves out: what a change by this caller must keep (`with_left_out`)."""
+    entries = resource.get("entry")
+    if not isinstance(entries, list):
+        return []
+    return [e for e, key in zip(entries, keys, strict=False) if key is not None and key not in visible]
+
+
+def with_left_out(after: dict, kept: list[dict], base_url: str) -> dict:
+    """A List as a caller changed it (a PUT, a patch of the List as shown to them), with the entries they were not
+    shown kept (after theirs, those naming what the caller's own entries name aside): a caller cannot remove what
+    they may not see, and the answer, shaped again, is the one a List that never named it gives."""
+    if not kept:
+        return after
+    own = {k for k in named(after, base_url) if k is not None}
+    added = [e for e, key in zip(kept, named({"entry": kept}, base_url), strict=True) if key not in own]
+    if not added:
+        return after
+    entries = after.get("entry") if isinstance(after.get("entry"), list) else []
+    return {**after, "entry": [*entries, *added]}
+
+
 def reaching(criterion: c.Criterion, resource_type: str | None, scope: c.Criterion) -> c.Criterion:
     """A search term over a reference the shown resource may leave out, matching only through a target within
     `scope` (the caller's): `List?item=DocumentReference/<hidden>` matches as for an absent id, and `:missing` sees

@@ -56,17 +56,28 @@ def lists_shown(u: Unit, rows: Sequence[Stored]) -> list[dict | None]:
     WHERE clause; None for any other row, and for every row to a system caller (then: as stored). A List is always
     answered from this parsed form, whether an entry was left out or not, so that both answer the same bytes."""
     out: list[dict | None] = [None] * len(rows)
-    parsed = {i: content.resource_of(s) for i, s in enumerate(rows)
+    parsed = {i: (s.patient_key, content.resource_of(s)) for i, s in enumerate(rows)
               if s.content is not None and lists.shaped(u.caller, s.resource_type)}
-    if not parsed:
-        return out
-    named = {i: lists.named(r, u.req.base_url) for i, r in parsed.items()}
-    keys = sorted({k for found in named.values() for k in found if k is not None})
-    scope = u.scope_of({rows[i].patient_key for i in parsed})
-    visible = resources.visible_keys(u.tx, keys, scope) if keys else set()
-    for i, resource in parsed.items():
-        out[i] = lists.shown(resource, named[i], visible)
+    rows_at = list(parsed)
+    for j, (resource, _) in _judged(u, list(parsed.values())).items():
+        out[rows_at[j]] = resource
     return out
+
+
+def list_as_shown(u: Unit, patient_key: str, resource: dict) -> tuple[dict, list[dict]]:
+    """A List (`resource`, of DMP `patient_key`) as the caller may see it, and the entries left out of it."""
+    return _judged(u, [(patient_key, resource)]).get(0, (resource, []))
+
+
+def _judged(u: Unit, found: list[tuple[str, dict]]) -> dict[int, tuple[dict, list[dict]]]:
+    """Each (DMP, List) as shown to the caller, with the entries left out: one statement for them all."""
+    if not found or u.caller.is_system:
+        return {}
+    named = [lists.named(resource, u.req.base_url) for _, resource in found]
+    keys = sorted({k for keys in named for k in keys if k is not None})
+    visible = resources.visible_keys(u.tx, keys, u.scope_of({key for key, _ in found})) if keys else set()
+    return {i: (lists.shown(resource, named[i], visible), lists.left_out(resource, named[i], visible))
+            for i, (_, resource) in enumerate(found)}
 
 
 def read(u: Unit, req: FhirRequest) -> FhirResponse:

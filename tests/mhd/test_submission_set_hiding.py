@@ -128,7 +128,28 @@ INTERACTIONS: dict[str, tuple[tuple[str, ...], Send]] = {
     "patient-has-item": (("hidden", "absent", "never"), _search(
         "Patient?_id={pid}&_has:List:subject:item=DocumentReference/{target}")),
     "batch-get": (("hidden", "absent", "never"), _batch),
+    "validate": (("hidden", "absent", "never"), lambda ls, w, v: w.get(f"List/{ls.ids[v]}/$validate")),
+    # writes, last (each variant's List goes through the same ones): a patch applies to the List as shown, a PUT
+    # replaces it; the entries the caller was not shown stay in the store (test_a_change_keeps_what_was_not_shown)
+    "patch-test-entry": (("hidden", "absent", "never"), lambda ls, w, v: w.patch(f"List/{ls.ids[v]}", [
+        {"op": "test", "path": "/entry/1/item/reference", "value": f"DocumentReference/{ls.targets[v]}"}])),
+    "patch-remove-entry": (("hidden", "absent", "never"), lambda ls, w, v: w.patch(f"List/{ls.ids[v]}", [
+        {"op": "remove", "path": "/entry/1"}])),
+    "patch-title": (("hidden", "absent", "never"), lambda ls, w, v: w.patch(f"List/{ls.ids[v]}", [
+        {"op": "replace", "path": "/title", "value": "Lot relu"}])),
+    "put-as-shown": (("hidden", "absent", "never"), lambda ls, w, v: _put_as_shown(ls, w, v)),
+    "history-after-writes": (("hidden", "absent", "never"), lambda ls, w, v: w.get(f"List/{ls.ids[v]}/_history")),
+    "search-item-after-writes": (("hidden", "absent", "never"), _search(
+        "List?_id={list}&patient={pid}&item=DocumentReference/{target}")),
 }
+
+
+def _put_as_shown(lists: Lists, who: FhirTestClient, v: str) -> Any:
+    """The caller reads the List, changes its title and sends it back (as the system when they may not read it)."""
+    read = who.get(f"List/{lists.ids[v]}")
+    body = json_of(read if read.status_code == 200 else lists.world.client.get(f"List/{lists.ids[v]}"))
+    body.pop("meta", None)
+    return who.put(f"List/{lists.ids[v]}", {**body, "title": "Lot relu deux fois"})
 
 
 def _differences(lists: Lists, who: FhirTestClient) -> list[str]:
@@ -216,3 +237,30 @@ def test_the_harness_tells_a_visible_entry_from_an_absent_one(client) -> None:
     failing = {f.split(":")[0] for f in _differences(lists, treating)}
     assert {"read", "vread", "history-instance", "search-id", "search-item", "include-item", "revinclude-item",
             "batch-get", "search-solo-missing"} <= failing
+
+
+@pytest.mark.parametrize("kind", ["patient-invisible", "representative-invisible"])
+def test_a_change_keeps_what_was_not_shown(client, kind: str) -> None:
+    """A patient (or representative) who patches or replaces a List changes what they see of it: the entry naming
+    the document invisible to them stays in the store, and they are still not shown it."""
+    world = build(client)
+    caller = OPENING[kind]
+    lists = file_lists(world, caller.hidden)
+    who = world.as_(caller.claims)
+    lid = lists.ids["hidden"]
+    assert who.patch(f"List/{lid}", [{"op": "replace", "path": "/title", "value": "Lot relu"}]).status_code == 200
+    response = _put_as_shown(lists, who, "hidden")
+    assert response.status_code == 200, response.data
+    assert lists.hidden not in response.get_data(as_text=True)
+    stored = json_of(client.get(f"List/{lid}"))
+    assert stored["title"] == "Lot relu deux fois" and stored["meta"]["versionId"] == "3"
+    assert [e["item"]["reference"] for e in stored["entry"]] == [
+        f"DocumentReference/{lists.anchors['hidden']}", f"DocumentReference/{lists.hidden}"]
+    # what they send naming the hidden document themselves is not doubled, and still not shown
+    body = {**json_of(who.get(f"List/{lid}")), "entry": [{"item": {"reference": f"DocumentReference/{lists.hidden}"}}]}
+    body.pop("meta")
+    answered = who.put(f"List/{lid}", body)
+    assert answered.status_code == 200, answered.data
+    assert "entry" not in json_of(answered)
+    assert [e["item"]["reference"] for e in json_of(client.get(f"List/{lid}"))["entry"]] == [
+        f"DocumentReference/{lists.hidden}"]
