@@ -264,3 +264,29 @@ def test_a_change_keeps_what_was_not_shown(client, kind: str) -> None:
     assert "entry" not in json_of(answered)
     assert [e["item"]["reference"] for e in json_of(client.get(f"List/{lid}"))["entry"]] == [
         f"DocumentReference/{lists.hidden}"]
+
+
+def test_a_subscribers_notifications_show_the_list_as_they_may_see_it(database) -> None:
+    """DSUBm on SubmissionSets, `full-resource`: the List in a notification (and in `$events`) is the List the
+    subscriber would read; a filter on `item` hears of a List only through a document they see."""
+    from tests.fhirclient import document
+    from tests.mhd.helpers import iti65
+    from tests.receiver import Receiver
+    from tests.services import subscribing
+
+    world = subscribing.world.__wrapped__(database)  # type: ignore[attr-defined]
+    with Receiver() as receiver:
+        sid = world.subscribe(subscribing.KINE, receiver.url, f"List?patient=Patient/{world.pid}",
+                              topic=subscribing.SS_TOPIC, content="full-resource")
+        world.deliver()
+        biology = document(world.pid, type={"coding": [{"system": "http://loinc.org", "code": "11502-2"}]})
+        followup = document(world.pid, type={"coding": [{"system": "http://loinc.org", "code": "11506-3"}]})
+        filed = json_of(world.client.post("/fhir", iti65(world.pid, [(biology, b"bio"), (followup, b"suivi")])))
+        ids = ["/".join(e["response"]["location"].split("/_history/")[0].split("/")[-2:]) for e in filed["entry"]]
+        [hidden] = [i.split("/")[1] for i in ids if i.startswith("DocumentReference/")
+                    and world.as_(subscribing.KINE).get(i).status_code == 404]
+        world.deliver_until(lambda: bool(receiver.events()))
+        replayed = world.as_(subscribing.KINE).get(f"Subscription/{sid}/$events?content=full-resource")
+        assert replayed.status_code == 200, replayed.data
+        for text in (str(receiver.received), replayed.get_data(as_text=True)):
+            assert "submissionset" in text and hidden not in text
