@@ -108,14 +108,20 @@ def already_stored(conn: Connection, ids: Sequence[Key], identifiers: Sequence[I
     return taken, held
 
 
+_KEYS_PER_STATEMENT = 5000  # two bound values each: within SQLite's and PostgreSQL's limits on parameters
+
+
 def visible_keys(conn: Connection, keys: Sequence[Key], scope: Criterion) -> set[Key]:
     """Which of these (type, id) name a stored row (deleted or not) within `scope`: what a List may show of the
     resources its entries name, for every List of an answer in one statement."""
-    if not keys:
-        return set()
-    query = (select(resource.c.resource_type, resource.c.id)
-             .where(tuple_(resource.c.resource_type, resource.c.id).in_(sorted(set(keys))), compile_criterion(scope)))
-    return {(row.resource_type, row.id) for row in conn.execute(query)}
+    wanted = sorted(set(keys))
+    found: set[Key] = set()
+    for start in range(0, len(wanted), _KEYS_PER_STATEMENT):  # one, unless a page of Lists names thousands
+        query = (select(resource.c.resource_type, resource.c.id)
+                 .where(tuple_(resource.c.resource_type, resource.c.id).in_(wanted[start:start + _KEYS_PER_STATEMENT]),
+                        compile_criterion(scope)))
+        found.update((row.resource_type, row.id) for row in conn.execute(query))
+    return found
 
 
 def read_version(conn: Connection, resource_type: str, rid: str, version_id: int, *,
