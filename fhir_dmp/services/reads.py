@@ -1,5 +1,6 @@
 """Reading one resource: its DMP's facts and its row in two statements, the caller's scope in the second's WHERE
-clause, so that a resource hidden from the caller is absent for them (6.8) with no second look."""
+clause, so that a resource hidden from the caller is absent for them (6.8) with no second look. A List names other
+resources: which of them the caller sees is one more statement, for all the Lists of an answer (`lists_shown`)."""
 
 from __future__ import annotations
 
