@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal, select, tuple_, union_all, update
+from sqlalchemy import Connection, and_, bindparam, func, literal, or_, select, tuple_, union_all, update
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage import bulk, prepared
@@ -108,7 +108,7 @@ def already_stored(conn: Connection, ids: Sequence[Key], identifiers: Sequence[I
     return taken, held
 
 
-_KEYS_PER_STATEMENT = 5000  # two bound values each: within SQLite's and PostgreSQL's limits on parameters
+_KEYS_PER_STATEMENT = 10000  # one bound value each: within SQLite's and PostgreSQL's limits on parameters
 
 
 def visible_keys(conn: Connection, keys: Sequence[Key], scope: Criterion) -> set[Key]:
@@ -117,9 +117,13 @@ def visible_keys(conn: Connection, keys: Sequence[Key], scope: Criterion) -> set
     wanted = sorted(set(keys))
     found: set[Key] = set()
     for start in range(0, len(wanted), _KEYS_PER_STATEMENT):  # one, unless a page of Lists names thousands
-        query = (select(resource.c.resource_type, resource.c.id)
-                 .where(tuple_(resource.c.resource_type, resource.c.id).in_(wanted[start:start + _KEYS_PER_STATEMENT]),
-                        compile_criterion(scope)))
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in wanted[start:start + _KEYS_PER_STATEMENT]:
+            by_type.setdefault(rtype, []).append(rid)
+        # `type = t AND id IN (...)` per type: an index condition on (resource_type, id), whatever the table's size
+        # (a row-value IN is planned as ORs the planner may answer from another index, by type alone)
+        keyed = or_(*(and_(resource.c.resource_type == t, resource.c.id.in_(ids)) for t, ids in by_type.items()))
+        query = select(resource.c.resource_type, resource.c.id).where(keyed, compile_criterion(scope))
         found.update((row.resource_type, row.id) for row in conn.execute(query))
     return found
 
