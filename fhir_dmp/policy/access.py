@@ -140,12 +140,36 @@ def scope_many(caller: Caller, accesses: list[Access], matrix: HabilitationMatri
         c.AllOf((c.PatientIs(""), c.AnyOf((c.TypeIs(PUBLIC_TYPES), mine)))),
         c.AllOf((c.TypeIs(("AuditEvent",)), mine)),
     ]
+    naming: list[c.Criterion] = []  # per DMP, its rows of the types that name others (Lists), as `inside` sees them
     for access in accesses:
         if access.dmp is not None:
             inside = _inside(caller, access, matrix, now, mine)
             if inside is not None:
-                parts.append(c.AllOf((c.PatientIs(access.dmp), inside)))
-    return c.AnyOf(tuple(parts))
+                parts.append(c.AllOf((c.PatientIs(access.dmp), c.Not(_NAMING), inside)))
+                naming.append(c.AllOf((c.PatientIs(access.dmp), _NAMING, inside)))
+    if not naming:
+        return c.AnyOf(tuple(parts))
+    # a List is seen when it names something the rest of the scope shows (or nothing local): one that names only
+    # hidden documents would tell that they were filed, when and by whom (policy/lists.py)
+    seen = c.AnyOf(tuple(parts))
+    return c.AnyOf((*parts, *(c.AllOf((n, lists.naming_seen(seen, mine))) for n in naming)))
+
+
+_NAMING = c.TypeIs(tuple(sorted(lists.SHOWN_REFERENCES)))
+
+
+def named_scope(scope: c.Criterion) -> c.Criterion:
+    """`scope` for the resources a List names (its items): without the rule of the Lists themselves (an item that
+    is a List counts as hidden), so that the SQL judging items does not nest a List's rule in itself."""
+    try:
+        return _without_naming(scope)
+    except TypeError:  # a criterion holding an unhashable value
+        return _without_naming.__wrapped__(scope)
+
+
+@lru_cache(maxsize=4096)
+def _without_naming(scope: c.Criterion) -> c.Criterion:
+    return _decided(scope, lambda term: _FALSE if term == _NAMING else None)
 
 
 def _inside(caller: Caller, access: Access, matrix: HabilitationMatrix, now: datetime,
@@ -218,7 +242,7 @@ def confine(criterion: c.Criterion, scope: c.Criterion, resource_type: str | Non
             typed = parts[0].types[0] if parts and isinstance(parts[0], c.TypeIs) and len(parts[0].types) == 1 \
                 else resource_type
             return c.AllOf(tuple(confine(p, scope, typed) for p in parts))
-    return lists.reaching(criterion, resource_type, scope)
+    return lists.reaching(criterion, resource_type, named_scope(scope))
 
 
 def sees_patient(scope: c.Criterion, key: str) -> bool:

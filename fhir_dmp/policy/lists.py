@@ -89,6 +89,17 @@ def with_left_out(after: dict, kept: list[dict], base_url: str) -> dict:
     return {**after, "entry": [*entries, *added]}
 
 
+def naming_seen(seen: c.Criterion, mine: c.Criterion) -> c.Criterion:
+    """When a List (inside a DMP the caller opens) is seen: it names at least one resource within `seen` (the rest of
+    the caller's scope) or nothing local, or the caller filed it. A List whose every local item is hidden from the
+    caller (or absent) is itself absent for them: shown without entries, it would tell that documents hidden from
+    them were filed, when and by whom, as a trace naming them would (`facts.trace_facts`)."""
+    terms: list[c.Criterion] = [mine]
+    for param in sorted(set().union(*SHOWN_REFERENCES.values())):
+        terms += [c.Not(c.Reference(param)), c.Reference(param, within=seen)]
+    return c.AnyOf(tuple(terms))
+
+
 def reaching(criterion: c.Criterion, resource_type: str | None, scope: c.Criterion) -> c.Criterion:
     """A search term over a reference the shown resource may leave out, matching only through a target within
     `scope` (the caller's): `List?item=DocumentReference/<hidden>` matches as for an absent id, and `:missing` sees

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from fhir_dmp.errors import FhirError, not_found
 from fhir_dmp.policy import lists
-from fhir_dmp.policy.access import IDENTITY_ELEMENTS, narrow
+from fhir_dmp.policy.access import IDENTITY_ELEMENTS, named_scope, narrow
 from fhir_dmp.search import shape
 from fhir_dmp.services import content
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
@@ -76,7 +76,8 @@ def _judged(u: Unit, found: list[tuple[str, dict]]) -> dict[int, tuple[dict, lis
         return {}
     named = [lists.named(resource, u.req.base_url) for _, resource in found]
     keys = sorted({k for keys in named for k in keys if k is not None})
-    visible = resources.visible_keys(u.tx, keys, u.scope_of({key for key, _ in found})) if keys else set()
+    scope = named_scope(u.scope_of({key for key, _ in found}))
+    visible = resources.visible_keys(u.tx, keys, scope) if keys else set()
     return {i: (lists.shown(resource, named[i], visible), lists.left_out(resource, named[i], visible))
             for i, (_, resource) in enumerate(found)}
 

@@ -59,7 +59,8 @@ def file_lists(world: World, hidden_doc: str) -> Lists:
     hidden = world.docs[("A", hidden_doc)]["id"]
     lists = Lists(world, hidden)
     absent = str(uuid.uuid4())
-    plan = {"hidden": hidden, "absent": absent, "never": hidden, "solo-hidden": hidden, "solo-absent": absent}
+    plan = {"hidden": hidden, "absent": absent, "never": hidden, "solo-hidden": hidden, "solo-absent": absent,
+            "solo-never": hidden}
     for variant, target in plan.items():
         lists.targets[variant] = target
         items = []
@@ -67,6 +68,9 @@ def file_lists(world: World, hidden_doc: str) -> Lists:
             anchor = created(client.post("DocumentReference", doc_body(pid, "11506-3")), "an anchor")["id"]
             lists.anchors[variant] = anchor
             items.append(f"DocumentReference/{anchor}")
+        if variant == "solo-never":  # a SubmissionSet lists at least one document: this one was never filed
+            lists.ids[variant] = str(uuid.uuid4())
+            continue
         if variant != "never":
             items.append(f"DocumentReference/{target}")
         lists.ids[variant] = created(client.post("List", _list_body(pid, items)), f"the {variant} List")["id"]
@@ -74,6 +78,7 @@ def file_lists(world: World, hidden_doc: str) -> Lists:
 
 
 Send = Callable[[Lists, FhirTestClient, str], Any]
+SOLO = ("solo-hidden", "solo-absent", "solo-never")  # one item, hidden or absent; and a List id nothing has
 
 
 def _batch(lists: Lists, who: FhirTestClient, v: str) -> Any:
@@ -113,10 +118,20 @@ INTERACTIONS: dict[str, tuple[tuple[str, ...], Send]] = {
                            _search("List?_id={list}&patient={pid}&item=DocumentReference/{target}")),
     "search-not-item": (("hidden", "absent", "never"), _search(
         "List?_id={list}&patient={pid}&item:missing=false&_total=accurate")),
-    "search-solo-missing": (("solo-hidden", "solo-absent"), _search(
-        "List?_id={list}&patient={pid}&item:missing=true&_total=accurate")),
-    "search-solo-present": (("solo-hidden", "solo-absent"), _search(
-        "List?_id={list}&patient={pid}&item:missing=false&_total=accurate")),
+    "search-solo-missing": (SOLO, _search("List?_id={list}&patient={pid}&item:missing=true&_total=accurate")),
+    "search-solo-present": (SOLO, _search("List?_id={list}&patient={pid}&item:missing=false&_total=accurate")),
+    # a List naming only what the caller may not see is itself absent for them: as a List id nothing has
+    "solo-read": (SOLO, lambda ls, w, v: w.get(f"List/{ls.ids[v]}")),
+    "solo-vread": (SOLO, lambda ls, w, v: w.get(f"List/{ls.ids[v]}/_history/1")),
+    "solo-history": (SOLO, lambda ls, w, v: w.get(f"List/{ls.ids[v]}/_history")),
+    "solo-search-id": (SOLO, _search("List?_id={list}&patient={pid}&_total=accurate")),
+    "solo-search-item": (SOLO, _search("List?patient={pid}&_id={list}&item={target}")),
+    "solo-include": (SOLO, _search("List?_id={list}&patient={pid}&_include=List:item")),
+    "solo-batch": (SOLO, _batch),
+    "solo-validate": (SOLO, lambda ls, w, v: w.get(f"List/{ls.ids[v]}/$validate")),
+    "solo-patch": (SOLO, lambda ls, w, v: w.patch(f"List/{ls.ids[v]}", [
+        {"op": "replace", "path": "/title", "value": "Lot relu"}])),
+    "solo-delete": (SOLO, lambda ls, w, v: w.delete(f"List/{ls.ids[v]}")),
     "include-item": (("hidden", "absent", "never"), _search(
         "List?_id={list}&patient={pid}&_include=List:item&_total=accurate")),
     "include-item-iterate": (("hidden", "absent", "never"), _search(
@@ -236,7 +251,7 @@ def test_the_harness_tells_a_visible_entry_from_an_absent_one(client) -> None:
     treating = world.as_({"actor": "professional", "sub": "810000000102", "profession": "10"})
     failing = {f.split(":")[0] for f in _differences(lists, treating)}
     assert {"read", "vread", "history-instance", "search-id", "search-item", "include-item", "revinclude-item",
-            "batch-get", "search-solo-missing"} <= failing
+            "batch-get", "search-solo-present", "solo-read", "solo-search-id", "solo-patch"} <= failing
 
 
 @pytest.mark.parametrize("kind", ["patient-invisible", "representative-invisible"])
