@@ -151,8 +151,8 @@ def scope_many(caller: Caller, accesses: list[Access], matrix: HabilitationMatri
         return c.AnyOf(tuple(parts))
     # a List is seen when it names something the rest of the scope shows (or nothing local): one that names only
     # hidden documents would tell that they were filed, when and by whom (policy/lists.py)
-    seen = c.AnyOf(tuple(parts))
-    return c.AnyOf((*parts, *(c.AllOf((n, lists.naming_seen(seen, mine))) for n in naming)))
+    seen = c.AnyOf(tuple(parts))  # once, whatever the number of DMPs (a condition may span many)
+    return c.AnyOf((*parts, c.AllOf((c.AnyOf(tuple(naming)), lists.naming_seen(seen, mine)))))
 
 
 _NAMING = c.TypeIs(tuple(sorted(lists.SHOWN_REFERENCES)))
