@@ -65,6 +65,12 @@ class Result:
     errors: int = 0
     first_error: str = ""
     client_cpu: float = 0.0  # the load client's own CPU, in cores, over the scenario (it shares the machine)
+    app_cpu: float = float("nan")  # the server's processes' CPU seconds over the measured seconds
+    db_cpu: float = float("nan")  # the database's backends' CPU seconds over the measured seconds
+
+    def per_request(self, seconds: float) -> float:
+        """CPU milliseconds per request measured: a cost that background load does not change, unlike the rate."""
+        return seconds / len(self.latencies) * 1000 if self.latencies else float("nan")
 
     @property
     def rate(self) -> float:
@@ -137,14 +143,60 @@ def call(port: int, method: str, path: str, body: bytes | None = None,
     return response
 
 
+class CpuMeter:
+    """CPU seconds (user + system, from /proc) used by a server's process group and by the database's client
+    backends between `start` and `stop`: what a request costs the machine, whatever else runs beside."""
+
+    def __init__(self, pgid: int, libpq: str) -> None:
+        self.pgid, self.libpq = pgid, libpq
+        self.app = self.db = 0.0
+        self._begin: tuple[dict[int, int], dict[int, int]] = ({}, {})
+
+    @staticmethod
+    def _ticks(pid: int) -> tuple[int, int] | None:
+        """(process group, utime + stime ticks) of a process, None when it is gone."""
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        return int(fields[2]), int(fields[11]) + int(fields[12])
+
+    def _sample(self) -> tuple[dict[int, int], dict[int, int]]:
+        app = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and (t := self._ticks(int(entry.name))) is not None and t[0] == self.pgid:
+                app[int(entry.name)] = t[1]
+        with psycopg.connect(self.libpq, autocommit=True) as conn:
+            pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                               "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")]
+        db = {pid: t[1] for pid in pids if (t := self._ticks(pid)) is not None}
+        return app, db
+
+    def start(self) -> None:
+        self._begin = self._sample()
+
+    def stop(self) -> None:
+        app, db = self._sample()
+        hz = os.sysconf("SC_CLK_TCK")
+        self.app = sum(v - self._begin[0].get(k, 0) for k, v in app.items()) / hz
+        self.db = sum(v - self._begin[1].get(k, 0) for k, v in db.items()) / hz
+
+
 def run_load(name: str, port: int, make: Callable[[random.Random], Request], expect: int, clients: int,
-             duration: float, warmup: float) -> Result:
+             duration: float, warmup: float, meter: CpuMeter | None = None) -> Result:
     """`clients` threads, each on its own keep-alive connection, sending `make`'s requests back to back;
-    latencies after the warm-up are kept."""
+    latencies after the warm-up are kept, and `meter` measures the CPU of those same seconds."""
     start = time.perf_counter() + 0.2
     measure_from, stop_at = start + warmup, start + warmup + duration
     result = Result(name, duration)
     lock = threading.Lock()
+
+    def metering() -> None:
+        assert meter is not None
+        time.sleep(max(0.0, measure_from - time.perf_counter()))
+        meter.start()
+        time.sleep(max(0.0, stop_at - time.perf_counter()))
+        meter.stop()
 
     def client(seed: int) -> None:
         rng = random.Random(seed)
@@ -178,6 +230,8 @@ def run_load(name: str, port: int, make: Callable[[random.Random], Request], exp
             result.latencies.extend(kept)
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    if meter is not None:
+        threads.append(threading.Thread(target=metering, daemon=True))
     cpu = time.process_time()
     for t in threads:
         t.start()
@@ -185,6 +239,8 @@ def run_load(name: str, port: int, make: Callable[[random.Random], Request], exp
         t.join()
     result.client_cpu = (time.process_time() - cpu) / (time.perf_counter() - start)
     result.latencies.sort()
+    if meter is not None:
+        result.app_cpu, result.db_cpu = meter.app, meter.db
     return result
 
 
@@ -266,6 +322,18 @@ def report(results: dict[str, Result], counts: dict[str, list[str]]) -> None:
                        ("fhir create", "bare 2 KB INSERT")):
         f, b = results[fhir], results[bare]
         print(f"  {fhir:<12} vs {bare:<24} rate {f.rate / b.rate:6.2f}   p50 {f.quantile(.5) / b.quantile(.5):6.1f}")
+    print("\nCPU per request measured (ms: the server's processes + the database's backends, from /proc); the cost "
+          "ratio bare / fhir-dmp is what the rate ratio tends to on a saturated machine, and background load does "
+          "not move it")
+    for r in results.values():
+        app, db = r.per_request(r.app_cpu), r.per_request(r.db_cpu)
+        print(f"  {r.name:<26} app {app:6.2f}  database {db:6.2f}  total {app + db:6.2f}")
+    for fhir, bare in (("fhir read", "bare read+audit INSERT"), ("fhir search", "bare read+audit INSERT"),
+                       ("fhir create", "bare 2 KB INSERT")):
+        f, b = results[fhir], results[bare]
+        cost = (b.per_request(b.app_cpu) + b.per_request(b.db_cpu)) / (f.per_request(f.app_cpu)
+                                                                      + f.per_request(f.db_cpu))
+        print(f"  {fhir:<12} vs {bare:<24} cost ratio {cost:6.2f}")
     print("\nSQL per fhir-dmp request (X-Debug-SQL, from the FHIR_DMP_DEBUG_SQL=1 server; the rates above are "
           "from a second server without it):")
     for name, values in counts.items():
@@ -345,8 +413,10 @@ def main() -> None:
             ("fhir create", port, dmps.create, 201),
         ]
         results: dict[str, Result] = {}
+        meters = {bare_port: bare, port: plain}
         for name, at, make, expect in scenarios:
-            results[name] = run_load(name, at, make, expect, args.clients, args.duration, args.warmup)
+            meter = CpuMeter(meters[at].process.pid, libpq)  # type: ignore[union-attr]
+            results[name] = run_load(name, at, make, expect, args.clients, args.duration, args.warmup, meter)
             print(f"  {name}: {results[name].rate:.0f} req/s (load average {os.getloadavg()[0]:.2f})", flush=True)
         report(results, counts)
         print("\nreproduce:")

@@ -61,13 +61,14 @@ def fhir(path: str = "") -> Response:
     method = "GET" if request.method == "HEAD" else request.method
     url = f"{path}?{request.query_string.decode('utf-8', 'replace')}" if request.query_string else path
     pipeline = ext["pipeline"]
-    pipeline.admit(caller, head_of(method, url, base_url()))  # refused: 403 before the body is read
+    base = base_url()
+    pipeline.admit(caller, head_of(method, url, base))  # refused: 403 before the body is read
     body, content_type, query = _read_body(method)
     prefer = _prefer()
     req = parse_url(
         method, url, body=body, content_type=content_type, if_match=request.headers.get("If-Match"),
         if_none_exist=request.headers.get("If-None-Exist"), if_none_match=request.headers.get("If-None-Match"),
-        strict=prefer.get("handling") == "strict", base_url=base_url(),
+        strict=prefer.get("handling") == "strict", base_url=base,
     )
     if query:
         req = replace(req, query=req.query + tuple(query))

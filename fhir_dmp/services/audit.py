@@ -20,7 +20,6 @@ from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import IDNATPS
 from fhir_dmp.policy.facts import trace_facts
 from fhir_dmp.search.dates import instant, now_utc
-from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content
 from fhir_dmp.services.requests import FhirRequest
 from fhir_dmp.services.unit import Touched, Unit
@@ -55,8 +54,7 @@ def append(tx: Tx, events: list[tuple[str, dict]], owner: str, base_url: str, *,
             {"url": "sequence", "valueInteger": seq_mark}, {"url": "previous", "valueString": prev_mark}]}]
         rid, at = str(uuid.uuid4()), now_utc()
         stamped = content.stamp(body, rid, 1, at)
-        new = NewResource("AuditEvent", rid, key, fhirjson.dumps(stamped), at,
-                          index_rows("AuditEvent", stamped, base_url),
+        new = NewResource("AuditEvent", rid, key, fhirjson.dumps(stamped), at, {},  # indexed when searched
                           facts=(hiding or {}).get(key) or AccessFacts(owner=owner))
         chained.append(traces.Event(new, f'"{seq_mark}"', prev_mark))
     return traces.append(tx, chained, accessor=owner, accessed=accessed, when=when or now_utc())

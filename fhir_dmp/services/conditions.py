@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from fhir_dmp.errors import bad_request, precondition_failed
 from fhir_dmp.search.parse import parse_criteria
-from fhir_dmp.services import lookups
+from fhir_dmp.services import lookups, trace_index
 from fhir_dmp.services.requests import FhirRequest
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import queries
@@ -23,6 +23,7 @@ def match(u: Unit, resource_type: str, condition: str, what: str) -> Stored | No
         raise bad_request(f"The {what} condition is empty")
     criteria = parse_criteria(resource_type, pairs)
     u.lock(f"{resource_type}?{sorted(pairs)}")
+    trace_index.before_condition(u.tx, resource_type, criteria, u.req.base_url)
     lookup = lookups.for_condition(u, resource_type, criteria)
     found = queries.find(u.tx, resource_type, lookup.criteria, limit=2, scope=lookup.own_scope(resource_type))
     if lookup.key is not None:

@@ -13,7 +13,7 @@ from fhir_dmp.errors import bad_request, operation_outcome
 from fhir_dmp.policy.access import IDENTITY_ELEMENTS
 from fhir_dmp.search import shape
 from fhir_dmp.search.parse import SearchQuery, parse_query
-from fhir_dmp.services import content, lookups, reads, results
+from fhir_dmp.services import content, lookups, reads, results, trace_index
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
@@ -35,6 +35,7 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
     scope = lookup.scope  # for includes, of any type
     query = replace(query, criteria=lookup.criteria)
     own_scope = lookup.own_scope(req.resource_type)  # for the page and the count
+    trace_index.before_search(u.tx, req.resource_type, query, scope, req.base_url)
     if lookup.identity:
         # identity only: no includes either (an included Practitioner would tell the médecin traitant)
         query = replace(query, elements=IDENTITY_ELEMENTS, summary=None if query.summary != "count" else "count",

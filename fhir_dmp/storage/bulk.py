@@ -135,6 +135,19 @@ def _pg_insert(kinds: frozenset[str]) -> Any:
         "SELECT n, pk FROM rn")
 
 
+@lru_cache(maxsize=64)
+def index_existing_statement(kinds: frozenset[str]) -> Any:
+    """The statement replacing the index rows of stored resources (`:items`: their n, pk, patient_key and
+    resource_type), rows filling `kinds` read from the bind parameter of each kind's name."""
+    ctes = ["rn AS (SELECT * FROM jsonb_to_recordset(CAST(:items AS jsonb)) "
+            "AS s(n int, pk bigint, patient_key text, resource_type text))",
+            *(f"d_{kind} AS (DELETE FROM {table.name} WHERE resource_pk IN (SELECT pk FROM rn))"
+              for kind, table in INDEX_TABLES.items()),
+            *_index_ctes("rn.pk, rn.patient_key, rn.resource_type", "JOIN rn ON rn.n = x.n", per_row_key=True,
+                         kinds=kinds)]
+    return text("WITH " + ", ".join(ctes) + " SELECT count(*) FROM rn")
+
+
 def index_kinds(indexes: list[IndexRows]) -> frozenset[str]:
     return frozenset(kind for index in indexes for kind, rows in index.items() if rows)
 

@@ -17,6 +17,7 @@ from fhir_dmp.storage.tables import (
     audit_chain,
     dmp_accessor,
     dmp_facts,
+    index_pending,
     resource,
     resource_version,
     subscription,
@@ -82,6 +83,8 @@ def purge_patient(conn: Connection, patient_key: str) -> dict[str, int]:
     removed["resource_version"] = conn.execute(delete(resource_version).where(
         or_(resource_version.c.patient_key == patient_key, owned))).rowcount
     removed["resource"] = conn.execute(delete(resource).where(resource.c.patient_key == patient_key)).rowcount
+    removed["index_pending"] = conn.execute(delete(index_pending).where(
+        index_pending.c.patient_key == patient_key)).rowcount
     removed["audit_chain"] = conn.execute(delete(audit_chain).where(audit_chain.c.patient_key == patient_key)).rowcount
     removed["dmp_accessor"] = conn.execute(delete(dmp_accessor).where(
         dmp_accessor.c.patient_key == patient_key)).rowcount

@@ -9,11 +9,12 @@ through the driver with `prepare=True`; SQLite runs them as any statement.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from threading import Lock
 from typing import Any
 
-from psycopg.rows import namedtuple_row
+from psycopg.rows import namedtuple_row, no_result
 from sqlalchemy import Connection
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import TextClause
@@ -33,9 +34,27 @@ def rows(conn: Connection, statement: Executable, params: Mapping[str, Any]) -> 
     sql, fixed = _compiled(conn, statement)
     note_statement(sql)
     raw = conn.connection.driver_connection
-    with raw.cursor(row_factory=namedtuple_row) as cursor:  # type: ignore[union-attr]
+    with raw.cursor(row_factory=_row_factory(sql)) as cursor:  # type: ignore[union-attr]
         cursor.execute(sql, {**fixed, **params}, prepare=True)
-        return cursor.fetchall() if cursor.description else []
+        result = cursor.pgresult
+        return cursor.fetchall() if result is not None and result.nfields else []
+
+
+@lru_cache(maxsize=_MAX)
+def _row_factory(sql: str) -> Callable[[Any], Callable[[Sequence[Any]], Any]]:
+    """Rows as named tuples whose class is made once per statement: psycopg's `namedtuple_row` reads the cursor's
+    description (a Column object per column) at every run to find the names it already knows."""
+    maker: list[Callable[[Sequence[Any]], Any]] = []
+
+    def factory(cursor: Any) -> Callable[[Sequence[Any]], Any]:
+        if maker:
+            return maker[0]
+        made = namedtuple_row(cursor)
+        if made is not no_result:  # asked before the result came: not kept
+            maker.append(made)
+        return made
+
+    return factory
 
 
 def _compiled(conn: Connection, statement: Executable) -> tuple[str, dict[str, Any]]:

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
-from fhir_dmp.storage import paging
+from fhir_dmp.storage import paging, shapes
 from fhir_dmp.storage.compile import compile_criterion
-from fhir_dmp.storage.criteria import Criterion
+from fhir_dmp.storage.criteria import AllOf, Criterion
 from fhir_dmp.storage.paging import Cursor, SortSpec
 from fhir_dmp.storage.records import Stored, row_to_stored
 from fhir_dmp.storage.resources import CURRENT, VERSION_ROWS, VERSIONS
@@ -75,8 +75,26 @@ def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, 
 
     Rows come back in display order, each with its `sort_key`; a backwards cursor reads the reversed
     order and re-reverses, so the row beyond the page is then the first one. `scope` is always given:
-    the caller's access scope, or `SYSTEM_SCOPE` for the server's own lookups.
+    the caller's access scope, or `SYSTEM_SCOPE` for the server's own lookups. A first page on PostgreSQL
+    runs the statement of its criteria's shape (`shapes`), built once.
     """
+    shaped = shapes.parametrize(AllOf((where, scope))) if cursor is None and conn.dialect.name == "postgresql" \
+        else None
+    if shaped is not None:
+        template, values = shaped
+        try:
+            found = shapes.rows(conn, _find_query, (resource_type, *template.parts, tuple(sort), None, limit),
+                                values)
+            return [row_to_stored(r, sort_width=len(sort)) for r in found]
+        except TypeError:  # a criterion or sort key that cannot be a cache key: built afresh
+            pass
+    query = _find_query(resource_type, where, scope, tuple(sort), cursor, limit)
+    rows = [row_to_stored(r, sort_width=len(sort)) for r in conn.execute(query)]
+    return rows[::-1] if cursor is not None and not cursor.forward else rows
+
+
+def _find_query(resource_type: str, where: Criterion, scope: Criterion, sort: tuple[SortSpec, ...],
+                cursor: Cursor | None, limit: int) -> Any:
     keys = select(resource.c.pk.label("pk"), *(paging.sort_value(s).label(f"k{i}") for i, s in enumerate(sort)))
     keys = keys.where(_visible(resource_type, where, scope))
     matches = keys.subquery("matches")
@@ -91,9 +109,7 @@ def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, 
     page = chosen.order_by(*paging.order_by(keyed, sort, matches.c.pk, reverse=backwards)).limit(limit).subquery("page")
     columns = [page.c[f"k{i}"] for i in range(len(sort))]
     query = CURRENT.add_columns(*columns).join(page, page.c.pk == resource.c.pk)
-    query = query.order_by(*paging.order_by(columns, sort, page.c.pk, reverse=backwards))
-    rows = [row_to_stored(r, sort_width=len(sort)) for r in conn.execute(query)]
-    return rows[::-1] if backwards else rows
+    return query.order_by(*paging.order_by(columns, sort, page.c.pk, reverse=backwards))
 
 
 def patient_keys(conn: Connection, resource_type: str, where: Criterion, *, among: Set[str]) -> list[str]:
@@ -110,8 +126,17 @@ def patient_keys(conn: Connection, resource_type: str, where: Criterion, *, amon
 
 def count(conn: Connection, resource_type: str, where: Criterion, *, scope: Criterion) -> int:
     """The exact number of matches `find` pages through (same criteria, same scope)."""
-    query = select(func.count()).select_from(resource).where(_visible(resource_type, where, scope))
-    return conn.execute(query).scalar_one()
+    shaped = shapes.parametrize(AllOf((where, scope))) if conn.dialect.name == "postgresql" else None
+    if shaped is not None:
+        try:
+            return int(shapes.rows(conn, _count_query, (resource_type, *shaped[0].parts), shaped[1])[0][0])
+        except TypeError:  # a criterion that cannot be a cache key: built afresh
+            pass
+    return conn.execute(_count_query(resource_type, where, scope)).scalar_one()
+
+
+def _count_query(resource_type: str, where: Criterion, scope: Criterion) -> Any:
+    return select(func.count()).select_from(resource).where(_visible(resource_type, where, scope))
 
 
 def _visible(resource_type: str, where: Criterion, scope: Criterion) -> ColumnElement[bool]:

@@ -63,6 +63,19 @@ audit_chain = Table(
     Column("head", String(64), nullable=False),
 )
 
+# Traces whose search index rows are not written yet (storage/trace_index.py): a search that can reach traces
+# writes those of the pending rows within its scope first. Keyed by DMP, with the owner (the caller who caused the
+# trace), the two columns an access scope narrows traces by.
+index_pending = Table(
+    "index_pending",
+    metadata,
+    Column("patient_key", String(64), primary_key=True),
+    Column("resource_pk", PK, primary_key=True, autoincrement=False),
+    Column("owner", String(140), nullable=False, default=""),
+    Index("ix_index_pending_owner", "owner"),
+    Index("ix_index_pending_resource", "resource_pk"),
+)
+
 # Signed checkpoints of the trace chains (services/seal.py, docs/audit.md): `body` is the canonical JSON the
 # signature covers (its number, time, previous checkpoint's hash, key id, the chains changed since the previous
 # one); the signature is what a database writer cannot produce. Numbered 1, 2, ... with no gap: two sealers can never

@@ -2,9 +2,10 @@
 
 An event is stored with two marks in its JSON (its chain sequence number and the hash of the previous event);
 appending fills them from the chain head, stores the event and moves the head to the SHA-256 of the event's final
-JSON. On PostgreSQL that is one statement for every event of a unit of work (heads locked in key order, so
-writers never deadlock; the hash computed by the server from the very text it stores), together with the
-first-access record; SQLite, in-process and serialised by its write lock, does it in a few statements.
+JSON. Its search index rows wait until a search needs them (`trace_index`). On PostgreSQL that is one statement
+for every event of a unit of work (heads locked in key order, so writers never deadlock; the hash computed by the
+server from the very text it stores), together with the first-access record; SQLite, in-process and serialised by
+its write lock, does it in a few statements.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from fhir_dmp.storage import bulk, prepared
+from fhir_dmp.storage import bulk, prepared, trace_index
 from fhir_dmp.storage.records import GENESIS, NewResource
 from fhir_dmp.storage.tables import audit_chain, dmp_accessor, resource_version
 
@@ -72,6 +73,8 @@ def _pg_append_statement(kinds: frozenset[str]) -> Any:
         "h AS (UPDATE audit_chain c SET seq = ev.next_seq, "
         "head = encode(sha256(convert_to(ev.final, 'UTF8')), 'hex') FROM ev WHERE c.patient_key = ev.patient_key), "
         + bulk.stored_ctes("ev", "final", kinds)
+        + "p AS (INSERT INTO index_pending (patient_key, resource_pk, owner) SELECT rn.patient_key, rn.pk, ev.owner "
+        "FROM rn JOIN ev ON ev.n = rn.n), "
         + "a AS (INSERT INTO dmp_accessor (patient_key, accessor, first_access) SELECT k, :accessor, "
         "CAST(:when AS timestamp) FROM jsonb_array_elements_text(CAST(:accessed AS jsonb)) AS k "
         "ON CONFLICT DO NOTHING RETURNING patient_key) "
@@ -113,7 +116,8 @@ def _sqlite_append(conn: Connection, events: Sequence[Event]) -> None:
     conn.execute(update(audit_chain).where(audit_chain.c.patient_key == bindparam("key"))
                  .values(seq=bindparam("new_seq"), head=bindparam("new_head")),
                  [{"key": k, "new_seq": seq, "new_head": head} for k, (seq, head) in heads.items()])
-    bulk.insert_resources(conn, news)
+    pks = bulk.insert_resources(conn, news)
+    trace_index.pend(conn, [(n.patient_key, pk, n.facts.owner) for n, pk in zip(news, pks, strict=True)])
 
 
 def _insert_ignore(conn: Connection, table: object, rows: list[dict]) -> list[tuple]:
