@@ -1,13 +1,14 @@
 """What showing a SubmissionSet as its reader may see it costs (not a test): a professional's `GET List/{id}` and
-`List?patient=` through the Flask app in-process, with the List's entries judged against the caller's scope
-(policy/lists.py) and, in the same run, with that step switched off (the List as stored, as before), alternately;
-a DocumentReference read for scale. Wall time per request (p50, mean) and SQL statements per request.
+`List?patient=` through the Flask app in-process, with the List's entries judged against the caller's scope and the
+List itself seen only when it names something they see (policy/lists.py), and, in the same run, with both switched
+off (the List as stored, as before), alternately; a DocumentReference read for scale. Wall time per request (p50,
+mean) and SQL statements per request.
 
     python benchmarks/list_reads.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/db [--requests 300]
 
 The database is emptied of fhir-dmp's tables first (use a database of its own). A médecin creates a DMP and files
-`--lists` ITI-65s of `--documents` documents each, and reads them (they see them all, as depositor: the step removes
-nothing, and costs what it costs when it does).
+`--lists` ITI-65s of `--documents` documents each; another médecin, authorised, reads them (they see every
+document: nothing is removed, and the step costs what it costs when something is).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from sqlalchemy import text  # noqa: E402
 from fhir_dmp.config import Settings  # noqa: E402
 from fhir_dmp.http.app import create_app  # noqa: E402
 from fhir_dmp.policy import lists  # noqa: E402
+from fhir_dmp.policy.consents import authorisation  # noqa: E402
+from fhir_dmp.storage import criteria as c  # noqa: E402
 from fhir_dmp.storage.db import Database  # noqa: E402
 from fhir_dmp.storage.migrate import upgrade  # noqa: E402
 from fhir_dmp.storage.statements import counting, watch  # noqa: E402
@@ -56,6 +59,10 @@ def main() -> None:
     for _ in range(args.lists):
         docs = [(document(pid), f"document {i}".encode()) for i in range(args.documents)]
         assert client.post("/fhir", iti65(pid, docs)).status_code == 200
+    # the reader: another médecin, authorised (they record their own authorisation), who filed none of it
+    reader = client.as_(actor="professional", sub="810000000555", profession="10")
+    assert reader.post("Consent", authorisation(pid, "810000000555")).status_code == 201
+    client = reader
     found = json_of(client.get(f"List?patient={pid}&_count=100"))["entry"]
     list_ids = [e["resource"]["id"] for e in found]
     doc_ids = [e["resource"]["id"] for e in json_of(client.get(f"DocumentReference?patient={pid}&_count=20"))["entry"]]
@@ -71,13 +78,15 @@ def main() -> None:
     print(f"store: {db.url.split('@')[-1]}; {args.lists} Lists of {args.documents} entries; {args.requests} requests "
           "of each kind and mode, the modes alternated")
     for name, send in kinds.items():
-        times: dict[str, list[float]] = {"shaped": [], "as stored": []}
+        times: dict[str, list[float]] = {"shaped": [], "as before": []}
         statements: dict[str, int] = {}
-        shaped = lists.shaped
+        shaped, naming_seen = lists.shaped, lists.naming_seen
         for i in range(args.requests + 20):
             for mode in times:
                 judge = shaped if mode == "shaped" else lambda *_: False
-                with mock.patch.object(lists, "shaped", judge), counting() as counts:
+                seen = naming_seen if mode == "shaped" else lambda *_: c.AllOf(())
+                with mock.patch.object(lists, "shaped", judge), mock.patch.object(lists, "naming_seen", seen), \
+                        counting() as counts:
                     start = time.perf_counter()
                     response = send(i)
                     elapsed = time.perf_counter() - start

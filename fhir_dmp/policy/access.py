@@ -144,9 +144,13 @@ def scope_many(caller: Caller, accesses: list[Access], matrix: HabilitationMatri
     for access in accesses:
         if access.dmp is not None:
             inside = _inside(caller, access, matrix, now, mine)
-            if inside is not None:
-                parts.append(c.AllOf((c.PatientIs(access.dmp), c.Not(_NAMING), inside)))
-                naming.append(c.AllOf((c.PatientIs(access.dmp), _NAMING, inside)))
+            if inside is None:
+                continue
+            if narrow(inside, _NAMING.types[0]) == _FALSE:  # the existence check: no List to see
+                parts.append(c.AllOf((c.PatientIs(access.dmp), inside)))
+                continue
+            parts.append(c.AllOf((c.PatientIs(access.dmp), c.Not(_NAMING), inside)))
+            naming.append(c.AllOf((c.PatientIs(access.dmp), _NAMING, inside)))
     if not naming:
         return c.AnyOf(tuple(parts))
     # a List is seen when it names something the rest of the scope shows (or nothing local): one that names only
