@@ -3,13 +3,14 @@ in MB/s, through the Flask app in-process (routing, token, parsing, profile vali
 no network hop).
 
     python benchmarks/mhd.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/fhir_dmp_mhd \
-        --bundles 40 --processes 1 2 4
+        --bundles 40 --processes 1 2 [--prefer-minimal]
 
 Each ITI-65 is a transaction of one SubmissionSet List, 10 DocumentReferences and their 10 Binaries (random
 bytes, 1 KB to 100 KB each, so 50 KB on average), linked by urn:uuid, posted by a médecin who created the
 DMP (so authorised, 6.3): every entry is checked against its profile and every attachment's size and SHA-1
-against its Binary. ITI-68 then reads every Binary back as raw bytes (`Accept: */*`) by the same médecin,
-and checks the SHA-1 of what it got.
+against its Binary. `--prefer-minimal` sends them with `Prefer: return=minimal`, as an MHD Document Source that
+needs no echo of its resources would (the header line says which). ITI-68 then reads every Binary back as raw
+bytes (`Accept: */*`) by the same médecin, and checks the SHA-1 of what it got.
 
 On PostgreSQL it ends with the floor of the same run: the same Bundles' resources (their JSON texts) COPYed by one
 process into a plain table (`mhd_floor`, no index, bodies compressed as the server's; dropped after), one transaction
@@ -53,9 +54,12 @@ PER_BUNDLE = 10
 CLASSES = class_of_types(load(Path(__file__).resolve().parents[1]))
 
 
-def headers(accept: str = "application/fhir+json") -> dict[str, str]:
+def headers(accept: str = "application/fhir+json", prefer: str | None = None) -> dict[str, str]:
     token = mint_token(DOCTOR, secret=SECRET, ttl_seconds=86400)
-    return {"Authorization": f"Bearer {token}", "Accept": accept, "Content-Type": "application/fhir+json"}
+    out = {"Authorization": f"Bearer {token}", "Accept": accept, "Content-Type": "application/fhir+json"}
+    if prefer:
+        out["Prefer"] = prefer
+    return out
 
 
 def urn() -> str:
@@ -107,9 +111,9 @@ def iti65(patient_id: str, rng: random.Random, sizes: tuple[int, int] = (1, 100)
     return {"resourceType": "Bundle", "type": "transaction", "entry": [submission, *docs, *binaries]}, total
 
 
-def _worker(args: tuple[str, int, int, tuple[int, int]]) -> tuple[int, int, float, list[tuple[str, str]]]:
+def _worker(args: tuple[str, int, int, tuple[int, int], str | None]) -> tuple[int, int, float, list[tuple[str, str]]]:
     """Posts `bundles` ITI-65s into one new DMP; returns documents, bytes, seconds, the Binaries' ids."""
-    url, seed, bundles, sizes = args
+    url, seed, bundles, sizes, prefer = args
     db = Database(url)
     client = create_app(Settings(database_url=url, jwt_secret=SECRET), database=db).test_client()
     rng = random.Random(seed)
@@ -120,19 +124,21 @@ def _worker(args: tuple[str, int, int, tuple[int, int]]) -> tuple[int, int, floa
     assert created.status_code == 201, created.data
     pid = created.get_json()["id"]
     prepared = [iti65(pid, rng, sizes) for _ in range(bundles)]
-    # the request bodies as a client sends them: bytes, encoded before the clock starts (the server's work only)
+    # the request bodies as a client sends them: bytes, encoded before the clock starts (the server's work only),
+    # and the SHA-1 of each Binary's bytes, which ITI-68 checks later
     bodies = [json.dumps(bundle, separators=(",", ":")).encode() for bundle, _ in prepared]
+    sha1s = [[hashlib.sha1(base64.b64decode(e["resource"]["data"])).hexdigest()  # noqa: S324
+              if e["resource"]["resourceType"] == "Binary" else "" for e in bundle["entry"]] for bundle, _ in prepared]
     ids: list[tuple[str, str]] = []
     total = 0
+    sending = headers(prefer=prefer)
     start = time.perf_counter()
-    for (bundle, size), body in zip(prepared, bodies, strict=True):
-        response = client.post("/fhir", data=body, headers=headers())
+    for (_, size), body, digests in zip(prepared, bodies, sha1s, strict=True):
+        response = client.post("/fhir", data=body, headers=sending)
         assert response.status_code == 200, response.data[:500]
-        for sent, got in zip(bundle["entry"], response.get_json()["entry"], strict=True):
-            if sent["resource"]["resourceType"] == "Binary":
-                raw = base64.b64decode(sent["resource"]["data"])
-                ids.append((got["response"]["location"].split("/Binary/")[-1].split("/")[0],
-                            hashlib.sha1(raw).hexdigest()))  # noqa: S324
+        for digest, got in zip(digests, response.get_json()["entry"], strict=True):
+            if digest:
+                ids.append((got["response"]["location"].split("/Binary/")[-1].split("/")[0], digest))
         total += size
     elapsed = time.perf_counter() - start
     db.dispose()
@@ -199,6 +205,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--kb", type=int, nargs=2, default=[1, 100], metavar=("MIN", "MAX"),
                         help="document sizes, uniform between MIN and MAX KB")
+    parser.add_argument("--prefer-minimal", action="store_true",
+                        help="send ITI-65 with `Prefer: return=minimal` (an MHD Document Source needs no echo of its "
+                        "resources: each response entry is its status, location, etag and lastModified)")
     args = parser.parse_args()
     Path(__file__).parent.joinpath("out").mkdir(exist_ok=True)
     db = Database(args.database_url)
@@ -207,10 +216,12 @@ def main() -> None:
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE"))
     db.dispose()
-    print(f"store: {args.database_url}; ITI-65 of {PER_BUNDLE} documents ({args.kb[0]}-{args.kb[1]} KB) each")
+    prefer = "return=minimal" if args.prefer_minimal else None
+    print(f"store: {args.database_url}; ITI-65 of {PER_BUNDLE} documents ({args.kb[0]}-{args.kb[1]} KB) each; "
+          f"Prefer: {prefer or '(none: the resources echoed)'}")
     last_ids: list[tuple[str, str]] = []
     for processes in args.processes:
-        seeds = [(args.database_url, random.randrange(10**9), args.bundles, tuple(args.kb))
+        seeds = [(args.database_url, random.randrange(10**9), args.bundles, tuple(args.kb), prefer)
                  for _ in range(processes)]
         start = time.perf_counter()
         with multiprocessing.get_context("spawn").Pool(processes) as pool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import simplejson
 
 
@@ -62,11 +63,13 @@ def _check_depth(value: Any) -> None:
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """RFC 8259 leaves duplicate names undefined; FHIR JSON forbids them: refuse rather than guess."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise JsonSyntaxError(f"Malformed JSON: the property {key!r} appears twice in one object")
-        out[key] = value
+    out = dict(pairs)  # in C; a name given twice leaves fewer entries than pairs
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonSyntaxError(f"Malformed JSON: the property {key!r} appears twice in one object")
+            seen.add(key)
     return out
 
 
@@ -97,8 +100,29 @@ def materialize(value: Any) -> Any:
     return value
 
 
+# Types orjson would write that simplejson refuses: refused here too (TypeError), so the output never depends on which
+# of the two wrote it.
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
 def dumps(value: Any) -> str:
-    return simplejson.dumps(value, use_decimal=True, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, decimals and `raw` pieces as written. orjson writes the same text as simplejson about ten
+    times faster (an ITI-65's ~700 KB of base64 is written twice: stored, then answered); what it cannot write (an
+    integer beyond 64 bits, a lone surrogate, a key that is no string) goes to simplejson, as before."""
+    try:
+        return orjson.dumps(value, default=_piece, option=_PASSTHROUGH).decode()
+    except TypeError:  # orjson.JSONEncodeError included
+        return simplejson.dumps(value, use_decimal=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _piece(value: Any) -> orjson.Fragment:
+    if isinstance(value, Raw):
+        return orjson.Fragment(value.encoded_json)
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    if isinstance(value, str | int | float | dict | list | tuple):  # a subclass: as its base type writes it
+        return orjson.Fragment(simplejson.dumps(value, use_decimal=True, ensure_ascii=False, separators=(",", ":")))
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def dumps_pretty(value: Any) -> str:

@@ -68,7 +68,7 @@ def fhir(path: str = "") -> Response:
     req = parse_url(
         method, url, body=body, content_type=content_type, if_match=request.headers.get("If-Match"),
         if_none_exist=request.headers.get("If-None-Exist"), if_none_match=request.headers.get("If-None-Match"),
-        strict=prefer.get("handling") == "strict", base_url=base,
+        strict=prefer.get("handling") == "strict", base_url=base, prefer_return=prefer.get("return"),
     )
     if query:
         req = replace(req, query=req.query + tuple(query))

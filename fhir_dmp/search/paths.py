@@ -104,7 +104,7 @@ def _children(nodes: list[Any], name: str) -> list[Any]:
         if value is None:
             value = _choice_values(node, name)
         if isinstance(value, list):
-            out.extend(v for v in value if v is not None)
+            out.extend(value if None not in value else [v for v in value if v is not None])
         elif value is not None:
             out.append(value)
     return out

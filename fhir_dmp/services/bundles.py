@@ -45,30 +45,31 @@ def process(run: Run, caller: Caller, req: FhirRequest, enforce_profiles: bool, 
 
     # The checks that need no database run before the unit of work opens its transaction (and once, however many
     # times a concurrent writer makes it start again); a refusal is still raised inside it, so that it is traced.
-    refusal, conformity = _checked(rt, req, entries, enforce_profiles)
+    refusal, requests, conformity = _checked(rt, req, entries, enforce_profiles)
 
     def transaction(u: Unit) -> FhirResponse:
         if refusal is not None:
             raise refusal
-        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, conformity)))
+        return FhirResponse(200, _bundle("transaction-response", _transaction(u, req, entries, list(requests),
+                                                                              conformity)))
     return run(caller, req, transaction)
 
 
-def _checked(rt: Runtime, req: FhirRequest, entries: list,
-             enforce_profiles: bool) -> tuple[Exception | None, _Conformity | None]:
+def _checked(rt: Runtime, req: FhirRequest, entries: list, enforce_profiles: bool
+             ) -> tuple[Exception | None, list[FhirRequest], _Conformity | None]:
     """A transaction's entries' requests (400), then every issue of every entry, R4 structure and profiles, in one
     422 (`_Conformity`, as far as the Bundle alone can tell): what refuses it, in the order the unit of work would
-    have found it, to be raised there (and traced)."""
+    have found it, to be raised there (and traced); the entries' requests, for the unit of work."""
     try:
         structure = validating.r4_issues(rt.conformance, req.body)
         requests = [_entry_request(req, e, i) for i, e in enumerate(entries)]
         _check_distinct(requests)
         if not enforce_profiles:
-            return (FhirError(422, structure) if structure else None), None
+            return (FhirError(422, structure) if structure else None), requests, None
         conformity = _Conformity(rt, req, entries, requests, structure)
-        return conformity.refusal(), conformity
+        return conformity.refusal(), requests, conformity
     except Exception as error:  # noqa: BLE001 - raised in the unit of work, which traces it (a fault: 500)
-        return error, None
+        return error, [], None
 
 
 def _bundle(kind: str, entries: list[dict]) -> dict:
@@ -110,11 +111,18 @@ def _patch_from_binary(binary: dict, where: str) -> tuple[Any, str]:
         raise bad_request(f"{where}.resource: the JSON Patch in the Binary cannot be read") from exc
 
 
-def _response_entry(resp: FhirResponse, *, with_resource: bool = True) -> dict:
+def _response_entry(resp: FhirResponse, prefer: str | None = None, stored: str | None = None) -> dict:
+    """An entry of a batch or transaction response. What a write answers follows `Prefer: return` as a single
+    write's does (R4 http.html#ops): `minimal` no resource, `OperationOutcome` an outcome, else the resource (its
+    stored text as is, when the write just made it: `stored`). A read answers its resource whatever the
+    preference."""
     out: dict = {}
-    body = fhirjson.materialize(resp.body)  # a read's stored text, parsed: its meta is looked at below
-    if with_resource and isinstance(body, dict):
-        out["resource"] = body
+    body = resp.body
+    if isinstance(body, fhirjson.Raw):  # a read's stored text, parsed: its meta is looked at below
+        body = fhirjson.materialize(body)
+    written = "Location" in resp.headers
+    if isinstance(body, dict) and not (written and prefer in ("minimal", "OperationOutcome")):
+        out["resource"] = fhirjson.raw(stored) if stored is not None else body
     response: dict = {"status": content.status_line(resp.status)}
     if "Location" in resp.headers:
         response["location"] = resp.headers["Location"]
@@ -122,6 +130,8 @@ def _response_entry(resp: FhirResponse, *, with_resource: bool = True) -> dict:
         response["etag"] = resp.headers["ETag"]
     if isinstance(body, dict) and isinstance(body.get("meta"), dict):
         response["lastModified"] = body["meta"].get("lastUpdated")
+    if written and prefer == "OperationOutcome" and isinstance(body, dict):
+        response["outcome"] = content.information("Created" if resp.status == 201 else "Updated")
     out["response"] = {k: v for k, v in response.items() if v is not None}
     return out
 
@@ -134,13 +144,15 @@ def _batch_entry(run: Run, caller: Caller, parent: FhirRequest, entry: Any, inde
     try:
         req = _entry_request(parent, entry, index)  # 400 unless the entry has a usable request object
         # its resource's structure and profiles are checked by the interaction, in one 422 (`writes.parsed`)
-        return _response_entry(run(caller, req, lambda u: routes.route(req)(u, req)))  # traced on its own
+        return _response_entry(run(caller, req, lambda u: routes.route(req)(u, req)),  # traced on its own
+                               parent.prefer_return)
     except FhirError as error:
         return _error_entry(error)
 
 
-def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Conformity | None) -> list[dict]:
-    requests = [_entry_request(parent, e, i) for i, e in enumerate(entries)]
+def _transaction(u: Unit, parent: FhirRequest, entries: list, requests: list[FhirRequest],
+                 conformity: _Conformity | None) -> list[dict]:
+    """`requests`: the entries' own (`_entry_request`), a copy this run of the unit of work may change."""
     changed = _check_distinct(requests)
     if conformity is not None:
         conformity.check_stored(u)
@@ -171,8 +183,12 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Confo
         if isinstance(full_url, str):
             ids[full_url] = f"{req.resource_type}/{rid}"
     resolved = [_resolve_references(u, r, ids, i) for i, r in enumerate(requests)]
+    if conformity is not None:  # an update's body judged with the Bundle, unchanged since: not judged again
+        u.judged.update((id(resolved[i].body), resolved[i].body) for i in conformity.per_entry
+                        if resolved[i].body is requests[i].body and resolved[i].method == "PUT")
     pending: dict[tuple[str, str], str] = {}  # created in this transaction, not yet written
     batch: list[NewResource] = []
+    texts: dict[int, str] = {}  # the stored text of each create, answered as it is
     # Patients first among creates (the DMP others point to, whatever the entry order: R4 says the order
     # of entries does not matter), Binaries last: their securityContext may name a DocumentReference.
     # Updates in one global order of their ids, so that concurrent transactions never deadlock.
@@ -185,7 +201,7 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Confo
         req = resolved[i]
         if req.interaction == "create":
             # Creates are prepared one by one (validated, stamped, indexed) and written together.
-            responses[i] = _prepare_create(u, req, i, pending, batch)
+            responses[i], texts[i] = _prepare_create(u, req, i, pending, batch)
             continue
         _flush(u, batch)
         responses[i] = _dispatch_entry(u, req, i)
@@ -197,7 +213,7 @@ def _transaction(u: Unit, parent: FhirRequest, entries: list, conformity: _Confo
                 raise bad_request(f"Bundle.entry[{i}]: the transaction changes {key} more than once")
             changed.add(key)
     _flush(u, batch)
-    return [_response_entry(responses[i]) for i in range(len(resolved))]
+    return [_response_entry(responses[i], parent.prefer_return, texts.get(i)) for i in range(len(resolved))]
 
 
 class _Conformity:
@@ -285,8 +301,9 @@ def bytes_at_hand(base_url: str, bundled: writes.BytesOf = lambda _url: None) ->
 
 
 def _prepare_create(u: Unit, req: FhirRequest, index: int, pending: dict[tuple[str, str], str],
-                    batch: list[NewResource]) -> FhirResponse:
-    """A create entry, decided and indexed (its conformity and structure were checked with the Bundle's)."""
+                    batch: list[NewResource]) -> tuple[FhirResponse, str]:
+    """A create entry, decided and indexed (its conformity and structure were checked with the Bundle's): its
+    response and the text it is stored as."""
     try:
         body = content.as_resource(req.body, req.resource_type or "")
         new, response = writes.prepare_new(u, req, body, req.assigned_id or str(uuid.uuid4()), pending)
@@ -295,7 +312,7 @@ def _prepare_create(u: Unit, req: FhirRequest, index: int, pending: dict[tuple[s
         raise
     pending[(new.resource_type, new.id)] = new.patient_key
     batch.append(new)
-    return response
+    return response, new.content
 
 
 def _flush(u: Unit, batch: list[NewResource]) -> None:
@@ -338,22 +355,34 @@ def _check_distinct(requests: list[FhirRequest]) -> set[str]:
 
 
 def _resolve_references(u: Unit, req: FhirRequest, ids: dict[str, str], index: int) -> FhirRequest:
-    """Replace fullUrls by the ids they got, and `Type?search` references by the one match."""
+    """Replace fullUrls by the ids they got, and `Type?search` references by the one match. Copy on write: what
+    holds nothing to replace is the request's own (nothing downstream changes a body in place), so a Binary's
+    base64 or a document's codes are walked, not copied."""
     if not isinstance(req.body, dict):
         return req
+    longest = max(map(len, ids), default=0)  # a Binary's base64 is never a fullUrl: not hashed to find out
 
     def walk(node: Any) -> Any:
         if isinstance(node, dict):
-            out = {}
+            out = None
             for key, value in node.items():
                 if key == "reference" and isinstance(value, str) and "?" in value and value not in ids:
-                    out[key] = _conditional_reference(u, value, index)
+                    new = _conditional_reference(u, value, index)
                 else:
-                    out[key] = walk(value)
-            return out
+                    new = walk(value)
+                if new is not value:
+                    out = out if out is not None else dict(node)
+                    out[key] = new
+            return node if out is None else out
         if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, str) and node in ids:
+            items = None
+            for i, value in enumerate(node):
+                new = walk(value)
+                if new is not value:
+                    items = items if items is not None else list(node)
+                    items[i] = new
+            return node if items is None else items
+        if isinstance(node, str) and len(node) <= longest and node in ids:
             return ids[node]
         return node
 

@@ -30,6 +30,7 @@ class FhirRequest:
     strict: bool = False
     base_url: str = ""
     assigned_id: str | None = None  # a transaction gives a POST entry its id before running it
+    prefer_return: str | None = None  # `Prefer: return=` (minimal, representation, OperationOutcome)
 
     @property
     def interaction(self) -> str:

@@ -55,6 +55,7 @@ class Unit:
     existing_dmps: set[str] = field(default_factory=set)  # DMPs (Patient ids) found stored by this unit
     found_ins: dict[tuple[str, str], str] = field(default_factory=dict)  # (system, INS) -> DMP found stored
     after_commit: list[Hook] = field(default_factory=list)
+    judged: dict[int, object] = field(default_factory=dict)  # bodies judged before the unit: not judged again
     _dmps: dict[str, Dmp | None] = field(default_factory=dict)
     _facts: dict[str, str] = field(default_factory=dict)
     _access: dict[str, Access] = field(default_factory=dict)
@@ -63,6 +64,11 @@ class Unit:
     @property
     def owner(self) -> str:
         return owner_key(self.caller)
+
+    def was_judged(self, body: object) -> bool:
+        """Whether this very body (not an equal one) had its structure and conformity judged before the unit of
+        work opened (a transaction's entries, `bundles._Conformity`)."""
+        return self.judged.get(id(body)) is body
 
     def lock(self, key: str) -> None:
         """Serialise writers on `key` until the transaction ends."""

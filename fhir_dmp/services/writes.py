@@ -44,7 +44,10 @@ def parsed(u: Unit, body: object, resource_type: str) -> dict:
 def checked(u: Unit, resource: dict) -> None:
     """A resource R4 refuses is one 422 listing its structure issues and, in the same answer, its profiles' and
     the DMP rules' errors: a vendor fixes everything in one round, not the structure first and the profile next.
-    A structurally valid resource passes here and is conformed after the decision (`conform`)."""
+    A structurally valid resource passes here and is conformed after the decision (`conform`); one judged before
+    the unit of work (`Unit.was_judged`) is not judged again."""
+    if u.was_judged(resource):
+        return
     issues = validating.r4_issues(u.rt.conformance, resource)
     if not issues:
         return
@@ -57,8 +60,9 @@ def checked(u: Unit, resource: dict) -> None:
 
 # -- conform ----------------------------------------------------------------------------------------------------
 def conform(u: Unit, body: dict) -> None:
-    """A write of a profiled type conforms (422 listing every error), unless the settings turn profiles off."""
-    if u.rt.settings.enforce_profiles:
+    """A write of a profiled type conforms (422 listing every error), unless the settings turn profiles off or it
+    was judged before the unit of work (a transaction's entry, as sent: `Unit.was_judged`)."""
+    if u.rt.settings.enforce_profiles and not u.was_judged(body):
         validating.enforce(u.rt.conformance, body, bytes_of(u))
 
 

@@ -73,7 +73,6 @@ index_pending = Table(
     Column("resource_pk", PK, primary_key=True, autoincrement=False),
     Column("owner", String(140), nullable=False, default=""),
     Index("ix_index_pending_owner", "owner"),
-    Index("ix_index_pending_resource", "resource_pk"),
 )
 
 # Signed checkpoints of the trace chains (services/seal.py, docs/audit.md): `body` is the canonical JSON the

@@ -36,18 +36,13 @@ def reach(scope: c.Criterion) -> c.Criterion:
         return node
     if isinstance(node, c.TypeIs):
         return _TRUE if TRACE in node.types else _FALSE
-    if isinstance(node, c.AllOf):
+    if isinstance(node, c.AllOf | c.AnyOf):  # simplified: false absorbs an AllOf and true an AnyOf
+        absorbing, neutral = (_FALSE, _TRUE) if isinstance(node, c.AllOf) else (_TRUE, _FALSE)
         parts = [reach(p) for p in node.parts]
-        if _FALSE in parts:
-            return _FALSE
-        kept = tuple(p for p in parts if p != _TRUE)
-        return kept[0] if len(kept) == 1 else c.AllOf(kept)
-    if isinstance(node, c.AnyOf):
-        parts = [reach(p) for p in node.parts]
-        if _TRUE in parts:
-            return _TRUE
-        kept = tuple(p for p in parts if p != _FALSE)
-        return kept[0] if len(kept) == 1 else c.AnyOf(kept)
+        if absorbing in parts:
+            return absorbing
+        kept = tuple(p for p in parts if p != neutral)
+        return kept[0] if len(kept) == 1 else type(node)(kept)
     return _TRUE  # Not, index criteria, access facts: widened
 
 
@@ -57,15 +52,20 @@ def claim(conn: Connection, scope: c.Criterion | None, *, limit: int | None = No
     where = reach(scope) if scope is not None else _TRUE
     if where == _FALSE:
         return []
-    keys = select(index_pending.c.resource_pk).where(compile_criterion(where, index_pending)) \
-        .order_by(index_pending.c.resource_pk).limit(limit).with_for_update()
-    if conn.dialect.name == "postgresql":
-        pks = [r[0] for r in conn.execute(delete(index_pending).where(index_pending.c.resource_pk.in_(
-            keys.scalar_subquery())).returning(index_pending.c.resource_pk))]
+    keys = select(index_pending.c.patient_key, index_pending.c.resource_pk) \
+        .where(compile_criterion(where, index_pending)).order_by(index_pending.c.resource_pk).limit(limit) \
+        .with_for_update()
+    if conn.dialect.name == "postgresql":  # by the primary key of the rows locked, in key order
+        claimed = keys.subquery("claimed")
+        pks = [r[0] for r in conn.execute(delete(index_pending).where(
+            index_pending.c.patient_key == claimed.c.patient_key,
+            index_pending.c.resource_pk == claimed.c.resource_pk).returning(index_pending.c.resource_pk))]
     else:
-        pks = [r[0] for r in conn.execute(keys)]
-        if pks:
-            conn.execute(delete(index_pending).where(index_pending.c.resource_pk.in_(pks)))
+        found = [tuple(r) for r in conn.execute(keys)]
+        pks = [pk for _, pk in found]
+        for key, pk in found:
+            conn.execute(delete(index_pending).where(index_pending.c.patient_key == key,
+                                                     index_pending.c.resource_pk == pk))
     if not pks:
         return []
     rows = conn.execute(CURRENT.where(resource.c.pk.in_(sorted(pks))).order_by(resource.c.pk))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,12 +38,18 @@ class Conformance:
     by_url: Mapping[tuple[str, str], tuple[dict, ...]]  # (type, url) -> its versions, newest first
     code_systems: Mapping[tuple[str, str | None], CodeSystemIndex]  # (url, version) and (url, None) = newest
     files: Mapping[tuple[str, str], str]  # (type, id) -> the file it was read from
+    # what a write asks on every resource, answered once (the store never changes): the resources of a type, and
+    # the implicit ValueSets (one object per url, so what is expanded from it is expanded once)
+    _memo: dict[tuple[str, str], object] = field(default_factory=dict, compare=False, repr=False)
 
     def read(self, rtype: str, rid: str) -> dict | None:
         return self.by_id.get((rtype, rid))
 
     def all(self, rtype: str) -> list[dict]:
-        return [r for (t, _), r in self.by_id.items() if t == rtype]
+        held = self._memo.get(("all", rtype))
+        if held is None:
+            held = self._memo[("all", rtype)] = tuple(r for (t, _), r in self.by_id.items() if t == rtype)
+        return list(held)  # type: ignore[arg-type]
 
     def resolve(self, rtype: str, canonical: str, version: str | None = None) -> dict | None:
         """A canonical reference (`url` or `url|version`) -> the resource; no version: the newest. A ValueSet
@@ -60,7 +66,13 @@ class Conformance:
 
     def implicit_value_set(self, url: str) -> dict | None:
         """`<code system url>?vs` (ANS's name for "every code of this TRE", used in its bindings) or the
-        CodeSystem's own `valueSet`: a ValueSet of the whole shipped CodeSystem, made on demand (no id)."""
+        CodeSystem's own `valueSet`: a ValueSet of the whole shipped CodeSystem, made once per url (no id)."""
+        key = ("implicit", url)
+        if key not in self._memo:
+            self._memo[key] = self._implicit(url)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def _implicit(self, url: str) -> dict | None:
         for (rtype, cs_url), versions in self.by_url.items():
             cs = versions[0]
             if rtype == "CodeSystem" and url in (f"{cs_url}?vs", cs.get("valueSet")):

@@ -14,6 +14,8 @@ import binascii
 import hashlib
 from collections.abc import Callable
 
+import pybase64
+
 from fhir_dmp.errors import Issue
 from fhir_dmp.terminology.classes import TRE_A03, codings, declared_classes
 from fhir_dmp.terminology.store import Conformance
@@ -108,6 +110,14 @@ def digest(raw: bytes) -> str:
 
 
 def decoded(data: str) -> bytes | None:
+    """The bytes of base64 `data`, None when it is not base64. pybase64 (SIMD, ~40x faster: an ITI-65 decodes
+    ~700 KB) answers what it accepts, and what it accepts the standard library decodes alike (checked on millions of
+    strings, `tests/validation/test_base64.py`); the odd forms only the standard library takes (excess
+    padding: `AAAA=`) go to it, so every verdict stays the standard library's."""
+    try:
+        return pybase64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        pass
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):

@@ -325,9 +325,47 @@ def _logic(op: str) -> Callable[[dict, dict], Fn]:
 def _binary(combine: Callable[[list[Item], list[Item]], list[Item]]) -> Callable[[dict, dict], Fn]:
     """An operator of two operands both evaluated on the focus (fhirpathpy sets $this to the focus for each)."""
     def make(left_node: dict, right_node: dict) -> Fn:
-        left, right = _expr(left_node), _expr(right_node)
+        left, right = _once(left_node), _once(right_node)
         return lambda focus, res: combine(left(focus, res), right(focus, res))
     return make
+
+
+def _once(node: dict) -> Fn:
+    """An operand, evaluated once per resource when it does not depend on the focus (`$this in
+    %resource.entry.resource.ofType(List).entry.item.reference`, inside an `all()` over a Bundle's entries, read
+    the whole Bundle once per entry). It holds the last resource it was evaluated on until the next one."""
+    fn = _expr(node)
+    if not _independent(node) or _literal(node):
+        return fn
+    held: list[Any] = [None, None]  # (the %resource item, the operand's value there)
+
+    def run(focus: list[Item], res: Item) -> list[Item]:
+        if held[0] is not res:  # a new item for every evaluation of the expression (`compile_expression`)
+            held[1] = fn(focus, res)
+            held[0] = res
+        return held[1]
+    return run
+
+
+def _independent(node: dict) -> bool:
+    """Whether an expression's value is the same whatever the focus: a path from %resource, and operators over
+    such paths (a function's arguments run on its input, so only the start of a path matters)."""
+    kind = node.get("type")
+    if kind in ("TermExpression", "ParenthesizedTerm"):
+        return _independent(_only(node))
+    if kind == "ExternalConstantTerm" or kind in _LITERALS or kind == "LiteralTerm":
+        return True
+    if kind == "InvocationExpression":
+        return _independent(node["children"][0])
+    if kind in _OPERATORS or kind == "IndexerExpression":
+        return all(_independent(child) for child in node.get("children") or ())
+    return False  # a member, a function or $this reads the focus
+
+
+def _literal(node: dict) -> bool:
+    while node.get("type") in ("TermExpression", "ParenthesizedTerm", "LiteralTerm"):
+        node = _only(node)
+    return node.get("type") in _LITERALS
 
 
 def _type_operator(cast: bool) -> Callable[[dict, dict], Fn]:

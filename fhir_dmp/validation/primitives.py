@@ -22,7 +22,7 @@ _TOKEN = re.compile(r"[^\s]+(?: [^\s]+)*")
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _URI = re.compile(r"\S+")
 _OID = re.compile(r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+")
-_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")  # and a length multiple of 4: padded base64
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 _DAY = r"(?P<y>[12][0-9]{3})(?:-(?P<m>0[1-9]|1[0-2])(?:-(?P<d>0[1-9]|[12][0-9]|3[01]))?)?"
 _CLOCK = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
@@ -69,12 +69,21 @@ _PLAIN: dict[str, Callable[[object], bool]] = {
     "canonical": _matching(_URI),
     "uuid": _matching(_URI),
     "oid": _matching(_OID),
-    "base64Binary": lambda v: isinstance(v, str) and len(v) % 4 == 0 and _BASE64.fullmatch(v) is not None,
+    "base64Binary": lambda v: isinstance(v, str) and _padded_base64(v),
     "date": lambda v: isinstance(v, str) and _valid_day(_DATE.fullmatch(v)),
     "dateTime": lambda v: isinstance(v, str) and _valid_day(_DATETIME.fullmatch(v)),
     "instant": lambda v: isinstance(v, str) and _valid_day(_INSTANT.fullmatch(v), needs_time=True),
     "time": _matching(_TIME),
 }
+
+
+def _padded_base64(text: str) -> bool:
+    """`[A-Za-z0-9+/]*={0,2}` with a length multiple of 4, without the regular expression (a Binary's 70 KB of base64
+    took it 0.12 ms; deleting the alphabet's bytes and finding nothing left takes a fifth of that)."""
+    if len(text) % 4 or not text.isascii():
+        return False
+    body = text.rstrip("=")
+    return len(text) - len(body) <= 2 and not body.encode("ascii").translate(None, _BASE64)
 
 
 def plain(value: object, fhir_type: str) -> bool:

@@ -90,6 +90,21 @@ def _facts(el: dict) -> _Facts:
     return facts
 
 
+_KIDS: dict[tuple[int, str], tuple[_Tree, tuple[tuple[str, dict, _Facts, bool, bool], ...]]] = {}
+
+
+def _kids(tree: _Tree, eid: str) -> tuple[tuple[str, dict, _Facts, bool, bool], ...]:
+    """An element's children as the walk asks of them, once per element: (id, definition, facts, a choice?,
+    sliced?)."""
+    held = _KIDS.get((id(tree), eid))
+    if held is not None and held[0] is tree:
+        return held[1]
+    kids = tuple((child, tree.by_id[child], _facts(tree.by_id[child]), _facts(tree.by_id[child]).name.endswith("[x]"),
+                  bool(tree.slices[child])) for child in tree.children[eid])
+    _KIDS[(id(tree), eid)] = (tree, kids)
+    return kids
+
+
 def _tree(sd: dict) -> _Tree:
     held = _TREES.get(id(sd))
     if held is not None and held[0] is sd:
@@ -163,18 +178,19 @@ class _Walk:
                         self.profile(other, [(here, node)], depth + 1)
             if not isinstance(node, dict):
                 continue
-            for child in tree.children[eid]:
-                cel = tree.by_id[child]
-                cfacts = _facts(cel)
+            for child, cel, cfacts, choice, has_slices in _kids(tree, eid):
                 name = cfacts.name
-                found = self.children_of(cel, name, here, node)
-                if cfacts.low or cfacts.high is not None:
+                # most of a profile's elements are absent from a given node: no list, no call for them
+                found = self.children_of(cel, name, here, node) if choice or name in node else []
+                n = len(found)
+                if cfacts.low is not None and n < cfacts.low or cfacts.high is not None and n > cfacts.high:
                     self.count(cel, found, f"{here}.{name}", name)
                 if cfacts.removed:
                     continue
-                if found or tree.slices[child]:  # a slice may be required
+                if found or has_slices:  # a slice may be required
                     self.sliced(tree, sd, child, found, f"{here}.{name}", depth)
-                self.visit(tree, sd, child, found, depth)
+                if found:
+                    self.visit(tree, sd, child, found, depth)
 
     def children_of(self, el: dict, name: str, here: str, node: dict) -> list[Node]:
         if name.endswith("[x]"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fhir_dmp.policy.consents import authorisation
+from fhir_dmp.validation.structure import validate_structure
 from tests.fhirclient import DOCTOR, attachment, document, json_of, written
 from tests.mhd.helpers import TRE_A07, iti65, location_id, open_dmp, provide
 
@@ -31,6 +32,47 @@ def test_every_response_entry_carries_its_location_and_etag(client):
     ss = body["entry"][0]["resource"]
     assert [e["item"]["reference"] for e in ss["entry"]] == [
         f"DocumentReference/{location_id(e)}" for e in body["entry"][1:3]]
+
+
+def test_prefer_minimal_answers_each_entry_without_its_resource(client):
+    """An MHD Document Source needs no echo of what it sent: with `Prefer: return=minimal` every entry of the
+    transaction-response is its `response` alone (R4 http.html#ops), and the Bundle is still a valid one."""
+    pid, _ = open_dmp(client)
+    sent = iti65(pid, [(document(pid), b"CR 1"), (document(pid), b"CR 2")])
+    response = client.post("/fhir", sent, headers={"Prefer": "return=minimal"})
+    assert response.status_code == 200, response.data
+    body = json_of(response)
+    assert body["type"] == "transaction-response" and len(body["entry"]) == len(sent["entry"])
+    assert validate_structure(body) == []
+    for entry in body["entry"]:
+        assert set(entry) == {"response"}
+        assert entry["response"]["status"] == "201 Created" and entry["response"]["etag"] == 'W/"1"'
+        stored = json_of(client.get(entry["response"]["location"].removeprefix("http://localhost")))
+        assert entry["response"]["lastModified"] == stored["meta"]["lastUpdated"]
+    ss = json_of(client.get(body["entry"][0]["response"]["location"].removeprefix("http://localhost")))
+    assert [e["item"]["reference"] for e in ss["entry"]] == [
+        f"DocumentReference/{location_id(e)}" for e in body["entry"][1:3]]
+
+
+def test_prefer_operation_outcome_answers_an_outcome_per_entry(client):
+    pid, _ = open_dmp(client)
+    response = client.post("/fhir", iti65(pid, [(document(pid), b"CR")]), headers={"Prefer": "return=OperationOutcome"})
+    assert response.status_code == 200, response.data
+    body = json_of(response)
+    assert validate_structure(body) == []
+    for entry in body["entry"]:
+        assert "resource" not in entry
+        assert entry["response"]["outcome"]["resourceType"] == "OperationOutcome"
+        assert entry["response"]["outcome"]["issue"][0]["severity"] == "information"
+
+
+def test_the_resource_answered_is_the_one_stored(client):
+    """Without a preference each entry answers its resource: the text stored, ids and references resolved."""
+    pid, _ = open_dmp(client)
+    body = provide(client, pid, [(document(pid), b"CR")])
+    for entry in body["entry"]:
+        assert entry["resource"] == json_of(client.get(entry["response"]["location"].removeprefix(
+            "http://localhost")))
 
 
 def test_simplified_publish_is_a_validated_create(client):

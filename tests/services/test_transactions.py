@@ -336,6 +336,22 @@ def test_response_entries_carry_status_location_etag_and_last_modified(client):
     assert client.get(f"Patient/{cid}").headers["ETag"] == 'W/"1"'
 
 
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_prefer_minimal_leaves_written_resources_out_and_reads_in(client, kind):
+    """`Prefer: return=minimal` holds for each write entry as for a single write; a read entry still answers
+    what it read."""
+    a = create(client, patient(unique_ins()))
+    a_changed = {k: v for k, v in a.items() if k != "meta"} | {"gender": "other"}
+    response = send(client, [post(patient(unique_ins()), urn()), put(a_changed), get(f"Patient/{a['id']}")], kind,
+                    headers={"Prefer": "return=minimal"})
+    assert response.status_code == 200, response.data
+    created, updated, read = json_of(response)["entry"]
+    assert set(created) == set(updated) == {"response"}
+    assert created["response"]["status"] == "201 Created" and updated["response"]["etag"] == 'W/"2"'
+    assert updated["response"]["lastModified"] == json_of(client.get(f"Patient/{a['id']}"))["meta"]["lastUpdated"]
+    assert read["resource"]["gender"] == "other"
+
+
 def test_an_empty_transaction_answers_an_empty_transaction_response(client):
     # R4 JSON has no empty arrays: an empty transaction has no `entry` at all
     response = client.post("/fhir", {"resourceType": "Bundle", "type": "transaction"})

@@ -174,3 +174,27 @@ def test_only_dom_3_falls_back():
 ])
 def test_shapes(expression, node, expected):
     assert invariants.holds(node, "Extension", expression, node) is expected
+
+
+def test_a_path_from_the_resource_is_read_once_per_resource_and_afresh_for_the_next():
+    """An operand that does not depend on the focus (`%resource....` inside `all()`) is evaluated once per resource:
+    the verdicts on Bundles taken in turn are each one's own, as fhirpathpy gives them."""
+    expression = ("entry.where(resource is DocumentReference).fullUrl.all($this in "
+                  "%resource.entry.resource.ofType(List).entry.item.reference)")
+
+    def bundle(listed: list[str], documents: list[str]) -> dict:
+        items = [{"item": {"reference": url}} for url in listed]
+        return {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:l", "resource": {"resourceType": "List", "status": "current", "mode": "working",
+                                                   "entry": items}},
+            *({"fullUrl": url, "resource": {"resourceType": "DocumentReference", "status": "current"}}
+              for url in documents)]}
+
+    bundles = [bundle(["urn:uuid:a", "urn:uuid:b"], ["urn:uuid:a", "urn:uuid:b"]),
+               bundle(["urn:uuid:a"], ["urn:uuid:a", "urn:uuid:b"]),
+               bundle(["urn:uuid:a", "urn:uuid:b"], ["urn:uuid:b"]),
+               bundle([], ["urn:uuid:c"])]
+    expected = [True, False, True, False]
+    for _ in range(2):
+        assert [invariants.holds(b, "Bundle", expression, b) for b in bundles] == expected
+        assert [invariants.interpreted(b, "Bundle", expression, b) for b in bundles] == expected

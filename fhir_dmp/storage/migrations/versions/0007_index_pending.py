@@ -27,7 +27,6 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(140), nullable=False),
     )
     op.create_index("ix_index_pending_owner", "index_pending", ["owner"])
-    op.create_index("ix_index_pending_resource", "index_pending", ["resource_pk"])
 
 
 def downgrade() -> None:
