@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from fhir_dmp.errors import FhirError, forbidden
-from fhir_dmp.policy import labels
+from fhir_dmp.policy import labels, lists
 from fhir_dmp.policy.caller import Caller
 from fhir_dmp.policy.consents import Dmp
 from fhir_dmp.policy.facts import DOCUMENT_TYPES, owner_key
@@ -140,12 +140,40 @@ def scope_many(caller: Caller, accesses: list[Access], matrix: HabilitationMatri
         c.AllOf((c.PatientIs(""), c.AnyOf((c.TypeIs(PUBLIC_TYPES), mine)))),
         c.AllOf((c.TypeIs(("AuditEvent",)), mine)),
     ]
+    naming: list[c.Criterion] = []  # per DMP, its rows of the types that name others (Lists), as `inside` sees them
     for access in accesses:
         if access.dmp is not None:
             inside = _inside(caller, access, matrix, now, mine)
-            if inside is not None:
+            if inside is None:
+                continue
+            if narrow(inside, _NAMING.types[0]) == _FALSE:  # the existence check: no List to see
                 parts.append(c.AllOf((c.PatientIs(access.dmp), inside)))
-    return c.AnyOf(tuple(parts))
+                continue
+            parts.append(c.AllOf((c.PatientIs(access.dmp), c.Not(_NAMING), inside)))
+            naming.append(c.AllOf((c.PatientIs(access.dmp), _NAMING, inside)))
+    if not naming:
+        return c.AnyOf(tuple(parts))
+    # a List is seen when it names something the rest of the scope shows (or nothing local): one that names only
+    # hidden documents would tell that they were filed, when and by whom (policy/lists.py)
+    seen = c.AnyOf(tuple(parts))  # once, whatever the number of DMPs (a condition may span many)
+    return c.AnyOf((*parts, c.AllOf((c.AnyOf(tuple(naming)), lists.naming_seen(seen, mine)))))
+
+
+_NAMING = c.TypeIs(tuple(sorted(lists.SHOWN_REFERENCES)))
+
+
+def named_scope(scope: c.Criterion) -> c.Criterion:
+    """`scope` for the resources a List names (its items): without the rule of the Lists themselves (an item that
+    is a List counts as hidden), so that the SQL judging items does not nest a List's rule in itself."""
+    try:
+        return _without_naming(scope)
+    except TypeError:  # a criterion holding an unhashable value
+        return _without_naming.__wrapped__(scope)
+
+
+@lru_cache(maxsize=4096)
+def _without_naming(scope: c.Criterion) -> c.Criterion:
+    return _decided(scope, lambda term: _FALSE if term == _NAMING else None)
 
 
 def _inside(caller: Caller, access: Access, matrix: HabilitationMatrix, now: datetime,
@@ -196,24 +224,29 @@ def one_month_before(now: datetime) -> datetime:
     return now.replace(year=year, month=month, day=min(now.day, days))
 
 
-def confine(criterion: c.Criterion, scope: c.Criterion) -> c.Criterion:
-    """The search criteria with `scope` applied to every resource they reach through chains, `_has` and
-    the patient: a chain must not find a row through a resource the caller may not see."""
+def confine(criterion: c.Criterion, scope: c.Criterion, resource_type: str | None = None) -> c.Criterion:
+    """The search criteria (on rows of `resource_type`) with `scope` applied to every resource they reach through
+    chains, `_has` and the patient: a chain must not find a row through a resource the caller may not see; nor a
+    reference the shown resource leaves out (a List's `item`, policy/lists.py)."""
     match criterion:
         case c.Chain(param, types, inner):
             reached = narrow_to(scope, types) if types else scope
-            return c.Chain(param, types, c.AllOf((confine(inner, scope), reached)))
+            inner_type = types[0] if len(types) == 1 else None
+            return c.Chain(param, types, c.AllOf((confine(inner, scope, inner_type), reached)))
         case c.Has(source, param, inner):
-            return c.Has(source, param, c.AllOf((confine(inner, scope), narrow(scope, source))))
+            return c.Has(source, param, c.AllOf((confine(inner, scope, source), narrow(scope, source))))
         case c.PatientMatches(inner):
-            return c.PatientMatches(c.AllOf((confine(inner, scope), narrow(scope, "Patient"))))
+            return c.PatientMatches(c.AllOf((confine(inner, scope, "Patient"), narrow(scope, "Patient"))))
         case c.Not(part):
-            return c.Not(confine(part, scope))
+            return c.Not(confine(part, scope, resource_type))
         case c.AnyOf(parts):
-            return c.AnyOf(tuple(confine(p, scope) for p in parts))
+            return c.AnyOf(tuple(confine(p, scope, resource_type) for p in parts))
         case c.AllOf(parts):
-            return c.AllOf(tuple(confine(p, scope) for p in parts))
-    return criterion
+            # a chain's branch per target type is AllOf(TypeIs((type,)), its criteria): they are on that type
+            typed = parts[0].types[0] if parts and isinstance(parts[0], c.TypeIs) and len(parts[0].types) == 1 \
+                else resource_type
+            return c.AllOf(tuple(confine(p, scope, typed) for p in parts))
+    return lists.reaching(criterion, resource_type, named_scope(scope))
 
 
 def sees_patient(scope: c.Criterion, key: str) -> bool:

@@ -80,7 +80,7 @@ def _visible(u: Unit, subscriber: Caller, key: str, resource_type: str, criteria
     scope = rules.event_scope(subscriber, u.dmp(key), resource_type, u.rt.matrix, u.now)
     if scope is None:
         return []
-    where = c.AllOf((c.IdIn(ids), c.PatientIs(key), confine(_filter(resource_type, criteria), scope)))
+    where = c.AllOf((c.IdIn(ids), c.PatientIs(key), confine(_filter(resource_type, criteria), scope, resource_type)))
     found = queries.find(u.tx, resource_type, where, limit=len(ids) + 1, scope=narrow(scope, resource_type))
     return [f"{s.resource_type}/{s.id}/_history/{s.version_id}" for s in found]
 

@@ -45,7 +45,8 @@ def history(u: Unit, req: FhirRequest) -> FhirResponse:
     links = results.page_links(req.base_url, path, list(req.query), page[-1].pk if more and page else None)
     if not req.id and own is None:  # read across DMPs: each DMP's trail gets the access
         u.touch_rows(page)
-    entries = [results.history_entry(req.base_url, s) for s in page]
+    shown = reads.lists_shown(u, page)
+    entries = [results.history_entry(req.base_url, s, r) for s, r in zip(page, shown, strict=True)]
     return FhirResponse(200, results.bundle("history", entries, links, total))
 
 

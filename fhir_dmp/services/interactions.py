@@ -81,7 +81,7 @@ def patch(u: Unit, req: FhirRequest) -> FhirResponse:
     if stored.deleted:
         raise writes.gone(stored)
     writes.check_if_match(req, stored)
-    before = content.resource_of(stored)
+    before = reads.lists_shown(u, [stored])[0] or content.resource_of(stored)  # a List: patched as shown
     patched = patching.patched(req, before)
     if not isinstance(patched, dict) or patched.get("id") != stored.id:
         raise unprocessable("A patch may not change the resource's id", f"{req.resource_type}.id")

@@ -147,7 +147,8 @@ def everything(u: Unit, req: FhirRequest) -> FhirResponse:
     page = rows[:asked.count]
     next_cursor = paging.encode(paging.Cursor(True, (), page[-1].pk), ()) if len(rows) > asked.count else None
     total = queries.dmp_count(u.tx, key, asked.types, since=asked.since, scope=scope)
-    entries = [results.match_entry(req.base_url, s) for s in page]
+    entries = [results.match_entry(req.base_url, s, resource=r) for s, r in zip(page, reads.lists_shown(u, page),
+                                                                                 strict=True)]
     if asked.ignored:
         entries.append({"resource": operation_outcome([
             Issue("not-supported", f"Parameter '{name}' is not supported by $everything and was ignored",

@@ -96,7 +96,7 @@ def for_search(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
     key = searches.named_dmp(u.caller, resource_type, found, _own(u))
     access = searches.lookup_access(u.caller, u.access(key) if key else None, resource_type, criteria)
     scope = u.scope(access)
-    return _confined(u, key, access, scope, resolve_patients(criteria, resolved, scope))
+    return _confined(resource_type, key, access, scope, resolve_patients(criteria, resolved, scope))
 
 
 def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
@@ -114,17 +114,18 @@ def for_condition(u: Unit, resource_type: str, criteria: c.Criterion) -> Lookup:
         key = searches.named_dmp(u.caller, "", found, own)  # "": no type where naming a patient is required
         access = searches.lookup_access(u.caller, u.access(key) if key else None, resource_type, criteria)
         scope = u.scope(access)
-        return _confined(u, key, access, scope, resolve_patients(criteria, resolved, scope))
+        return _confined(resource_type, key, access, scope, resolve_patients(criteria, resolved, scope))
     refusal = searches.unnamed_condition_refusal(u.caller)
     if refusal is not None:
         raise refusal
     related = dmps.related_to(u.tx, IDNATPS, u.caller.sub) if u.caller.actor == "professional" else set()
     keys = set(queries.patient_keys(u.tx, resource_type, criteria, among=related)) - {""}
     u.know_dmps(keys)
-    return _confined(u, None, None, u.scope_of(keys), criteria)
+    return _confined(resource_type, None, None, u.scope_of(keys), criteria)
 
 
-def _confined(u: Unit, key: str | None, access: Access | None, scope: c.Criterion, criteria: c.Criterion) -> Lookup:
-    return Lookup(key, access, scope, confine(criteria, scope))
+def _confined(resource_type: str, key: str | None, access: Access | None, scope: c.Criterion,
+              criteria: c.Criterion) -> Lookup:
+    return Lookup(key, access, scope, confine(criteria, scope, resource_type))
 
 

@@ -43,10 +43,11 @@ def match_entry(base: str, stored: Stored, mode: str = "match", resource: object
     return {"fullUrl": f"{base}/{stored.resource_type}/{stored.id}", "resource": resource, "search": {"mode": mode}}
 
 
-def history_entry(base: str, stored: Stored) -> dict:
+def history_entry(base: str, stored: Stored, resource: dict | None = None) -> dict:
+    """A history entry, with `resource` as shaped for the caller (by default, the stored version parsed)."""
     entry: dict = {"fullUrl": f"{base}/{stored.resource_type}/{stored.id}"}
     if stored.content is not None:
-        entry["resource"] = content.resource_of(stored)
+        entry["resource"] = content.resource_of(stored) if resource is None else resource
     if stored.deleted:
         request = {"method": "DELETE", "url": f"{stored.resource_type}/{stored.id}"}
         status = 204

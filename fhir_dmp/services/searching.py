@@ -13,7 +13,7 @@ from fhir_dmp.errors import bad_request, operation_outcome
 from fhir_dmp.policy.access import IDENTITY_ELEMENTS
 from fhir_dmp.search import shape
 from fhir_dmp.search.parse import SearchQuery, parse_query
-from fhir_dmp.services import content, lookups, results, trace_index
+from fhir_dmp.services import content, lookups, reads, results, trace_index
 from fhir_dmp.services.requests import FhirRequest, FhirResponse
 from fhir_dmp.services.unit import Unit
 from fhir_dmp.storage import criteria as c
@@ -63,8 +63,10 @@ def search(u: Unit, req: FhirRequest) -> FhirResponse:
     included = _included(u.tx, query, page, scope)
     if key is None:  # a search spanning DMPs (a system's): each DMP it read from gets its own trace
         u.touch_rows(page + included)
-    entries = [_entry(req.base_url, s, "match", query, query.elements) for s in page]
-    entries += [_entry(req.base_url, s, "include", query, ()) for s in included]
+    shown = reads.lists_shown(u, page + included)
+    entries = [_entry(req.base_url, s, "match", query, query.elements, r) for s, r in zip(page, shown, strict=False)]
+    entries += [_entry(req.base_url, s, "include", query, (), r)
+                for s, r in zip(included, shown[len(page):], strict=True)]
     warnings = query.warnings()
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
@@ -106,8 +108,11 @@ def _included(tx: Tx, query: SearchQuery, page: list[Stored], scope: c.Criterion
     return found
 
 
-def _entry(base: str, stored: Stored, mode: str, query: SearchQuery, elements: tuple[str, ...]) -> dict:
-    """`_elements` names elements of the searched type, so it shapes the matches only; `_summary` all."""
+def _entry(base: str, stored: Stored, mode: str, query: SearchQuery, elements: tuple[str, ...],
+           resource: dict | None) -> dict:
+    """`_elements` names elements of the searched type, so it shapes the matches only; `_summary` all. `resource`:
+    the row as shaped for the caller (a List, `reads.lists_shown`), None: as stored."""
     if query.summary is None and not elements:  # nothing to shape: the stored text, never parsed
-        return results.match_entry(base, stored, mode, content.as_stored(stored))
-    return results.match_entry(base, stored, mode, shape.subset(content.resource_of(stored), query.summary, elements))
+        return results.match_entry(base, stored, mode, content.as_stored(stored) if resource is None else resource)
+    return results.match_entry(base, stored, mode, shape.subset(resource or content.resource_of(stored),
+                                                                query.summary, elements))

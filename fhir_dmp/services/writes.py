@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 from fhir_dmp import fhirjson
 from fhir_dmp.errors import FhirError, precondition_failed
+from fhir_dmp.policy import lists
 from fhir_dmp.policy import writes as rules
 from fhir_dmp.policy.access import feeding_refusal
 from fhir_dmp.policy.facts import access_facts, governing_reference
 from fhir_dmp.search.dates import now_utc
 from fhir_dmp.search.extract import index_rows
 from fhir_dmp.services import content, ins, mhd, references, validating, vsm
-from fhir_dmp.services.reads import visible
+from fhir_dmp.services.reads import list_as_shown, visible
 from fhir_dmp.services.registry import RESOURCES, SERVED_APART
 from fhir_dmp.services.requests import FhirRequest, FhirResponse, method_not_allowed
 from fhir_dmp.services.unit import Unit
@@ -215,9 +217,16 @@ def change(u: Unit, req: FhirRequest, stored: Stored, body: dict, method: str) -
     """An update or patch of a resource the caller sees: If-Match, decide, conform, store."""
     check_if_match(req, stored)
     body = rules.as_deposited(u.caller, stored.resource_type, body)
+    shaped = lists.shaped(u.caller, stored.resource_type) and stored.content is not None
+    if shaped:  # the entries of a List the caller was not shown stay (policy/lists.py)
+        left_out = list_as_shown(u, stored.patient_key, content.resource_of(stored))[1]
+        body = lists.with_left_out(body, left_out, req.base_url)
     decide_change(u, stored, body)
     conform(u, body)
-    return store_version(u, req, stored, body, method)
+    response = store_version(u, req, stored, body, method)
+    if shaped and isinstance(response.body, dict):
+        response = replace(response, body=list_as_shown(u, stored.patient_key, response.body)[0])
+    return response
 
 
 def remove(u: Unit, req: FhirRequest, stored: Stored | None) -> FhirResponse:

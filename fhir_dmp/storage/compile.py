@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 
-from sqlalchemy import ColumnElement, Table, and_, exists, false, literal, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, literal, not_, or_, select, true
 from sqlalchemy.sql.selectable import FromClause
 
 from fhir_dmp.storage import criteria as c
@@ -44,14 +44,15 @@ def _compile(node: c.Criterion, row: FromClause) -> ColumnElement[bool]:
 
 
 def _index(kind: str, param: str, row: FromClause, *conds: ColumnElement[bool],
-           selective: bool = False) -> ColumnElement[bool]:
-    """A match in an index table: `pk IN (lookup)` for selective values (the lookup index drives the
-    query), a correlated EXISTS probing (resource_pk, param) for the others (they only filter)."""
-    table: Table = INDEX_TABLES[kind]
+           selective: bool = False, table: FromClause | None = None) -> ColumnElement[bool]:
+    """A match in an index table (or `table`, an alias of it): `pk IN (lookup)` for selective values (the lookup
+    index drives the query), a correlated EXISTS probing (resource_pk, param) for the others (they only filter)."""
+    table = INDEX_TABLES[kind] if table is None else table
+    # correlated to the row alone (never to an enclosing match on the same index table: they nest inside `within`)
     if selective:
-        return row.c.pk.in_(select(table.c.resource_pk).where(table.c.param == param, *conds))
+        return row.c.pk.in_(select(table.c.resource_pk).where(table.c.param == param, *conds).correlate(None))
     return exists(select(literal(1)).select_from(table).where(
-        table.c.resource_pk == row.c.pk, table.c.param == param, *conds))
+        table.c.resource_pk == row.c.pk, table.c.param == param, *conds).correlate(row))
 
 
 def _selective_token(node: c.Token) -> bool:
@@ -175,7 +176,10 @@ def _number(node: c.NumberRange, row: FromClause) -> ColumnElement[bool]:
 
 
 def _reference(node: c.Reference, row: FromClause) -> ColumnElement[bool]:
-    t = INDEX_TABLES["reference"].c
+    table = INDEX_TABLES["reference"]
+    if node.within is not None:  # its own alias: `within` may hold index matches of its own (they nest)
+        table = table.alias()
+    t = table.c
     conds = []
     if node.url is not None:
         conds.append(t.url == node.url[:512])
@@ -183,7 +187,13 @@ def _reference(node: c.Reference, row: FromClause) -> ColumnElement[bool]:
         conds.append(t.target_id == node.target_id)
     if node.target_type is not None:
         conds.append(t.target_type == node.target_type)
-    return _index("reference", node.param, row, *conds, selective=node.target_id is not None)
+    if node.within is not None:
+        target = resource.alias()
+        reached = exists(select(literal(1)).select_from(target).where(
+            target.c.resource_type == t.target_type, target.c.id == t.target_id,
+            compile_criterion(node.within, target)))
+        conds.append(reached if node.target_id is not None else or_(t.target_id == "", reached))
+    return _index("reference", node.param, row, *conds, selective=node.target_id is not None, table=table)
 
 
 def _composite(node: c.Composite, row: FromClause) -> ColumnElement[bool]:

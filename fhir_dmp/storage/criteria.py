@@ -126,12 +126,15 @@ class NumberRange:
 
 @dataclass(frozen=True)
 class Reference:
-    """A local target (type and/or id) or a non-local `url`."""
+    """A local target (type and/or id) or a non-local `url`. `within`: a local target counts only when its row
+    (deleted or not) matches it (the caller's scope: a List's `item` never matches through a hidden document);
+    non-local references (a url, no target id) are not judged by it."""
 
     param: str
     target_type: str | None = None
     target_id: str | None = None
     url: str | None = None
+    within: Criterion | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,21 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, literal, select, tuple_, union_all, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from fhir_dmp.storage import bulk, prepared
@@ -106,6 +120,43 @@ def already_stored(conn: Connection, ids: Sequence[Key], identifiers: Sequence[I
         else:
             held.add((rtype, system, value))
     return taken, held
+
+
+_KEYS_PER_STATEMENT = 10000  # SQLite: one bound value each, within its limit on parameters
+
+
+@lru_cache(maxsize=2048)
+def _visible_within(scope: Criterion) -> Any:
+    """PostgreSQL: which of the (type, id) given as two arrays are rows within `scope`, built once per scope and
+    prepared (a caller's scope recurs): an index condition on (resource_type, id) whatever the number of keys."""
+    names = ARRAY(String)
+    return select(resource.c.resource_type, resource.c.id).where(
+        resource.c.resource_type == any_(bindparam("types", [], type_=names)),
+        resource.c.id == any_(bindparam("ids", [], type_=names)), compile_criterion(scope))
+
+
+def visible_keys(conn: Connection, keys: Sequence[Key], scope: Criterion) -> set[Key]:
+    """Which of these (type, id) name a stored row (deleted or not) within `scope`: what a List may show of the
+    resources its entries name, for every List of an answer in one statement."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return set()
+    if conn.dialect.name == "postgresql":
+        try:
+            query = _visible_within(scope)
+        except TypeError:  # a scope holding an unhashable value: built afresh
+            query = _visible_within.__wrapped__(scope)
+        params = {"types": sorted({t for t, _ in wanted}), "ids": sorted({i for _, i in wanted})}
+        return {(row.resource_type, row.id) for row in prepared.rows(conn, query, params)} & set(wanted)
+    found: set[Key] = set()
+    for start in range(0, len(wanted), _KEYS_PER_STATEMENT):  # one, unless a page of Lists names thousands
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in wanted[start:start + _KEYS_PER_STATEMENT]:
+            by_type.setdefault(rtype, []).append(rid)
+        keyed = or_(*(and_(resource.c.resource_type == t, resource.c.id.in_(ids)) for t, ids in by_type.items()))
+        query = select(resource.c.resource_type, resource.c.id).where(keyed, compile_criterion(scope))
+        found.update((row.resource_type, row.id) for row in conn.execute(query))
+    return found
 
 
 def read_version(conn: Connection, resource_type: str, rid: str, version_id: int, *,

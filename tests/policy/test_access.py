@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fhir_dmp.config import project_dir
-from fhir_dmp.policy import labels
+from fhir_dmp.policy import labels, lists
 from fhir_dmp.policy.access import (
     SYSTEM_SCOPE,
     Access,
@@ -168,12 +168,23 @@ def test_identity_sees_the_patient_only(matrix: HabilitationMatrix) -> None:
 
 
 def inside(caller: Caller, access: Access, matrix: HabilitationMatrix) -> c.Criterion:
-    """The part of the scope for the DMP of `access` (after the two parts outside any DMP)."""
+    """The part of the scope for the DMP of `access` (after the two parts outside any DMP; its Lists apart, in the
+    last part: policy/lists.py)."""
     whole = scope(caller, access, matrix, NOW)
-    assert isinstance(whole, c.AnyOf) and len(whole.parts) == 3
+    assert isinstance(whole, c.AnyOf) and len(whole.parts) == 4
     part = whole.parts[2]
-    assert isinstance(part, c.AllOf) and part.parts[0] == c.PatientIs(access.dmp or "")
-    return part.parts[1]
+    assert isinstance(part, c.AllOf) and part.parts[:2] == (c.PatientIs(access.dmp or ""), c.Not(LIST))
+    assert whole.parts[3] == lists_part(caller, [(access.dmp or "", part.parts[2])], c.AnyOf(whole.parts[:3]))
+    return part.parts[2]
+
+
+LIST = c.TypeIs(("List",))
+
+
+def lists_part(caller: Caller, dmps: list[tuple[str, c.Criterion]], seen: c.Criterion) -> c.Criterion:
+    """Lists: seen as the rest of their DMP's rows, when they name something the rest of the scope shows."""
+    naming = c.AnyOf(tuple(c.AllOf((c.PatientIs(key), LIST, inner)) for key, inner in dmps))
+    return c.AllOf((naming, lists.naming_seen(seen, c.OwnerIs(f"{caller.actor}|{caller.sub}"))))
 
 
 def test_patient_scope(matrix: HabilitationMatrix) -> None:
@@ -216,9 +227,11 @@ def test_scope_many_keeps_each_dmp_to_its_standing(matrix: HabilitationMatrix) -
     caller = ps("x")
     accesses = [Access("professional", "p1"), Access("identity", "p2"), open_dmp(caller, dmp())]
     whole = scope_many(caller, accesses, matrix, NOW)
-    assert isinstance(whole, c.AnyOf) and len(whole.parts) == 4  # the refused one adds nothing
-    assert whole.parts[2] == c.AllOf((c.PatientIs("p1"), inside(caller, accesses[0], matrix)))
-    assert whole.parts[3] == c.AllOf((c.PatientIs("p2"), c.TypeIs(("Patient",))))
+    assert isinstance(whole, c.AnyOf) and len(whole.parts) == 5  # the refused one adds nothing
+    p1 = inside(caller, accesses[0], matrix)
+    assert whole.parts[2] == c.AllOf((c.PatientIs("p1"), c.Not(LIST), p1))
+    assert whole.parts[3] == c.AllOf((c.PatientIs("p2"), c.TypeIs(("Patient",))))  # no List in an existence check
+    assert whole.parts[4] == lists_part(caller, [("p1", p1)], c.AnyOf(whole.parts[:4]))
     assert scope_many(caller, [], matrix, NOW) == scope(caller, None, matrix, NOW)
 
 

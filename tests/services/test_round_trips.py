@@ -74,3 +74,23 @@ def test_an_iti65_of_ten_documents_is_a_handful_of_statements(world, database): 
     assert counts.transactions == 1
     # issue 16: at most 12; issue 19: + the subscriptions' one check
     assert counts.statements <= (4 if not database.is_sqlite else 80), counts
+
+
+def test_a_list_costs_one_statement_more_whatever_its_entries(world, database):  # type: ignore[no-untyped-def]
+    """A SubmissionSet shown to a professional leaves out the entries naming what they may not see
+    (policy/lists.py): decided in one statement for every List of the answer, however many entries they have."""
+    from tests.mhd.helpers import iti65
+
+    doctor, pid, _docs = world
+    for size in (10, 3):
+        response = doctor.post("/fhir", iti65(pid, [(document(pid), f"document {i}".encode()) for i in range(size)]))
+        assert response.status_code == 200, response.data
+    lists = json_of(doctor.get(f"List?patient={pid}"))["entry"]
+    assert sorted(len(e["resource"]["entry"]) for e in lists) == [3, 10]
+    for send, exact in ((lambda: doctor.get(f"List/{lists[0]['resource']['id']}"), BUDGET["read"][0] + 1),
+                        (lambda: doctor.get(f"List?patient={pid}"), BUDGET["search"][0] + 1),
+                        (lambda: doctor.get(f"List?patient={pid}&_include=List:item"), BUDGET["search"][0] + 2)):
+        counts = _cost(database, send)
+        assert counts.transactions == 1
+        if not database.is_sqlite:
+            assert counts.statements == exact, counts
