@@ -61,8 +61,10 @@ def parametrize(node: c.Criterion) -> tuple[c.Criterion, tuple[Any, ...]] | None
         if kind is c.Token and n.text is None:  # type: ignore[union-attr]
             return replace(n, code=None if n.code is None else mark(n.code[:_INDEX_WIDTH]),  # type: ignore
                            system=None if n.system is None else mark(n.system[:_INDEX_WIDTH]))  # type: ignore
-        if kind is c.Reference and n.target_id is not None:  # type: ignore[union-attr]
-            return replace(n, target_id=mark(n.target_id), url=_kept(n.url))  # type: ignore
+        if kind is c.Reference:  # `within` (the caller's scope on the target) is a criterion of its own
+            return replace(n, target_id=None if n.target_id is None else mark(n.target_id),  # type: ignore
+                           url=_kept(n.url), target_type=_kept(n.target_type),  # type: ignore[union-attr]
+                           within=None if n.within is None else walk(n.within))  # type: ignore
         if kind is c.Not:
             return c.Not(walk(n.part))  # type: ignore[union-attr]
         if kind is c.Chain or kind is c.Has or kind is c.PatientMatches:
