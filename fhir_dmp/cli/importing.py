@@ -47,9 +47,12 @@ def import_command(files: tuple[Path, ...], database_url: str, batch: int, base_
                 report = parallel_import.run(db, settings, base_url, batch, paths, workers, bar.update)
             else:
                 report = Importer(db, settings, base_url, batch).run(paths, bar.update)
+        out = report.as_json()
+        if out["created"]:  # a bulk load leaves the planner's statistics behind (autovacuum may be off)
+            db.analyze()
+            out["analyzed"] = True
     finally:
         db.dispose()
-    out = report.as_json()
     text = json.dumps(out, ensure_ascii=False)
     if report_path is not None:
         report_path.write_text(text + "\n", encoding="utf-8")

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from fhir_dmp.storage.statements import watch
+from fhir_dmp.storage.tables import metadata
 
 # PostgreSQL rolled the unit of work back to break a deadlock (or a serialization conflict).
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
@@ -75,6 +76,14 @@ class Database:
             self.engine = create_engine(self.url, echo=echo, pool_size=10, max_overflow=20, connect_args=connect)
         if count_statements:  # statements.counting() blocks see this engine's statements and transactions
             watch(self.engine)
+
+    def analyze(self) -> None:
+        """Refresh the planner's statistics of the server's tables (after a bulk load: a store never analysed, with
+        autovacuum off, had PostgreSQL drive a DMP's search through every `status=current` row of the store,
+        benchmarks/scale.py). SQLite: its own ANALYZE."""
+        with self.engine.begin() as conn:  # the tables this server owns, not the whole database
+            for table in metadata.sorted_tables:
+                conn.execute(text(f'ANALYZE "{table.name}"'))
 
     @contextmanager
     def transaction(self, *, write: bool = False) -> Iterator[Connection]:

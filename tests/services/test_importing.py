@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from fhir_dmp.cli import main
 from fhir_dmp.config import Settings
@@ -146,6 +146,7 @@ def test_the_command(database, tmp_path):
     path = tmp_path / "cli.ndjson"
     path.write_text("\n".join(_lines(2)) + "\n[]\n")
     out = tmp_path / "report.json"
+    started = _database_now(database)
     result = CliRunner().invoke(main, ["import", str(path), "--database-url", database.url, "--batch", "3",
                                        "--report", str(out)],
                                 env={"FHIR_DMP_JWT_SECRET": SECRET, "FHIR_DMP_HOME": str(ROOT)})
@@ -153,9 +154,24 @@ def test_the_command(database, tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert (report["created"], report["refused"]) == (4, 1) and report["refusals"][0]["line"] == 5
     assert json.loads(out.read_text()) == report
+    assert report["analyzed"] is True  # a load that stored something refreshes the planner's statistics
+    if started is not None:
+        with database.engine.connect() as conn:
+            analysed = conn.execute(text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'resource' "
+                                         "AND schemaname = current_schema()")).scalar()
+        assert analysed is not None and analysed >= started
     again = CliRunner().invoke(main, ["import", str(path), "--database-url", database.url],
                                env={"FHIR_DMP_JWT_SECRET": SECRET, "FHIR_DMP_HOME": str(ROOT)})
-    assert json.loads(again.stdout.strip().splitlines()[-1])["skipped"] == 4
+    second = json.loads(again.stdout.strip().splitlines()[-1])
+    assert second["skipped"] == 4 and "analyzed" not in second  # nothing stored: nothing to analyse
+
+
+def _database_now(database):  # type: ignore[no-untyped-def]
+    """PostgreSQL's clock (what `last_analyze` is written with); None on SQLite."""
+    if database.is_sqlite:
+        return None
+    with database.engine.connect() as conn:
+        return conn.execute(text("SELECT now()")).scalar()
 
 
 def test_a_batch_names_its_dmps_by_ins_in_one_statement(database, tmp_path):
