@@ -32,19 +32,25 @@ from tests.fhirclient import DOCTOR, FhirTestClient, document, json_of, patient 
 SECRET = "benchmark-secret-at-least-thirty-two-bytes"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--requests", type=int, default=500, help="timed requests of each kind")
-    args = parser.parse_args()
-    db = Database(args.database_url)
+def doctor_on_empty_store(database_url: str) -> tuple[Database, FhirTestClient]:
+    """The store at `database_url` emptied of fhir-dmp's tables and migrated, and a médecin's client on the app
+    over it (the Flask test client: no network)."""
+    db = Database(database_url)
     with db.engine.begin() as conn:
         for table in reversed(metadata.sorted_tables):
             conn.execute(text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     upgrade(db)
-    client = FhirTestClient(create_app(Settings(database_url=db.url, jwt_secret=SECRET), database=db).test_client(),
-                            SECRET).as_(**DOCTOR)
+    app = create_app(Settings(database_url=db.url, jwt_secret=SECRET), database=db)
+    return db, FhirTestClient(app.test_client(), SECRET).as_(**DOCTOR)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--requests", type=int, default=500, help="timed requests of each kind")
+    args = parser.parse_args()
+    db, client = doctor_on_empty_store(args.database_url)
     pid = json_of(client.post("Patient", patient()))["id"]
     docs = [json_of(client.post("DocumentReference", document(pid)))["id"] for _ in range(10)]
     headers = {"Authorization": f"Bearer {client.token()}", "Accept": "application/fhir+json"}

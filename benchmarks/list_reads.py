@@ -21,23 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
-from sqlalchemy import text  # noqa: E402
+from inprocess import doctor_on_empty_store  # noqa: E402
 
-from fhir_dmp.config import Settings  # noqa: E402
-from fhir_dmp.http.app import create_app  # noqa: E402
 from fhir_dmp.policy import lists  # noqa: E402
 from fhir_dmp.policy.consents import authorisation  # noqa: E402
 from fhir_dmp.storage import criteria as c  # noqa: E402
-from fhir_dmp.storage.db import Database  # noqa: E402
-from fhir_dmp.storage.migrate import upgrade  # noqa: E402
 from fhir_dmp.storage.statements import counting, watch  # noqa: E402
-from fhir_dmp.storage.tables import metadata  # noqa: E402
-from tests.fhirclient import DOCTOR, FhirTestClient, document, json_of, patient  # noqa: E402
+from tests.fhirclient import document, json_of, patient  # noqa: E402
 from tests.mhd.helpers import iti65  # noqa: E402
-
-SECRET = "benchmark-secret-at-least-thirty-two-bytes"
 
 
 def main() -> None:
@@ -47,14 +40,7 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=10)
     parser.add_argument("--documents", type=int, default=10)
     args = parser.parse_args()
-    db = Database(args.database_url)
-    with db.engine.begin() as conn:
-        for table in reversed(metadata.sorted_tables):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table.name} CASCADE"))
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    upgrade(db)
-    client = FhirTestClient(create_app(Settings(database_url=db.url, jwt_secret=SECRET), database=db).test_client(),
-                            SECRET).as_(**DOCTOR)
+    db, client = doctor_on_empty_store(args.database_url)
     pid = json_of(client.post("Patient", patient()))["id"]
     for _ in range(args.lists):
         docs = [(document(pid), f"document {i}".encode()) for i in range(args.documents)]
