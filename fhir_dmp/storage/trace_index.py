@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from fhir_dmp.storage import bulk, prepared
 from fhir_dmp.storage import criteria as c
@@ -95,8 +95,3 @@ def pend(conn: Connection, rows: Sequence[tuple[str, int, str]]) -> None:
     if rows:
         conn.execute(insert(index_pending), [{"patient_key": k, "resource_pk": pk, "owner": owner}
                                              for k, pk, owner in rows])
-
-
-def pending_count(conn: Connection) -> int:
-    """How many traces wait for their index rows."""
-    return int(conn.execute(select(func.count()).select_from(index_pending)).scalar_one())
