@@ -82,12 +82,9 @@ def find(conn: Connection, resource_type: str, where: Criterion, *, limit: int, 
         else None
     if shaped is not None:
         template, values = shaped
-        try:
-            found = shapes.rows(conn, _find_query, (resource_type, *template.parts, tuple(sort), None, limit),
-                                values)
+        found = shapes.rows(conn, _find_query, (resource_type, *template.parts, tuple(sort), None, limit), values)
+        if found is not None:
             return [row_to_stored(r, sort_width=len(sort)) for r in found]
-        except TypeError:  # a criterion or sort key that cannot be a cache key: built afresh
-            pass
     query = _find_query(resource_type, where, scope, tuple(sort), cursor, limit)
     rows = [row_to_stored(r, sort_width=len(sort)) for r in conn.execute(query)]
     return rows[::-1] if cursor is not None and not cursor.forward else rows
@@ -128,10 +125,9 @@ def count(conn: Connection, resource_type: str, where: Criterion, *, scope: Crit
     """The exact number of matches `find` pages through (same criteria, same scope)."""
     shaped = shapes.parametrize(AllOf((where, scope))) if conn.dialect.name == "postgresql" else None
     if shaped is not None:
-        try:
-            return int(shapes.rows(conn, _count_query, (resource_type, *shaped[0].parts), shaped[1])[0][0])
-        except TypeError:  # a criterion that cannot be a cache key: built afresh
-            pass
+        found = shapes.rows(conn, _count_query, (resource_type, *shaped[0].parts), shaped[1])
+        if found is not None:
+            return int(found[0][0])
     return conn.execute(_count_query(resource_type, where, scope)).scalar_one()
 
 

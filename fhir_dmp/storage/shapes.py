@@ -99,9 +99,14 @@ def _compiled(build: Callable[..., Executable], key: tuple[Any, ...], dialect: A
 
 
 def rows(conn: Connection, build: Callable[..., Executable], key: tuple[Any, ...], values: tuple[Any, ...],
-         ) -> list[tuple[Any, ...]]:
-    """Run the statement `build(*key)` (`key`: hashable, holding templates) with `values` in its markers' places
-    (PostgreSQL: sent as it is, unprepared, so each run is planned with its values)."""
+         ) -> list[tuple[Any, ...]] | None:
+    """Run the statement `build(*key)` (`key` holding templates) with `values` in its markers' places (PostgreSQL:
+    sent as it is, unprepared, so each run is planned with its values); None, running nothing, when `key` cannot be
+    a cache key (a criterion holding an unhashable value), for the caller to build its statement the usual way."""
+    try:
+        hash(key)
+    except TypeError:
+        return None
     sql, fixed, marked = _compiled(build, key, conn.dialect)
     params = {**fixed, **{name: values[i] for name, i in marked.items()}}
     note_statement(sql)
