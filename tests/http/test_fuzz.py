@@ -69,7 +69,10 @@ def mutated(draw: st.DrawFn, base: dict) -> dict:
     resource = copy.deepcopy(base)
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         paths = list(_paths(resource))
-        container, key = draw(st.sampled_from(paths)) if paths else (resource, "x")
+        if not paths:  # every element deleted: one to edit (the edits below read the value they change)
+            resource["x"] = None
+            paths = [(resource, "x")]
+        container, key = draw(st.sampled_from(paths))
         action = draw(st.sampled_from(["set", "delete", "wrap", "unwrap", "add", "empty", "null"]))
         if action == "set":
             container[key] = draw(json_values)
